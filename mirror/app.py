@@ -1,0 +1,91 @@
+"""The application factory: builds everything from a Config, nothing at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from mirror.cache.fills import FillManager
+from mirror.config import Config
+from mirror.metrics import Metrics
+from mirror.routes.middleware import oci_errors
+from mirror.routes.v2 import V2Handlers
+from mirror.routing import Router
+from mirror.service import PullService
+from mirror.storage.base import Storage
+from mirror.storage.disk import DiskStorage
+from mirror.upstream.client import UpstreamClient
+
+log = logging.getLogger(__name__)
+
+CONFIG = web.AppKey("config", Config)
+METRICS = web.AppKey("metrics", Metrics)
+STORAGE = web.AppKey("storage", Storage)
+SERVICE = web.AppKey("service", PullService)
+FILLS = web.AppKey("fills", FillManager)
+ROUTER = web.AppKey("router", Router)
+CLIENTS = web.AppKey("clients", dict[str, UpstreamClient])
+HANDLERS = web.AppKey("handlers", V2Handlers)
+
+USER_AGENT = "registry-mirror/0.1 (+aiohttp)"
+
+
+async def open_storage(config: Config, metrics: Metrics) -> Storage:
+    """The configured storage backend, ready for use."""
+    if config.storage.backend == "s3":
+        from mirror.storage.s3 import S3Storage  # imported only when used
+
+        return await S3Storage.open(config.storage.s3, config.storage.path, metrics)
+    return DiskStorage(config.storage.path)
+
+
+def spool_dir(config: Config) -> Path:
+    """Where fills keep spool files when the backend has no local partials."""
+    return config.storage.path / ".spool"
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    metrics = app[METRICS]
+    storage = await open_storage(config, metrics)
+    swept = await storage.sweep_partials()
+    if swept:
+        log.info("removed %d partial objects left by an earlier run", swept)
+    session = aiohttp.ClientSession(
+        headers={"User-Agent": USER_AGENT},
+        connector=aiohttp.TCPConnector(limit=256, limit_per_host=64, ttl_dns_cache=60),
+        auto_decompress=False,
+    )
+    clients = {u.name: UpstreamClient(u, session, metrics) for u in config.upstreams}
+    fills = FillManager(storage, spool_dir(config), config.fill, metrics)
+    service = PullService(
+        storage, fills, metrics, offline=config.offline,
+        redirect_blobs=config.storage.backend == "s3" and config.storage.s3.redirect,
+    )  # fmt: skip
+    router = Router(config, clients)
+    app[STORAGE], app[CLIENTS], app[FILLS], app[SERVICE], app[ROUTER] = (
+        storage, clients, fills, service, router,
+    )  # fmt: skip
+    app[HANDLERS].bind(router, service, storage, metrics)
+    try:
+        yield
+    finally:
+        await fills.close()
+        await service.close()
+        await session.close()
+        await storage.close()
+
+
+def create_app(config: Config, metrics: Metrics | None = None) -> web.Application:
+    """A ready-to-run mirror application for ``config``."""
+    app = web.Application(middlewares=[oci_errors], client_max_size=1024)
+    app[CONFIG] = config
+    app[METRICS] = metrics or Metrics()
+    app[HANDLERS] = V2Handlers()
+    app[HANDLERS].register(app)
+    app.cleanup_ctx.append(_resources)
+    return app

@@ -1,0 +1,1 @@
+"""In-process cache machinery: single-flight downloads and the size-bounded index."""

@@ -1,0 +1,370 @@
+"""Streamed single-flight blob downloads ("fills").
+
+One :class:`Fill` per (upstream, digest) downloads the blob once into a spool
+file and, at the same time, into the storage backend's partial object. Any
+number of clients follow it: each reads what is already in the spool, then
+waits for more. Nobody waits for the whole blob and nobody opens a second
+upstream download. The fill runs in its own task, so a client hanging up
+never stops it.
+
+Integrity: the blob is hashed as it arrives. Until the digest has been
+checked, no client is given the last byte of what it asked for, so a client
+can never see a complete body of wrong bytes: on a mismatch or an upstream
+failure every follower's connection is aborted and the partial object is
+discarded. A download that breaks is resumed with ``Range`` from the byte
+where it broke.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+
+from mirror.config import FillConfig
+from mirror.errors import (
+    BlobUnknown,
+    DigestMismatch,
+    MirrorError,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from mirror.metrics import Metrics
+from mirror.oci import Digest
+from mirror.storage.base import BlobWriter, Storage, StorageError
+from mirror.upstream.client import UpstreamClient
+
+log = logging.getLogger(__name__)
+
+MAX_RESUMES = 5
+_READ_CHUNK = 256 * 1024
+
+CommitHook = Callable[[str, int], Awaitable[None]]
+
+
+class Fill:
+    """One blob download in progress, readable by followers as it grows."""
+
+    def __init__(self, key: str, digest: Digest) -> None:
+        self.key = key
+        self.digest = digest
+        self.size: int | None = None
+        self.written = 0
+        self.verified = False
+        self.error: MirrorError | None = None
+        self.committed = False
+        self.started: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._changed = asyncio.Event()
+        self._fd: int | None = None
+        self._readers = 0
+        self._running = True
+
+    @property
+    def done(self) -> bool:
+        """Whether the download has ended, verified or failed."""
+        return self.verified or self.error is not None
+
+    # ---------------------------------------------------------------- runner side
+
+    def attach_spool(self, fd: int) -> None:
+        """The file descriptor followers read from (the fill owns it)."""
+        self._fd = fd
+
+    @property
+    def spool_fd(self) -> int | None:
+        """The spool's descriptor while the fill or a follower still needs it."""
+        return self._fd
+
+    def set_size(self, size: int | None) -> None:
+        """The size announced by the upstream, once its headers arrived."""
+        self.size = size
+        if not self.started.done():
+            self.started.set_result(size)
+
+    def advance(self, count: int) -> None:
+        """``count`` more bytes are in the spool."""
+        self.written += count
+        self._notify()
+
+    def succeed(self) -> None:
+        """The digest matched: followers may read the last bytes."""
+        self.verified = True
+        self._notify()
+
+    def fail(self, error: MirrorError) -> None:
+        """Abort the download and every follower."""
+        self.error = error
+        if not self.started.done():
+            self.started.set_exception(error)
+            self.started.exception()  # nobody may be waiting: mark it seen
+        self._notify()
+
+    def finish(self) -> None:
+        """The runner is done with the spool; close it when the last reader leaves."""
+        self._running = False
+        self._release()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _release(self) -> None:
+        if not self._running and self._readers == 0 and self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    # ---------------------------------------------------------------- follower side
+
+    async def follow(self, start: int, end: int | None) -> AsyncIterator[bytes]:
+        """Bytes ``start``..``end`` (inclusive; None: to the end) as they arrive.
+
+        Raises the fill's error if the download fails before the range is
+        complete; the last byte of the range waits for the digest check.
+        """
+        self._readers += 1
+        try:
+            position = start
+            while True:
+                limit = self._readable(end)
+                if position < limit:
+                    data = self._read(position, min(limit - position, _READ_CHUNK))
+                    position += len(data)
+                    yield data
+                    continue
+                if self.error is not None:
+                    raise self.error
+                if self.verified:
+                    return
+                await self._changed.wait()
+        finally:
+            self._readers -= 1
+            self._release()
+
+    def _readable(self, end: int | None) -> int:
+        """How far a follower asking for bytes up to ``end`` may read now."""
+        stop = self.written if end is None else min(self.written, end + 1)
+        if self.verified:
+            return stop
+        # Hold back the final byte of the request until the digest is known.
+        last = end if end is not None else (self.size - 1 if self.size is not None else None)
+        return stop if last is None else min(stop, last)
+
+    def _read(self, offset: int, length: int) -> bytes:
+        if self._fd is None:
+            raise UpstreamUnavailable("download spool is gone")
+        # The bytes were written moments ago and sit in the page cache: a
+        # pread here costs microseconds, less than a thread hop.
+        return os.pread(self._fd, length, offset)
+
+
+class FillManager:
+    """Starts fills, finds running ones, and runs them to the end."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        spool_dir: Path,
+        config: FillConfig,
+        metrics: Metrics,
+        on_commit: CommitHook | None = None,
+    ) -> None:
+        self._storage = storage
+        self._spool_dir = spool_dir
+        self._config = config
+        self._metrics = metrics
+        self._on_commit = on_commit
+        self._fills: dict[str, Fill] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self._fills)
+
+    def running(self, key: str) -> Fill | None:
+        """The fill of ``key`` in progress, if any."""
+        return self._fills.get(key)
+
+    def is_filling(self, key: str) -> bool:
+        """Whether ``key`` is being downloaded (eviction must leave it alone)."""
+        return key in self._fills
+
+    def start_or_join(
+        self, upstream: UpstreamClient, repository: str, digest: Digest, key: str
+    ) -> tuple[Fill, bool]:
+        """The fill for ``key``, and whether it was already running (a join)."""
+        fill = self._fills.get(key)
+        if fill is not None:
+            self._metrics.follower_joined()
+            return fill, True
+        fill = Fill(key, digest)
+        self._fills[key] = fill
+        task = asyncio.create_task(self._run(fill, upstream, repository))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return fill, False
+
+    async def close(self) -> None:
+        """Cancel every fill (at shutdown); partial objects are aborted."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _run(self, fill: Fill, upstream: UpstreamClient, repository: str) -> None:
+        self._metrics.fill_started()
+        run = _Run(fill, upstream, repository, await self._open_writer(fill.key))
+        try:
+            fill.attach_spool(self._open_spool(run))
+            async with asyncio.timeout(self._config.total_timeout):
+                await self._download(run)
+            fill.succeed()
+            if run.writer is not None:
+                await self._commit(fill, run.writer)
+        except MirrorError as exc:
+            fill.fail(exc)
+        except TimeoutError:
+            fill.fail(UpstreamTimeout("blob download took longer than fill.total_timeout"))
+        except asyncio.CancelledError:
+            fill.fail(UpstreamUnavailable("mirror is shutting down"))
+            raise
+        except Exception as exc:  # a bug must not leave followers waiting forever
+            log.exception("fill of %s crashed", fill.digest)
+            fill.fail(UpstreamUnavailable(f"internal error: {type(exc).__name__}"))
+        finally:
+            if run.writer is not None and not fill.committed:
+                await self._abort(run.writer)
+            del self._fills[fill.key]
+            fill.finish()
+            self._metrics.fill_finished()
+
+    async def _open_writer(self, key: str) -> BlobWriter | None:
+        try:
+            return await self._storage.writer(key)
+        except StorageError as exc:
+            # The pull still succeeds, served through without caching.
+            log.warning("cannot cache %s (%s); serving it through", key, exc)
+            self._metrics.storage_error(self._storage.backend, "write")
+            return None
+
+    def _open_spool(self, run: _Run) -> int:
+        if not run.own_spool and run.writer is not None and run.writer.local_path is not None:
+            return os.open(run.writer.local_path, os.O_RDONLY)
+        self._spool_dir.mkdir(parents=True, exist_ok=True)
+        # Unlinked at once: a crash leaves nothing behind.
+        fd, path = tempfile.mkstemp(dir=self._spool_dir, prefix="spool-")
+        os.unlink(path)
+        return fd
+
+    async def _download(self, run: _Run) -> None:
+        fill = run.fill
+        resumes = 0
+        while True:
+            try:
+                await self._stream_once(run)
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError,
+                    UpstreamTimeout, UpstreamUnavailable) as exc:  # fmt: skip
+                if isinstance(exc, DigestMismatch) or fill.size is None or resumes >= MAX_RESUMES:
+                    raise _as_upstream_error(exc) from exc
+                resumes += 1
+                self._metrics.resumed(run.upstream.name)
+                log.info("resuming %s at byte %d after %r", fill.digest, fill.written, exc)
+                continue
+            if fill.size is None or fill.written >= fill.size:
+                break
+        if fill.size is not None and fill.written != fill.size:
+            self._metrics.digest_mismatch("blob")
+            raise DigestMismatch(f"upstream sent {fill.written} bytes, announced {fill.size}")
+        if run.hasher.hexdigest() != fill.digest.hex:
+            self._metrics.digest_mismatch("blob")
+            raise DigestMismatch(f"upstream bytes do not match {fill.digest}")
+
+    async def _stream_once(self, run: _Run) -> None:
+        fill = run.fill
+        async with run.upstream.open_blob(
+            run.repository, str(fill.digest), fill.written, BlobUnknown, self._config.idle_timeout
+        ) as resp:
+            total = _total_size(resp, fill.written)
+            if not fill.started.done():
+                fill.set_size(total)
+            elif total is not None and total != fill.size:
+                raise DigestMismatch("upstream changed the blob's size between requests")
+            async for chunk in resp.content.iter_chunked(self._config.chunk_size):
+                if fill.size is not None and fill.written + len(chunk) > fill.size:
+                    self._metrics.digest_mismatch("blob")
+                    raise DigestMismatch("upstream sent more bytes than it announced")
+                run.hasher.update(chunk)
+                await self._write(run, chunk)
+                self._metrics.fetched(run.upstream.name, len(chunk))
+
+    async def _write(self, run: _Run, chunk: bytes) -> None:
+        fill = run.fill
+        if run.own_spool and fill.spool_fd is not None:
+            await asyncio.to_thread(os.pwrite, fill.spool_fd, chunk, fill.written)
+        if run.writer is not None:
+            try:
+                await run.writer.write(chunk)
+            except StorageError as exc:
+                self._metrics.storage_error(self._storage.backend, "write")
+                if not run.own_spool:
+                    # The spool is the partial object itself: nothing left to serve from.
+                    raise UpstreamUnavailable(f"cache storage failed: {exc}") from exc
+                # Keep serving followers from the spool; just do not cache.
+                log.warning("cache write of %s failed (%s); serving it through", fill.key, exc)
+                await self._abort(run.writer)
+                run.writer = None
+        fill.advance(len(chunk))
+
+    async def _commit(self, fill: Fill, writer: BlobWriter) -> None:
+        started = time.monotonic()
+        try:
+            await writer.commit()
+        except StorageError as exc:
+            log.warning("cannot commit %s (%s)", fill.key, exc)
+            self._metrics.storage_error(self._storage.backend, "commit")
+            return
+        fill.committed = True
+        self._metrics.storage_operation(self._storage.backend, "commit", time.monotonic() - started)
+        if self._on_commit is not None and fill.size is not None:
+            await self._on_commit(fill.key, fill.size)
+
+    async def _abort(self, writer: BlobWriter) -> None:
+        with contextlib.suppress(StorageError):
+            await writer.abort()
+
+
+class _Run:
+    """The state of one fill's download."""
+
+    def __init__(
+        self, fill: Fill, upstream: UpstreamClient, repository: str, writer: BlobWriter | None
+    ) -> None:
+        self.fill = fill
+        self.upstream = upstream
+        self.repository = repository
+        self.writer = writer
+        # Backends without a readable local partial (S3) need a spool of our own.
+        self.own_spool = writer is None or writer.local_path is None
+        self.hasher = fill.digest.hasher()
+
+
+def _total_size(resp: aiohttp.ClientResponse, offset: int) -> int | None:
+    """The blob's whole size from a 200 or a 206 answer."""
+    if resp.status == 206:
+        content_range = resp.headers.get("Content-Range", "")
+        total = content_range.rpartition("/")[2]
+        return int(total) if total.isdigit() else None
+    if resp.content_length is not None:
+        return resp.content_length + offset
+    return None
+
+
+def _as_upstream_error(exc: BaseException) -> UpstreamError:
+    if isinstance(exc, UpstreamError):
+        return exc
+    return UpstreamUnavailable(f"upstream download broke off: {type(exc).__name__}")

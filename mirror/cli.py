@@ -1,0 +1,154 @@
+"""The ``registry-mirror`` command: sub-commands, wiring only."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from mirror.config import Config, ConfigError, load_config, parse_upstream_flag
+
+log = logging.getLogger("mirror")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--config", type=Path, help="TOML configuration file (default: $MIRROR_CONFIG)")
+    add("--listen", help="HOST:PORT to serve on (default 0.0.0.0:5000)")
+    add("--cache-dir", help="cache directory (disk) or spool directory (s3); default ./data")
+    add(
+        "--upstream",
+        action="append",
+        metavar="[NAME=]URL",
+        help="upstream registry, repeatable (default docker.io=https://registry-1.docker.io)",
+    )
+    add("--upstream-username", help="username for the default upstream")
+    add("--upstream-password", help="password or token for the default upstream")
+    add("--tag-ttl", help="how long a tag is trusted before it is revalidated (default 5m)")
+    add(
+        "--offline",
+        action="store_true",
+        default=None,
+        help="never contact an upstream; serve only what is cached",
+    )
+    add("--storage", choices=["disk", "s3"], help="cache backend (default disk)")
+    add("--s3-bucket", help="S3 bucket (storage s3)")
+    add("--s3-prefix", help="key prefix inside the bucket")
+    add("--s3-region", help="S3 region")
+    add("--s3-endpoint-url", help="S3 endpoint for MinIO, Ceph RGW, R2, ...")
+    add("--max-size", help="cache budget such as 50GiB (default: unbounded)")
+    add("--log-format", choices=["text", "json"], help="log format (default text)")
+    add("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
+    add("--metrics-listen", help="HOST:PORT for a separate /metrics listener")  # fmt: skip
+
+
+_FLAG_SETTINGS = {
+    "listen": "listen",
+    "cache_dir": "storage.path",
+    "upstream_username": "upstream_username",
+    "upstream_password": "upstream_password",
+    "tag_ttl": "tag_ttl",
+    "offline": "offline",
+    "storage": "storage.backend",
+    "s3_bucket": "storage.s3.bucket",
+    "s3_prefix": "storage.s3.prefix",
+    "s3_region": "storage.s3.region",
+    "s3_endpoint_url": "storage.s3.endpoint_url",
+    "max_size": "cache.max_size",
+    "log_format": "log.format",
+    "log_level": "log.level",
+    "metrics_listen": "metrics.listen",
+}
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Load the configuration with the command line's flags on top."""
+    overrides: dict[str, Any] = {}
+    for attr, dotted in _FLAG_SETTINGS.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            overrides[dotted] = value
+    if args.upstream:
+        overrides["upstreams"] = [parse_upstream_flag(v) for v in args.upstream]
+    return load_config(args.config, overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="registry-mirror", description="Pull-through caching mirror for OCI registries."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the mirror")
+    _add_config_flags(serve)
+    check = commands.add_parser("check-config", help="validate the configuration and print it")
+    _add_config_flags(check)
+    return parser
+
+
+def setup_logging(config: Config) -> None:
+    """Plain text or one JSON object per line, on stderr."""
+    from mirror.logs import configure
+
+    configure(config.log.format, config.log.level)
+
+
+def describe(config: Config) -> list[str]:
+    """Human-readable lines saying what the mirror will do."""
+    where = (
+        f"s3://{config.storage.s3.bucket}/{config.storage.s3.prefix}"
+        if config.storage.backend == "s3"
+        else str(config.storage.path.resolve())
+    )
+    lines = [
+        f"listening on http://{config.listen_host}:{config.listen_port}",
+        f"cache: {config.storage.backend} at {where}"
+        + (f", budget {config.cache.max_size} bytes" if config.cache.max_size else ""),
+    ]
+    if config.offline:
+        lines.append("offline: no upstream will be contacted")
+    for upstream in config.upstreams:
+        mark = " (default)" if upstream is config.default_upstream else ""
+        auth = " as " + upstream.username if upstream.username else ""
+        lines.append(f"upstream {upstream.name}{mark}: {upstream.url}{auth}")
+    return lines
+
+
+def serve(config: Config) -> int:
+    """Run the mirror until interrupted."""
+    from mirror.app import create_app
+
+    setup_logging(config)
+    for line in describe(config):
+        log.info("%s", line)
+    web.run_app(
+        create_app(config),
+        host=config.listen_host,
+        port=config.listen_port,
+        print=None,
+        access_log=logging.getLogger("mirror.access"),
+        access_log_format='%a "%r" %s %b %Tf',
+        handle_signals=True,
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``registry-mirror`` and ``python -m mirror``."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        print(f"registry-mirror: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print("configuration is valid")
+        for line in describe(config):
+            print("  " + line)
+        return 0
+    return serve(config)

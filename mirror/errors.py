@@ -1,0 +1,188 @@
+"""The mirror's one exception tree and the one table that maps it to OCI errors.
+
+::
+
+    MirrorError                       (500 UNKNOWN: a bug, never expected)
+    ├── ClientError                   the request itself is wrong
+    │   ├── NameInvalid               400 NAME_INVALID
+    │   ├── NameUnknown               404 NAME_UNKNOWN (no such upstream / repository)
+    │   ├── DigestInvalid             400 DIGEST_INVALID
+    │   ├── ReferenceInvalid          400 MANIFEST_INVALID (bad tag syntax)
+    │   ├── ManifestUnknown           404 MANIFEST_UNKNOWN
+    │   ├── BlobUnknown               404 BLOB_UNKNOWN
+    │   ├── RangeNotSatisfiable       416 (with Content-Range: bytes */size)
+    │   ├── Unsupported               405 UNSUPPORTED (push to a mirror)
+    │   ├── QueryInvalid              400 PAGINATION_NUMBER_INVALID
+    │   └── Denied                    403 DENIED (e.g. an unconfigured upstream)
+    └── UpstreamError                 the upstream failed us
+        ├── UpstreamUnauthorized      401 UNAUTHORIZED (our credentials were refused)
+        ├── UpstreamDenied            403 DENIED
+        ├── UpstreamRateLimited       429 TOOMANYREQUESTS (+ Retry-After)
+        ├── UpstreamUnavailable       502 UNAVAILABLE (5xx, bad answer, digest mismatch)
+        │   └── DigestMismatch        502 (the upstream sent bytes that do not hash right)
+        └── UpstreamTimeout           504 UNAVAILABLE (connect error, timeout)
+
+Routes never build error bodies themselves: the middleware in
+:mod:`mirror.routes.middleware` turns any :class:`MirrorError` into
+``{"errors": [{"code", "message", "detail"}]}`` with :attr:`MirrorError.status`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MirrorError(Exception):
+    """Base of every error the mirror raises on purpose."""
+
+    status = 500
+    code = "UNKNOWN"
+
+    def __init__(self, message: str, detail: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers this error must carry."""
+        return {}
+
+    def body(self) -> dict[str, Any]:
+        """The OCI error document."""
+        entry: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.detail is not None:
+            entry["detail"] = self.detail
+        return {"errors": [entry]}
+
+
+class ClientError(MirrorError):
+    """The request is malformed or asks for something that does not exist."""
+
+    status = 400
+
+
+class NameInvalid(ClientError):
+    """Repository name does not match the spec's grammar."""
+
+    code = "NAME_INVALID"
+
+
+class NameUnknown(ClientError):
+    """The repository (or the upstream it should come from) is not known."""
+
+    status = 404
+    code = "NAME_UNKNOWN"
+
+
+class DigestInvalid(ClientError):
+    """A digest is malformed or uses an algorithm the mirror cannot verify."""
+
+    code = "DIGEST_INVALID"
+
+
+class ReferenceInvalid(ClientError):
+    """A manifest reference is neither a valid tag nor a valid digest."""
+
+    code = "MANIFEST_INVALID"
+
+
+class ManifestUnknown(ClientError):
+    """No such manifest, here or upstream."""
+
+    status = 404
+    code = "MANIFEST_UNKNOWN"
+
+
+class BlobUnknown(ClientError):
+    """No such blob, here or upstream."""
+
+    status = 404
+    code = "BLOB_UNKNOWN"
+
+
+class QueryInvalid(ClientError):
+    """A query parameter (such as ``n``) has a bad value."""
+
+    code = "PAGINATION_NUMBER_INVALID"
+
+
+class Unsupported(ClientError):
+    """The operation is not available on a pull-only mirror."""
+
+    status = 405
+    code = "UNSUPPORTED"
+
+
+class Denied(ClientError):
+    """The mirror refuses the request (for example, an upstream it is not configured for)."""
+
+    status = 403
+    code = "DENIED"
+
+
+class RangeNotSatisfiable(ClientError):
+    """A ``Range`` lies outside the object."""
+
+    status = 416
+    code = "RANGE_INVALID"
+
+    def __init__(self, size: int) -> None:
+        super().__init__("requested range not satisfiable", {"size": size})
+        self.size = size
+
+    def headers(self) -> dict[str, str]:
+        return {"Content-Range": f"bytes */{self.size}"}
+
+
+class UpstreamError(MirrorError):
+    """The upstream registry could not give us what we asked for."""
+
+    status = 502
+    code = "UNAVAILABLE"
+
+
+class UpstreamUnauthorized(UpstreamError):
+    """The upstream refused the mirror's credentials (or wants some)."""
+
+    status = 401
+    code = "UNAUTHORIZED"
+
+
+class UpstreamDenied(UpstreamError):
+    """The upstream denied access to the repository."""
+
+    status = 403
+    code = "DENIED"
+
+
+class UpstreamRateLimited(UpstreamError):
+    """The upstream answered 429; ``retry_after`` is passed to the client."""
+
+    status = 429
+    code = "TOOMANYREQUESTS"
+
+    def __init__(self, message: str, retry_after: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": self.retry_after or "60"}
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The upstream answered 5xx or something unusable."""
+
+
+class DigestMismatch(UpstreamUnavailable):
+    """Upstream bytes did not hash to the digest they were asked for."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream could not be reached or did not answer in time."""
+
+    status = 504
+
+
+def is_retryable_upstream(error: MirrorError) -> bool:
+    """Whether a stale cached answer may stand in for this upstream failure."""
+    return isinstance(error, UpstreamRateLimited | UpstreamUnavailable | UpstreamTimeout)

@@ -1,0 +1,158 @@
+"""Manifests and tag records in storage.
+
+A manifest is stored by digest as ``b"<media type>\\n" + body`` in one object,
+so its media type can never be lost apart from it. A tag record maps
+(upstream, repository, tag, accepted media types) to the digest the upstream
+last answered, with the wall-clock time it was last confirmed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+from mirror.metrics import Metrics
+from mirror.oci import Digest, accepts
+from mirror.storage import layout
+from mirror.storage.base import Storage, StorageError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredManifest:
+    """A manifest's bytes with its media type."""
+
+    media_type: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TagRecord:
+    """What a tag pointed to when the upstream was last asked."""
+
+    digest: str
+    media_type: str
+    size: int
+    checked: float  # wall-clock seconds, so it survives restarts
+
+    def age(self, now: float | None = None) -> float:
+        """Seconds since the upstream last confirmed this record."""
+        return (time.time() if now is None else now) - self.checked
+
+
+class ManifestStore:
+    """Reads and writes manifests and tag records; storage failures are logged, not raised."""
+
+    def __init__(self, storage: Storage, metrics: Metrics) -> None:
+        self._storage = storage
+        self._metrics = metrics
+
+    async def get_manifest(self, upstream: str, digest: Digest) -> StoredManifest | None:
+        """A cached manifest whose bytes still hash to ``digest``."""
+        raw = await self._get(layout.manifest_key(upstream, digest))
+        if raw is None:
+            return None
+        media_type, sep, body = raw.partition(b"\n")
+        if not sep or not digest.matches(body):
+            # Never serve a damaged entry: drop it and let the caller re-fetch.
+            log.warning("cached manifest %s is damaged; discarding it", digest)
+            self._metrics.digest_mismatch("manifest")
+            await self._delete(layout.manifest_key(upstream, digest))
+            return None
+        return StoredManifest(media_type.decode(), body)
+
+    async def put_manifest(
+        self, upstream: str, digest: Digest, media_type: str, body: bytes
+    ) -> None:
+        """Cache a manifest already verified against ``digest``."""
+        data = media_type.encode() + b"\n" + body
+        await self._put(layout.manifest_key(upstream, digest), data)
+
+    async def get_tag(
+        self, upstream: str, repository: str, tag: str, accepted: tuple[str, ...]
+    ) -> TagRecord | None:
+        """The record for exactly this set of accepted media types."""
+        raw = await self._get(layout.tag_key(upstream, repository, tag, accepted))
+        return _parse_record(raw) if raw is not None else None
+
+    async def any_tag(
+        self, upstream: str, repository: str, tag: str, accepted: tuple[str, ...]
+    ) -> TagRecord | None:
+        """The newest record of the tag, for any Accept set, that this client can take.
+
+        Used when the upstream cannot be asked (offline, or down) and this
+        exact Accept set was never seen.
+        """
+        best: TagRecord | None = None
+        try:
+            async for info in self._storage.walk(layout.tag_prefix(upstream, repository, tag)):
+                # The prefix also covers deeper repositories (repository/tag/...).
+                if layout.parse_tag_key(info.key) != (upstream, repository, tag):
+                    continue
+                raw = await self._get(info.key)
+                record = _parse_record(raw) if raw is not None else None
+                if record is None or not accepts(accepted, record.media_type):
+                    continue
+                if best is None or record.checked > best.checked:
+                    best = record
+        except StorageError as exc:
+            self._failed("walk", exc)
+        return best
+
+    async def put_tag(
+        self, upstream: str, repository: str, tag: str, accepted: tuple[str, ...], record: TagRecord
+    ) -> None:
+        """Remember what the tag points to now."""
+        data = json.dumps(asdict(record)).encode()
+        await self._put(layout.tag_key(upstream, repository, tag, accepted), data)
+
+    async def known_tags(self, upstream: str, repository: str) -> list[str]:
+        """Every tag of a repository that has a record (for offline tag lists)."""
+        tags: set[str] = set()
+        try:
+            async for info in self._storage.walk(layout.tag_prefix(upstream, repository)):
+                parsed = layout.parse_tag_key(info.key)
+                if parsed is not None and parsed[1] == repository:
+                    tags.add(parsed[2])
+        except StorageError as exc:
+            self._failed("walk", exc)
+        return sorted(tags)
+
+    async def _get(self, key: str) -> bytes | None:
+        try:
+            return await self._storage.get(key)
+        except StorageError as exc:
+            self._failed("get", exc)
+            return None
+
+    async def _put(self, key: str, data: bytes) -> None:
+        try:
+            await self._storage.put(key, data)
+        except StorageError as exc:
+            self._failed("put", exc)
+
+    async def _delete(self, key: str) -> None:
+        try:
+            await self._storage.delete(key)
+        except StorageError as exc:
+            self._failed("delete", exc)
+
+    def _failed(self, action: str, exc: StorageError) -> None:
+        log.warning("storage %s failed: %s", action, exc)
+        self._metrics.storage_error(self._storage.backend, action)
+
+
+def _parse_record(raw: bytes) -> TagRecord | None:
+    try:
+        doc = json.loads(raw)
+        return TagRecord(
+            digest=str(doc["digest"]),
+            media_type=str(doc["media_type"]),
+            size=int(doc["size"]),
+            checked=float(doc["checked"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -1,0 +1,211 @@
+"""The pull side of the OCI distribution API under ``/v2/``.
+
+Repository names may have any number of components, so one catch-all route
+takes the path apart here. Push endpoints answer 405 ``UNSUPPORTED``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from mirror.errors import NameInvalid, QueryInvalid, Unsupported
+from mirror.metrics import Metrics
+from mirror.oci import (
+    API_VERSION,
+    API_VERSION_HEADER,
+    DIGEST_HEADER,
+    NAMESPACE_HEADER,
+    parse_accept,
+    parse_digest,
+    parse_reference,
+)
+from mirror.routes import blobs
+from mirror.routing import Router, Target
+from mirror.service import BlobAnswer, ManifestAnswer, PullService
+from mirror.storage.base import Storage
+
+PATH_RE = re.compile(
+    r"/v2/(?P<name>.+?)/(?:"
+    r"manifests/(?P<reference>[^/]+)"
+    r"|blobs/uploads(?:/.*)?"
+    r"|blobs/(?P<digest>[^/]+)"
+    r"|(?P<tags>tags/list)"
+    r"|referrers/(?P<referrers>[^/]+)"
+    r")"
+)
+_READ_METHODS = ("GET", "HEAD")
+
+
+class V2Handlers:
+    """Request handlers. Routes are registered when the app is built; what the
+    handlers use (opened in the app's cleanup context) is bound at start-up."""
+
+    _router: Router
+    _service: PullService
+    _storage: Storage
+    _metrics: Metrics
+
+    def bind(
+        self, router: Router, service: PullService, storage: Storage, metrics: Metrics
+    ) -> None:
+        """Give the handlers the app's running resources."""
+        self._router = router
+        self._service = service
+        self._storage = storage
+        self._metrics = metrics
+
+    def register(self, app: web.Application) -> None:
+        """Add the routes to ``app``."""
+        app.router.add_route("*", "/v2", self.base)
+        app.router.add_route("*", "/v2/", self.base)
+        app.router.add_route("*", "/v2/{tail:.+}", self.dispatch)
+
+    async def base(self, request: web.Request) -> web.StreamResponse:
+        """API version check: clients call it before anything else."""
+        if request.method not in _READ_METHODS:
+            raise Unsupported("this mirror is read-only")
+        request["kind"] = "other"
+        return web.json_response({}, headers={API_VERSION_HEADER: API_VERSION})
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        """Route ``/v2/<name>/...`` by its last components."""
+        match = PATH_RE.fullmatch(request.path)
+        if match is None:
+            if request.path == "/v2/_catalog":
+                raise Unsupported("a mirror has no catalog")
+            raise NameInvalid("not a distribution API path")
+        if request.method not in _READ_METHODS:
+            raise Unsupported("this mirror is pull-only: pushes are not accepted")
+        target = self._router.resolve(match.group("name"), request.query.get("ns"))
+        handler = self._handler_for(match)
+        response = await handler(request, target, match)
+        response.headers[API_VERSION_HEADER] = API_VERSION
+        if target.namespace is not None:
+            response.headers[NAMESPACE_HEADER] = target.namespace
+        return response
+
+    def _handler_for(
+        self, match: re.Match[str]
+    ) -> Callable[[web.Request, Target, re.Match[str]], Awaitable[web.StreamResponse]]:
+        if match.group("reference") is not None:
+            return self.manifest
+        if match.group("digest") is not None:
+            return self.blob
+        if match.group("tags") is not None:
+            return self.tags
+        if match.group("referrers") is not None:
+            return self.referrers
+        raise Unsupported("this mirror is pull-only: pushes are not accepted")
+
+    async def manifest(
+        self, request: web.Request, target: Target, match: re.Match[str]
+    ) -> web.StreamResponse:
+        """GET/HEAD a manifest by tag or digest."""
+        request["kind"] = "manifest"
+        reference = parse_reference(match.group("reference"))
+        accept_lines = request.headers.getall("Accept", [])
+        answer = await self._service.manifest(
+            target, reference, accept_lines, parse_accept(accept_lines),
+            head=request.method == "HEAD",
+        )  # fmt: skip
+        self._count(request, "manifest", answer.result)
+        return _manifest_response(answer)
+
+    async def blob(
+        self, request: web.Request, target: Target, match: re.Match[str]
+    ) -> web.StreamResponse:
+        """GET/HEAD a blob: from the cache, or following its download."""
+        request["kind"] = "blob"
+        digest = parse_digest(match.group("digest"))
+        head = request.method == "HEAD"
+        answer = await self._service.blob(target, digest, head=head)
+        if answer.path is not None:
+            handle = blobs.open_cached(answer.path)
+            if handle is None:  # evicted between lookup and open: fetch again
+                answer = await self._service.blob(target, digest, head=head)
+            else:
+                self._count(request, "blob", answer.result)
+                try:
+                    return await blobs.send_file(request, answer, handle, self._metrics)
+                finally:
+                    os.close(handle)
+        self._count(request, "blob", answer.result)
+        if head:
+            return _head_blob(answer)
+        if answer.redirect is not None:
+            raise web.HTTPTemporaryRedirect(answer.redirect, headers=blobs.blob_headers(answer))
+        if answer.key is not None:
+            return await blobs.send_stored(request, answer, self._storage, self._metrics)
+        return await blobs.send_fill(request, answer, self._metrics)
+
+    async def tags(
+        self, request: web.Request, target: Target, match: re.Match[str]
+    ) -> web.StreamResponse:
+        """GET the tag list, passed through with ``n`` and ``last``."""
+        request["kind"] = "tags"
+        query = _listing_query(request)
+        listing = await self._service.tags(target, query)
+        self._count(request, "tags", "miss")
+        response = web.Response(status=listing.status, body=listing.body)
+        response.content_type = "application/json"
+        if listing.link:
+            response.headers["Link"] = listing.link
+        return response
+
+    async def referrers(
+        self, request: web.Request, target: Target, match: re.Match[str]
+    ) -> web.StreamResponse:
+        """GET the referrers index of a manifest, passed through."""
+        request["kind"] = "referrers"
+        digest = parse_digest(match.group("referrers"))
+        query = {k: v for k, v in request.query.items() if k == "artifactType"}
+        listing = await self._service.referrers(target, digest, query)
+        self._count(request, "referrers", "miss")
+        response = web.Response(status=listing.status, body=listing.body, headers=listing.headers)
+        response.content_type = listing.content_type.split(";", 1)[0]
+        return response
+
+    def _count(self, request: web.Request, kind: str, result: str) -> None:
+        request["cache_result"] = result
+        self._metrics.request(kind, result)
+
+
+def _manifest_response(answer: ManifestAnswer) -> web.Response:
+    headers = {
+        DIGEST_HEADER: answer.digest,
+        "ETag": f'"{answer.digest}"',
+        "Content-Type": answer.media_type,
+    }
+    if answer.warning:
+        headers["Warning"] = answer.warning
+    if answer.body is None:
+        response = web.Response(headers=headers)
+        response.content_length = answer.size
+        return response
+    return web.Response(body=answer.body, headers=headers)
+
+
+def _head_blob(answer: BlobAnswer) -> web.Response:
+    response = web.Response(headers=blobs.blob_headers(answer))
+    if answer.size is not None:
+        response.content_length = answer.size
+    return response
+
+
+def _listing_query(request: web.Request) -> dict[str, str]:
+    query: dict[str, str] = {}
+    if "n" in request.query:
+        n = request.query["n"]
+        if not n.isdigit() or int(n) > 10000:
+            raise QueryInvalid(f"n must be a whole number up to 10000, got {n[:20]!r}")
+        query["n"] = str(int(n))
+    if "last" in request.query:
+        last = request.query["last"]
+        if len(last) > 256:
+            raise QueryInvalid("last is too long")
+        query["last"] = last
+    return query

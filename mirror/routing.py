@@ -1,0 +1,87 @@
+"""Which upstream a request is for, and the repository name there.
+
+Three ways to pick, on one listener:
+
+1. containerd's ``?ns=<registry>`` query parameter;
+2. a path prefix, ``/v2/<registry>/<repository>/...``, for clients that
+   cannot send ``ns`` (containerd ``override_path``, ``docker pull
+   mirror:5000/ghcr.io/org/image``);
+3. neither: the default upstream (Docker Hub for docker's
+   ``registry-mirrors``), where one-component names get ``library/``.
+
+``ns`` and the prefix only ever select among configured upstreams: the
+mirror never dials a host named by a client, so it cannot be used as an
+open proxy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mirror.config import DOCKER_HUB_NAME, Config
+from mirror.errors import Denied
+from mirror.oci import validate_name
+from mirror.upstream.client import UpstreamClient
+
+# Names clients use for Docker Hub besides "docker.io".
+_DOCKER_HUB_ALIASES = ("registry-1.docker.io", "index.docker.io", "registry.hub.docker.com")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The upstream and repository one request is about."""
+
+    upstream: UpstreamClient
+    repository: str
+    namespace: str | None  # the ns value to echo in OCI-Namespace, if one was given
+
+
+class Router:
+    """Maps request names (and ``ns``) to configured upstreams."""
+
+    def __init__(self, config: Config, clients: dict[str, UpstreamClient]) -> None:
+        self._clients = clients
+        self._default = clients[config.default_upstream.name]
+        self._aliases: dict[str, str] = {name: name for name in clients}
+        if DOCKER_HUB_NAME in clients:
+            for alias in _DOCKER_HUB_ALIASES:
+                self._aliases.setdefault(alias, DOCKER_HUB_NAME)
+
+    def upstream_named(self, name: str) -> UpstreamClient | None:
+        """The configured upstream called ``name`` (or a known alias of it)."""
+        canonical = self._aliases.get(name.lower())
+        return self._clients.get(canonical) if canonical else None
+
+    def resolve(self, name: str, ns: str | None) -> Target:
+        """Pick the upstream for a request for ``name`` (the path's repository part)."""
+        if ns is not None:
+            upstream = self.upstream_named(ns)
+            if upstream is None:
+                raise Denied(f"registry {ns[:100]!r} is not configured on this mirror")
+            repository = self._strip_own_prefix(name, upstream)
+            return Target(upstream, self._normalize(upstream, repository), ns)
+        first, sep, rest = name.partition("/")
+        upstream = self.upstream_named(first) if sep else None
+        if upstream is not None:
+            return Target(upstream, self._normalize(upstream, validate_name(rest)), None)
+        if sep and _looks_like_registry(first):
+            raise Denied(f"registry {first[:100]!r} is not configured on this mirror")
+        return Target(self._default, self._normalize(self._default, validate_name(name)), None)
+
+    def _strip_own_prefix(self, name: str, upstream: UpstreamClient) -> str:
+        # containerd with override_path or a catch-all may send both forms.
+        first, sep, rest = name.partition("/")
+        if sep and self.upstream_named(first) is upstream:
+            return validate_name(rest)
+        return validate_name(name)
+
+    @staticmethod
+    def _normalize(upstream: UpstreamClient, repository: str) -> str:
+        if upstream.config.is_docker_hub and "/" not in repository:
+            return f"library/{repository}"
+        return repository
+
+
+def _looks_like_registry(component: str) -> bool:
+    """Docker's rule: a first component with '.' or ':', or 'localhost', is a host."""
+    return "." in component or ":" in component or component == "localhost"

@@ -1,0 +1,120 @@
+"""The storage contract: keys and bytes, nothing about OCI.
+
+Every backend (disk, S3) implements :class:`Storage`. Keys are ``/``-separated
+relative paths built only by :mod:`mirror.storage.layout`. A write goes
+through a :class:`BlobWriter`: bytes stream into a partial object that no
+reader can see, and become visible at ``key`` only on :meth:`BlobWriter.commit`,
+atomically. :meth:`BlobWriter.abort` leaves nothing behind. The contract test
+suite in ``tests/test_storage_contract.py`` runs against every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+class StorageError(Exception):
+    """A backend operation failed (I/O error, S3 unreachable, disk full)."""
+
+
+class ObjectNotFound(StorageError):
+    """The key does not exist (or vanished while being read)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What :meth:`Storage.stat` and :meth:`Storage.walk` report about a key."""
+
+    key: str
+    size: int
+    modified: float
+
+
+class BlobWriter(Protocol):
+    """A partial object; visible under its key only after :meth:`commit`."""
+
+    @property
+    def key(self) -> str:
+        """The key the object will be published under."""
+        ...
+
+    @property
+    def local_path(self) -> Path | None:
+        """A local file holding the bytes written so far, readable while writing.
+
+        The single-flight fill reads followers' bytes from it; a backend
+        without one (S3) makes the fill keep its own spool file.
+        """
+        ...
+
+    async def write(self, data: bytes) -> None:
+        """Append bytes to the partial object."""
+        ...
+
+    async def commit(self) -> None:
+        """Publish the object atomically under :attr:`key`."""
+        ...
+
+    async def abort(self) -> None:
+        """Discard the partial object; safe to call more than once and after commit."""
+        ...
+
+
+class Storage(Protocol):
+    """A small async key/bytes store."""
+
+    @property
+    def backend(self) -> str:
+        """Backend name for metrics and logs: ``disk`` or ``s3``."""
+        ...
+
+    async def stat(self, key: str) -> ObjectInfo | None:
+        """Size and modification time of a key, or None when it does not exist."""
+        ...
+
+    def local_path(self, key: str) -> Path | None:
+        """A local file for ``key`` that may be sent with sendfile, if the backend has one."""
+        ...
+
+    def read(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """Stream ``length`` bytes (all when None) of ``key`` from ``offset``."""
+        ...
+
+    async def get(self, key: str) -> bytes | None:
+        """The whole (small) object, or None when it does not exist."""
+        ...
+
+    async def put(self, key: str, data: bytes) -> None:
+        """Store a small object atomically."""
+        ...
+
+    async def writer(self, key: str) -> BlobWriter:
+        """Start a streaming write to ``key``."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove a key; a missing key is not an error."""
+        ...
+
+    def walk(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        """Every committed object whose key starts with ``prefix``."""
+        ...
+
+    async def redirect_url(self, key: str) -> str | None:
+        """A URL a client may fetch ``key`` from directly, when configured."""
+        ...
+
+    async def touch(self, key: str) -> None:
+        """Record an access to ``key`` where the backend can keep it cheaply."""
+        ...
+
+    async def sweep_partials(self) -> int:
+        """Remove partial objects left by a crash; return how many were removed."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and handles."""
+        ...

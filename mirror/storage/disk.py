@@ -1,0 +1,251 @@
+"""Local-disk storage: one file per key under a root directory.
+
+Partial objects live in ``<root>/.partial`` (the same file system, so
+publishing is an atomic ``rename``). Each writer holds an exclusive ``flock``
+on its partial file, so the start-up sweep removes exactly the partials whose
+writer is gone (crashed or killed), even when several mirror processes share
+the directory. File I/O runs in worker threads so the event loop never waits
+on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from mirror.storage.base import ObjectInfo, ObjectNotFound, StorageError
+
+PARTIAL_DIR = ".partial"
+_READ_CHUNK = 1024 * 1024
+
+
+def _storage_error(action: str, key: str, exc: OSError) -> StorageError:
+    if exc.errno == errno.ENOENT:
+        return ObjectNotFound(key)
+    return StorageError(f"disk {action} {key!r}: {exc.strerror or exc}")
+
+
+class DiskWriter:
+    """A partial file that becomes ``key`` on commit."""
+
+    def __init__(self, storage: DiskStorage, key: str, path: Path, fd: int) -> None:
+        self._storage = storage
+        self._key = key
+        self._path = path
+        self._fd: int | None = fd
+        self._done = False
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    @property
+    def local_path(self) -> Path | None:
+        return self._path
+
+    async def write(self, data: bytes) -> None:
+        """Append ``data``; a full disk raises :class:`StorageError`."""
+        if self._fd is None:
+            raise StorageError(f"write to closed writer for {self._key!r}")
+        try:
+            await asyncio.to_thread(_write_all, self._fd, data)
+        except OSError as exc:
+            raise _storage_error("write", self._key, exc) from exc
+
+    async def commit(self) -> None:
+        """fsync, then rename into place: the object is whole or absent."""
+        if self._fd is None or self._done:
+            raise StorageError(f"commit of closed writer for {self._key!r}")
+        target = self._storage.path_of(self._key)
+        try:
+            await asyncio.to_thread(_publish, self._fd, self._path, target)
+        except OSError as exc:
+            await self.abort()
+            raise _storage_error("commit", self._key, exc) from exc
+        self._done = True
+        self._close()
+
+    async def abort(self) -> None:
+        """Remove the partial file (a no-op after commit)."""
+        if not self._done:
+            self._done = True
+            with contextlib.suppress(FileNotFoundError):
+                self._path.unlink()
+        self._close()
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # also releases the flock
+            self._fd = None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _publish(fd: int, partial: Path, target: Path) -> None:
+    # fsync before rename: after a power cut the name must never point at
+    # a file whose data did not reach the disk.
+    os.fsync(fd)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(partial, target)
+
+
+class DiskStorage:
+    """Keys as files below ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root.resolve()
+        self._partial = self._root / PARTIAL_DIR
+        self._partial.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def backend(self) -> str:
+        return "disk"
+
+    @property
+    def root(self) -> Path:
+        """The directory holding the cache."""
+        return self._root
+
+    def path_of(self, key: str) -> Path:
+        """The file of ``key``; keys come from :mod:`mirror.storage.layout` only."""
+        if key.startswith(("/", ".")) or "/../" in f"/{key}/" or "\x00" in key:
+            raise StorageError(f"refusing unsafe key {key!r}")
+        return self._root / key
+
+    async def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            st = self.path_of(key).stat()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _storage_error("stat", key, exc) from exc
+        return ObjectInfo(key, st.st_size, st.st_mtime)
+
+    def local_path(self, key: str) -> Path | None:
+        return self.path_of(key)
+
+    async def read(
+        self, key: str, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        try:
+            handle = await asyncio.to_thread(self.path_of(key).open, "rb")
+        except OSError as exc:
+            raise _storage_error("read", key, exc) from exc
+        try:
+            remaining = length
+            position = offset
+            while remaining is None or remaining > 0:
+                want = _READ_CHUNK if remaining is None else min(_READ_CHUNK, remaining)
+                chunk = await asyncio.to_thread(os.pread, handle.fileno(), want, position)
+                if not chunk:
+                    break
+                position += len(chunk)
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+        finally:
+            handle.close()
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            return await asyncio.to_thread(self.path_of(key).read_bytes)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _storage_error("get", key, exc) from exc
+
+    async def put(self, key: str, data: bytes) -> None:
+        writer = await self.writer(key)
+        try:
+            await writer.write(data)
+            await writer.commit()
+        finally:
+            await writer.abort()
+
+    async def writer(self, key: str) -> DiskWriter:
+        self.path_of(key)  # validate before creating anything
+        path = self._partial / uuid.uuid4().hex
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as exc:
+            raise _storage_error("create", key, exc) from exc
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return DiskWriter(self, key, path, fd)
+
+    async def delete(self, key: str) -> None:
+        try:
+            self.path_of(key).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _storage_error("delete", key, exc) from exc
+
+    async def walk(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        entries = await asyncio.to_thread(self._scan, prefix)
+        for entry in entries:
+            yield entry
+
+    def _scan(self, prefix: str) -> list[ObjectInfo]:
+        # Start from the deepest directory the prefix names, then filter.
+        start = self._root / prefix.rpartition("/")[0] if "/" in prefix else self._root
+        found: list[ObjectInfo] = []
+        for dirpath, dirnames, filenames in os.walk(start):
+            if Path(dirpath) == self._root:
+                dirnames[:] = [d for d in dirnames if d != PARTIAL_DIR]
+            for name in filenames:
+                path = Path(dirpath, name)
+                key = path.relative_to(self._root).as_posix()
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue  # deleted while we walked
+                found.append(ObjectInfo(key, st.st_size, st.st_mtime))
+        return found
+
+    async def redirect_url(self, key: str) -> str | None:
+        return None
+
+    async def touch(self, key: str) -> None:
+        try:
+            os.utime(self.path_of(key))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _storage_error("touch", key, exc) from exc
+
+    async def sweep_partials(self) -> int:
+        return await asyncio.to_thread(self._sweep)
+
+    def _sweep(self) -> int:
+        removed = 0
+        for path in self._partial.iterdir():
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                # A live writer holds the lock; only orphans can be locked here.
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            finally:
+                os.close(fd)
+            path.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,73 @@
+"""The key layout of the cache; the only place that spells storage keys.
+
+::
+
+    <upstream>/blobs/<alg>/<hex[:2]>/<hex>            blob bytes
+    <upstream>/manifests/<alg>/<hex[:2]>/<hex>        b"<media type>\\n" + manifest bytes
+    <upstream>/tags/<repository>/<tag>/<accept-key>   JSON tag record
+
+Upstreams are kept apart (one upstream cannot be used to read what was pulled
+from another); within one upstream a blob is stored once, whatever
+repositories share it. Repository names and tags are validated by
+:mod:`mirror.oci` before they reach this module, so they are safe path parts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from mirror.oci import Digest
+
+BLOBS = "blobs"
+MANIFESTS = "manifests"
+TAGS = "tags"
+
+
+def blob_key(upstream: str, digest: Digest) -> str:
+    """Where the bytes of a blob live."""
+    return f"{upstream}/{BLOBS}/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
+
+
+def manifest_key(upstream: str, digest: Digest) -> str:
+    """Where a manifest (with its media type) lives."""
+    return f"{upstream}/{MANIFESTS}/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
+
+
+def tag_prefix(upstream: str, repository: str, tag: str | None = None) -> str:
+    """The folder of one tag's records, or of all tags of a repository."""
+    if tag is None:
+        return f"{upstream}/{TAGS}/{repository}/"
+    return f"{upstream}/{TAGS}/{repository}/{tag}/"
+
+
+def accept_key(accepted: tuple[str, ...]) -> str:
+    """A short, order-independent name for a set of accepted media types."""
+    joined = "\n".join(sorted(set(accepted)))
+    return hashlib.sha256(joined.encode()).hexdigest()[:16]
+
+
+def tag_key(upstream: str, repository: str, tag: str, accepted: tuple[str, ...]) -> str:
+    """Where the record for (repository, tag, accepted media types) lives."""
+    return tag_prefix(upstream, repository, tag) + accept_key(accepted)
+
+
+def parse_content_key(key: str) -> tuple[str, str, Digest] | None:
+    """``(upstream, kind, digest)`` of a blob or manifest key, None for other keys."""
+    parts = key.split("/")
+    # Upstream names never contain "/", so the kind is always the second part.
+    if len(parts) != 5 or parts[1] not in (BLOBS, MANIFESTS):
+        return None
+    upstream, kind, algorithm, _, hex_part = parts
+    return upstream, kind, Digest(algorithm, hex_part)
+
+
+def parse_tag_key(key: str) -> tuple[str, str, str] | None:
+    """``(upstream, repository, tag)`` of a tag record key, None for other keys."""
+    upstream, sep, rest = key.partition(f"/{TAGS}/")
+    if not sep:
+        return None
+    repository_tag, _, _ = rest.rpartition("/")
+    repository, _, tag = repository_tag.rpartition("/")
+    if not repository or not tag:
+        return None
+    return upstream, repository, tag

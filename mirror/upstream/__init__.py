@@ -1,0 +1,1 @@
+"""HTTP client for upstream registries (auth, redirects, retries); never touches storage."""

@@ -1,0 +1,153 @@
+"""Upstream authentication: Basic, and the Docker/OCI Bearer token flow.
+
+On a 401 the upstream names its scheme in ``WWW-Authenticate``. For Bearer,
+the mirror asks the realm for a token (with Basic credentials when it has
+any), keeps it per scope until shortly before it expires, and sends it on
+later requests, so one token serves a whole pull. Credentials go only to the
+upstream itself and to the realm it names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+from mirror.config import UpstreamConfig
+from mirror.errors import UpstreamTimeout, UpstreamUnauthorized, UpstreamUnavailable
+
+# Tokens are renewed this long before they expire, to survive clock skew and
+# a request that takes a while to reach the upstream.
+_EXPIRY_MARGIN = 10.0
+_DEFAULT_EXPIRES_IN = 60.0  # what the token spec says when expires_in is absent
+_PARAM_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))\s*,?')
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """A parsed ``WWW-Authenticate`` header."""
+
+    scheme: str
+    params: dict[str, str]
+
+
+def parse_challenge(header: str) -> Challenge:
+    """Parse ``Bearer realm="…",service="…",scope="…"`` (quoted values may hold commas)."""
+    scheme, _, rest = header.strip().partition(" ")
+    params: dict[str, str] = {}
+    position = 0
+    while position < len(rest):
+        match = _PARAM_RE.match(rest, position)
+        if match is None or match.end() == position:
+            break
+        quoted, bare = match.group(2), match.group(3)
+        value = quoted.replace('\\"', '"') if quoted is not None else (bare or "")
+        params[match.group(1).lower()] = value
+        position = match.end()
+    return Challenge(scheme.lower(), params)
+
+
+@dataclass(slots=True)
+class _Token:
+    header: str
+    expires_at: float
+
+
+class Authenticator:
+    """Produces the ``Authorization`` header for one upstream, per scope."""
+
+    def __init__(self, config: UpstreamConfig, session: aiohttp.ClientSession) -> None:
+        self._config = config
+        self._session = session
+        self._tokens: dict[str, _Token] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._scheme: str | None = None  # learnt from the first challenge
+        self.token_requests = 0
+
+    def _basic(self) -> str | None:
+        if not self._config.username:
+            return None
+        raw = f"{self._config.username}:{self._config.password or ''}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+
+    def header_for(self, scope: str) -> str | None:
+        """The header to send pre-emptively for ``scope``, if we have one."""
+        if self._scheme == "basic":
+            return self._basic()
+        token = self._tokens.get(scope)
+        if token is not None and token.expires_at > time.monotonic():
+            return token.header
+        return None
+
+    async def answer(self, www_authenticate: str, scope: str, rejected: str | None) -> str:
+        """Get a header that answers the challenge, or raise UpstreamUnauthorized.
+
+        ``rejected`` is the header the upstream just refused, so a stale token
+        is replaced rather than sent again.
+        """
+        challenge = parse_challenge(www_authenticate)
+        if challenge.scheme == "basic":
+            self._scheme = "basic"
+            header = self._basic()
+            if header is None or header == rejected:
+                raise UpstreamUnauthorized("upstream wants credentials the mirror does not have")
+            return header
+        if challenge.scheme != "bearer" or "realm" not in challenge.params:
+            raise UpstreamUnauthorized(f"unsupported upstream auth scheme {challenge.scheme!r}")
+        self._scheme = "bearer"
+        lock = self._locks.setdefault(scope, asyncio.Lock())
+        async with lock:
+            # Another request may have fetched a fresh token while we waited.
+            current = self.header_for(scope)
+            if current is not None and current != rejected:
+                return current
+            token = await self._fetch_token(challenge.params, scope)
+            self._tokens[scope] = token
+            return token.header
+
+    async def _fetch_token(self, params: dict[str, str], scope: str) -> _Token:
+        query = {"scope": params.get("scope") or scope}
+        if "service" in params:
+            query["service"] = params["service"]
+        headers = {}
+        basic = self._basic()
+        if basic is not None:
+            headers["Authorization"] = basic
+            query["account"] = self._config.username or ""
+        self.token_requests += 1
+        timeout = aiohttp.ClientTimeout(
+            total=self._config.read_timeout, connect=self._config.connect_timeout
+        )
+        try:
+            async with self._session.get(
+                params["realm"], params=query, headers=headers, timeout=timeout,
+                allow_redirects=False,
+            ) as response:  # fmt: skip
+                if response.status in (401, 403):
+                    raise UpstreamUnauthorized(
+                        "the upstream's token service refused the credentials"
+                    )
+                if response.status != 200:
+                    raise UpstreamUnavailable(f"token service answered {response.status}")
+                document = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamTimeout(f"token service unreachable: {type(exc).__name__}") from exc
+        except ValueError as exc:
+            raise UpstreamUnavailable("token service sent no JSON") from exc
+        return _token_from(document)
+
+
+def _token_from(document: object) -> _Token:
+    if not isinstance(document, dict):
+        raise UpstreamUnavailable("token service sent an unexpected answer")
+    value = document.get("token") or document.get("access_token")
+    if not isinstance(value, str) or not value:
+        raise UpstreamUnavailable("token service sent no token")
+    expires_in = document.get("expires_in")
+    lifetime = float(expires_in) if isinstance(expires_in, int | float) else _DEFAULT_EXPIRES_IN
+    lifetime = max(lifetime - _EXPIRY_MARGIN, lifetime / 2)
+    return _Token(f"Bearer {value}", time.monotonic() + lifetime)
