@@ -16,6 +16,7 @@ open proxy.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from mirror.config import DOCKER_HUB_NAME, Config
@@ -25,6 +26,10 @@ from mirror.upstream.client import UpstreamClient
 
 # Names clients use for Docker Hub besides "docker.io".
 _DOCKER_HUB_ALIASES = ("registry-1.docker.io", "index.docker.io", "registry.hub.docker.com")
+
+
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_HOST_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*(?::[0-9]{{1,5}})?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,4 +89,6 @@ class Router:
 
 def _looks_like_registry(component: str) -> bool:
     """Docker's rule: a first component with '.' or ':', or 'localhost', is a host."""
+    if _HOST_RE.fullmatch(component) is None:
+        return False
     return "." in component or ":" in component or component == "localhost"

@@ -10,6 +10,7 @@ from aiohttp.typedefs import Handler
 
 from mirror.errors import MirrorError
 from mirror.oci import API_VERSION, API_VERSION_HEADER
+from mirror.routes.keys import CACHE_RESULT
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ async def oci_errors(request: web.Request, handler: Handler) -> web.StreamRespon
     try:
         return await handler(request)
     except MirrorError as exc:
-        request["cache_result"] = "error"
+        request[CACHE_RESULT] = "error"
         if exc.status >= 500:
             log.warning("%s %s -> %d %s: %s", request.method, request.path, exc.status,
                         exc.code, exc.message)  # fmt: skip

@@ -24,8 +24,9 @@ from mirror.oci import (
     parse_reference,
 )
 from mirror.routes import blobs
+from mirror.routes.keys import CACHE_RESULT, KIND
 from mirror.routing import Router, Target
-from mirror.service import BlobAnswer, ManifestAnswer, PullService
+from mirror.service import ManifestAnswer, PullService
 from mirror.storage.base import Storage
 
 PATH_RE = re.compile(
@@ -68,7 +69,7 @@ class V2Handlers:
         """API version check: clients call it before anything else."""
         if request.method not in _READ_METHODS:
             raise Unsupported("this mirror is read-only")
-        request["kind"] = "other"
+        request[KIND] = "other"
         return web.json_response({}, headers={API_VERSION_HEADER: API_VERSION})
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
@@ -105,7 +106,7 @@ class V2Handlers:
         self, request: web.Request, target: Target, match: re.Match[str]
     ) -> web.StreamResponse:
         """GET/HEAD a manifest by tag or digest."""
-        request["kind"] = "manifest"
+        request[KIND] = "manifest"
         reference = parse_reference(match.group("reference"))
         accept_lines = request.headers.getall("Accept", [])
         answer = await self._service.manifest(
@@ -119,7 +120,7 @@ class V2Handlers:
         self, request: web.Request, target: Target, match: re.Match[str]
     ) -> web.StreamResponse:
         """GET/HEAD a blob: from the cache, or following its download."""
-        request["kind"] = "blob"
+        request[KIND] = "blob"
         digest = parse_digest(match.group("digest"))
         head = request.method == "HEAD"
         answer = await self._service.blob(target, digest, head=head)
@@ -135,7 +136,7 @@ class V2Handlers:
                     os.close(handle)
         self._count(request, "blob", answer.result)
         if head:
-            return _head_blob(answer)
+            return _head_response(blobs.blob_headers(answer), answer.size)
         if answer.redirect is not None:
             raise web.HTTPTemporaryRedirect(answer.redirect, headers=blobs.blob_headers(answer))
         if answer.key is not None:
@@ -146,7 +147,7 @@ class V2Handlers:
         self, request: web.Request, target: Target, match: re.Match[str]
     ) -> web.StreamResponse:
         """GET the tag list, passed through with ``n`` and ``last``."""
-        request["kind"] = "tags"
+        request[KIND] = "tags"
         query = _listing_query(request)
         listing = await self._service.tags(target, query)
         self._count(request, "tags", "miss")
@@ -160,7 +161,7 @@ class V2Handlers:
         self, request: web.Request, target: Target, match: re.Match[str]
     ) -> web.StreamResponse:
         """GET the referrers index of a manifest, passed through."""
-        request["kind"] = "referrers"
+        request[KIND] = "referrers"
         digest = parse_digest(match.group("referrers"))
         query = {k: v for k, v in request.query.items() if k == "artifactType"}
         listing = await self._service.referrers(target, digest, query)
@@ -170,11 +171,11 @@ class V2Handlers:
         return response
 
     def _count(self, request: web.Request, kind: str, result: str) -> None:
-        request["cache_result"] = result
+        request[CACHE_RESULT] = result
         self._metrics.request(kind, result)
 
 
-def _manifest_response(answer: ManifestAnswer) -> web.Response:
+def _manifest_response(answer: ManifestAnswer) -> web.StreamResponse:
     headers = {
         DIGEST_HEADER: answer.digest,
         "ETag": f'"{answer.digest}"',
@@ -183,16 +184,16 @@ def _manifest_response(answer: ManifestAnswer) -> web.Response:
     if answer.warning:
         headers["Warning"] = answer.warning
     if answer.body is None:
-        response = web.Response(headers=headers)
-        response.content_length = answer.size
-        return response
+        return _head_response(headers, answer.size)
     return web.Response(body=answer.body, headers=headers)
 
 
-def _head_blob(answer: BlobAnswer) -> web.Response:
-    response = web.Response(headers=blobs.blob_headers(answer))
-    if answer.size is not None:
-        response.content_length = answer.size
+def _head_response(headers: dict[str, str], size: int | None) -> web.StreamResponse:
+    # A StreamResponse, because web.Response insists on computing
+    # Content-Length from a body that a HEAD answer does not have.
+    response = web.StreamResponse(headers=headers)
+    if size is not None:
+        response.content_length = size
     return response
 
 

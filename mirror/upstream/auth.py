@@ -66,6 +66,7 @@ class Authenticator:
         self._tokens: dict[str, _Token] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._scheme: str | None = None  # learnt from the first challenge
+        self._bearer: dict[str, str] | None = None  # realm and service of the last challenge
         self.token_requests = 0
 
     def _basic(self) -> str | None:
@@ -83,6 +84,13 @@ class Authenticator:
             return token.header
         return None
 
+    async def prefetch(self, scope: str) -> str | None:
+        """A token for a new scope from the realm we already know, saving a 401 round trip."""
+        if self._scheme != "bearer" or self._bearer is None:
+            return None
+        params = {k: v for k, v in self._bearer.items() if k != "scope"}
+        return await self._bearer_header(params, scope, None)
+
     async def answer(self, www_authenticate: str, scope: str, rejected: str | None) -> str:
         """Get a header that answers the challenge, or raise UpstreamUnauthorized.
 
@@ -99,13 +107,17 @@ class Authenticator:
         if challenge.scheme != "bearer" or "realm" not in challenge.params:
             raise UpstreamUnauthorized(f"unsupported upstream auth scheme {challenge.scheme!r}")
         self._scheme = "bearer"
+        self._bearer = challenge.params
+        return await self._bearer_header(challenge.params, scope, rejected)
+
+    async def _bearer_header(self, params: dict[str, str], scope: str, rejected: str | None) -> str:
         lock = self._locks.setdefault(scope, asyncio.Lock())
         async with lock:
             # Another request may have fetched a fresh token while we waited.
             current = self.header_for(scope)
             if current is not None and current != rejected:
                 return current
-            token = await self._fetch_token(challenge.params, scope)
+            token = await self._fetch_token(params, scope)
             self._tokens[scope] = token
             return token.header
 

@@ -242,7 +242,7 @@ class UpstreamClient:
         query: dict[str, str] | None,
         read_timeout: float | None,
     ) -> aiohttp.ClientResponse:
-        auth = self.auth.header_for(scope)
+        auth = self.auth.header_for(scope) or await self.auth.prefetch(scope)
         resp = await self._send_following(
             method, self.config.url + path, headers, auth, query, read_timeout
         )

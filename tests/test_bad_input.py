@@ -1,0 +1,102 @@
+"""Malformed requests get a 4xx OCI error document, never a 500, never an upstream request."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.mirror_app import mirror_config, run_mirror
+
+GOOD_DIGEST = "sha256:" + "a" * 64
+
+# (method, path, headers, expected status, expected OCI code)
+CASES: list[tuple[str, str, dict[str, str], int, str]] = [
+    ("GET", "/v2/UPPER/manifests/latest", {}, 400, "NAME_INVALID"),
+    ("GET", "/v2/a..b/manifests/latest", {}, 400, "NAME_INVALID"),
+    ("GET", "/v2/-lead/manifests/latest", {}, 400, "NAME_INVALID"),
+    ("GET", "/v2/a//b/manifests/latest", {}, 400, "NAME_INVALID"),
+    ("GET", "/v2/" + "a" * 300 + "/manifests/latest", {}, 400, "NAME_INVALID"),
+    ("GET", "/v2/library/tiny/manifests/" + "t" * 129, {}, 400, "MANIFEST_INVALID"),
+    ("GET", "/v2/library/tiny/manifests/.hidden", {}, 400, "MANIFEST_INVALID"),
+    ("GET", "/v2/library/tiny/manifests/sha256:abc", {}, 400, "DIGEST_INVALID"),
+    ("GET", "/v2/library/tiny/manifests/md5:" + "a" * 32, {}, 400, "DIGEST_INVALID"),
+    ("GET", "/v2/library/tiny/blobs/sha256:" + "A" * 64, {}, 400, "DIGEST_INVALID"),
+    ("GET", "/v2/library/tiny/blobs/sha256:" + "g" * 64, {}, 400, "DIGEST_INVALID"),
+    ("GET", "/v2/library/tiny/blobs/sha256:" + "a" * 63, {}, 400, "DIGEST_INVALID"),
+    ("GET", "/v2/library/tiny/blobs/sha512:" + "a" * 64, {}, 400, "DIGEST_INVALID"),
+    ("GET", "/v2/library/tiny/blobs/notadigest", {}, 400, "DIGEST_INVALID"),
+    # Encoded slashes are decoded before routing, so these are bad names.
+    ("GET", "/v2/library/tiny/blobs/sha256:..%2F..%2Fetc%2Fpasswd", {}, 400, "NAME_INVALID"),
+    # Dot segments are resolved before routing: this is /blobs/..., no API path.
+    ("GET", "/v2/library/%2e%2e/%2e%2e/blobs/" + GOOD_DIGEST, {}, 404, "NAME_UNKNOWN"),
+    ("GET", "/v2/..%2F..%2Fetc/manifests/latest", {}, 400, "NAME_INVALID"),
+    ("GET", "/v2/library/tiny/tags/list?n=-1", {}, 400, "PAGINATION_NUMBER_INVALID"),
+    ("GET", "/v2/library/tiny/tags/list?n=abc", {}, 400, "PAGINATION_NUMBER_INVALID"),
+    ("GET", "/v2/library/tiny/referrers/sha256:zz", {}, 400, "DIGEST_INVALID"),
+    ("GET", "/v2/library/tiny/something/else", {}, 400, "NAME_INVALID"),
+    ("GET", "/v2/_catalog", {}, 405, "UNSUPPORTED"),
+    ("PUT", "/v2/library/tiny/manifests/latest", {}, 405, "UNSUPPORTED"),
+    ("DELETE", "/v2/library/tiny/manifests/" + GOOD_DIGEST, {}, 405, "UNSUPPORTED"),
+    ("POST", "/v2/library/tiny/blobs/uploads/", {}, 405, "UNSUPPORTED"),
+    ("PATCH", "/v2/library/tiny/blobs/uploads/some-uuid", {}, 405, "UNSUPPORTED"),
+    ("GET", "/v2/library/tiny/blobs/uploads/some-uuid", {}, 405, "UNSUPPORTED"),
+    ("POST", "/v2/", {}, 405, "UNSUPPORTED"),
+    ("GET", "/v2/ghcr.io/org/image/manifests/latest", {}, 403, "DENIED"),
+    ("GET", "/v2/library/tiny/manifests/latest?ns=evil.example.com", {}, 403, "DENIED"),
+    ("GET", "/v2/library/tiny/manifests/latest?ns=127.0.0.1:1", {}, 403, "DENIED"),
+    ("GET", "/nothing-here", {}, 404, "NAME_UNKNOWN"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "headers", "status", "code"), CASES)
+async def test_bad_request_gets_oci_error(
+    tmp_path: Path, method: str, path: str, headers: dict[str, str], status: int, code: str
+) -> None:
+    async with FakeUpstream() as upstream:
+        config = mirror_config(tmp_path, upstream.url)
+        async with run_mirror(config) as mirror, aiohttp.ClientSession() as session:
+            url = mirror.url + path
+            async with session.request(method, url, headers=headers) as resp:
+                assert resp.status == status, await resp.text()
+                document = await resp.json()
+        assert upstream.requests == [], "a malformed request must not reach the upstream"
+    assert document["errors"][0]["code"] == code
+    assert document["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    "range_header",
+    ["bytes=abc", "bytes=5-2", "items=0-1", "bytes=0-1,4-5", "bytes=", "bytes=-0", "bytes=999999-"],
+)
+async def test_odd_range_headers_never_fail_badly(tmp_path: Path, range_header: str) -> None:
+    data = bytes(range(256)) * 8
+    async with FakeUpstream() as upstream:
+        digest = upstream.add_blob(data)
+        config = mirror_config(tmp_path, upstream.url)
+        async with run_mirror(config) as mirror, aiohttp.ClientSession() as session:
+            url = f"{mirror.url}/v2/library/tiny/blobs/{digest}"
+            async with session.get(url) as resp:  # cache it first
+                assert await resp.read() == data
+            async with session.get(url, headers={"Range": range_header}) as resp:
+                body = await resp.read()
+                assert resp.status in (200, 206, 416), body
+                if resp.status == 200:
+                    assert body == data
+                if resp.status == 416:
+                    assert resp.headers["Content-Range"] == f"bytes */{len(data)}"
+
+
+async def test_library_prefix_only_for_docker_hub(tmp_path: Path) -> None:
+    """One-component names stay as they are for registries other than Docker Hub."""
+    async with FakeUpstream() as upstream:
+        body = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}'
+        upstream.add_manifest("alpine", body, "application/vnd.oci.image.index.v1+json", tag="3")
+        config = mirror_config(tmp_path, upstream.url)
+        async with run_mirror(config) as mirror, aiohttp.ClientSession() as session:
+            async with session.get(f"{mirror.url}/v2/alpine/manifests/3") as resp:
+                assert resp.status == 200
+                assert await resp.read() == body
+        assert upstream.count("GET", "/v2/alpine/manifests/3") == 1
