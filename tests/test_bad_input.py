@@ -92,8 +92,9 @@ async def test_odd_range_headers_never_fail_badly(tmp_path: Path, range_header: 
 async def test_library_prefix_only_for_docker_hub(tmp_path: Path) -> None:
     """One-component names stay as they are for registries other than Docker Hub."""
     async with FakeUpstream() as upstream:
-        body = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}'
-        upstream.add_manifest("alpine", body, "application/vnd.oci.image.index.v1+json", tag="3")
+        media_type = "application/vnd.oci.image.index.v1+json"
+        body = b'{"schemaVersion":2,"mediaType":"%s","manifests":[]}' % media_type.encode()
+        upstream.add_manifest("alpine", body, media_type, tag="3")
         config = mirror_config(tmp_path, upstream.url)
         async with run_mirror(config) as mirror, aiohttp.ClientSession() as session:
             async with session.get(f"{mirror.url}/v2/alpine/manifests/3") as resp:
