@@ -28,7 +28,9 @@ def mirror_config(cache_dir: Path, upstream_url: str, **settings: Any) -> Config
     raw: dict[str, Any] = {
         "listen": "127.0.0.1:0",
         "storage": {"path": str(cache_dir)},
-        "upstreams": [{"url": upstream_url, "retries": 1, "connect_timeout": 2, "read_timeout": 10}],
+        "upstreams": [
+            {"url": upstream_url, "retries": 1, "connect_timeout": 2, "read_timeout": 10}
+        ],
     }
     raw.update(settings)
     return build_config(raw)
@@ -43,7 +45,8 @@ async def run_mirror(config: Config) -> AsyncIterator[RunningMirror]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     server = site._server
-    assert server is not None and server.sockets  # type: ignore[attr-defined]
+    assert server is not None
+    assert server.sockets
     port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
     try:
         yield RunningMirror(f"http://127.0.0.1:{port}", app, config)
