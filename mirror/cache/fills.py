@@ -45,6 +45,7 @@ from mirror.upstream.client import UpstreamClient
 log = logging.getLogger(__name__)
 
 MAX_RESUMES = 5
+_COMMIT_GRACE = 30.0  # seconds a shutdown waits for verified fills to publish
 _READ_CHUNK = 256 * 1024
 
 CommitHook = Callable[[str, int], Awaitable[None]]
@@ -182,7 +183,7 @@ class FillManager:
         self._metrics = metrics
         self._on_commit = on_commit
         self._fills: dict[str, Fill] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], Fill] = {}
 
     def __len__(self) -> int:
         return len(self._fills)
@@ -206,15 +207,25 @@ class FillManager:
         fill = Fill(key, digest)
         self._fills[key] = fill
         task = asyncio.create_task(self._run(fill, upstream, repository))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = fill
+        task.add_done_callback(self._forget)
         return fill, False
 
     async def close(self) -> None:
-        """Cancel every fill (at shutdown); partial objects are aborted."""
+        """At shutdown: let verified fills finish publishing, cancel the rest.
+
+        A fill whose bytes were all verified is only committing; dropping it
+        would throw away a whole download that clients already received.
+        """
+        committing = [t for t, f in self._tasks.items() if f.verified]
+        if committing:
+            await asyncio.wait(committing, timeout=_COMMIT_GRACE)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
 
     async def _run(self, fill: Fill, upstream: UpstreamClient, repository: str) -> None:
         self._metrics.fill_started()
