@@ -104,4 +104,5 @@ def test_check_config_command(tmp_path: Path) -> None:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert bad.returncode == 2
-    assert "cache.max_size" in bad.stderr and "'huge'" in bad.stderr
+    assert "cache.max_size" in bad.stderr
+    assert "'huge'" in bad.stderr

@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.support.fake_upstream import Fault, FakeUpstream
+from tests.support.fake_upstream import FakeUpstream, Fault
 from tests.support.mirror_app import mirror_config, run_mirror
 from tests.support.processes import ManagedProcess, free_port, start_process, wait_for_http
 
@@ -61,7 +61,8 @@ async def test_kill_9_mid_download_leaves_nothing_visible(tmp_path: Path) -> Non
             process.stop()
         assert blob_files(cache) == [], "a killed download must not be published"
         leftovers = list((cache / ".partial").iterdir())
-        assert len(leftovers) == 1 and 0 < leftovers[0].stat().st_size < BLOB_SIZE
+        assert len(leftovers) == 1
+        assert 0 < leftovers[0].stat().st_size < BLOB_SIZE
 
         process, url = start_mirror(cache, upstream.url, tmp_path / "mirror2.log")
         try:
