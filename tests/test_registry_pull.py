@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.support.fake_upstream import FakeUpstream
 from tests.support.images import Image, ImageSet
 from tests.support.mirror_app import mirror_config, run_mirror
 from tests.support.registry import UpstreamRegistry
@@ -203,3 +204,61 @@ async def test_concurrent_cold_pulls_share_one_download(
         )
     assert sizes == [blob.size] * 10
     assert successful_gets(registry_none, f"/v2/library/medium/blobs/{blob.digest}", mark) == 1
+
+
+async def test_docker_style_head_then_get_by_digest(
+    registry_none: UpstreamRegistry, image_set: ImageSet, tmp_path: Path
+) -> None:
+    """docker HEADs the tag, then GETs the manifest by digest: one upstream GET in all."""
+    image = image_set.image("library/multi:docker")
+    headers = [("Accept", media_type) for media_type in MANIFEST_ACCEPT]
+    config = mirror_config(tmp_path, registry_none.url)
+    mark = registry_none.log_mark()
+    async with run_mirror(config) as mirror, aiohttp.ClientSession() as session:
+        url = f"{mirror.url}/v2/library/multi/manifests/docker"
+        async with session.head(url, headers=headers) as resp:
+            assert resp.status == 200
+            assert resp.headers["Docker-Content-Digest"] == image.digest
+            assert resp.headers["Content-Length"] == str(len(image.manifest.data))
+            assert resp.headers["Content-Type"] == image.media_type
+        digest, body = await get_manifest(session, mirror.url, "library/multi", image.digest)
+        assert body == image.manifest.data
+    manifest_path = "/v2/library/multi/manifests/"
+    requests = [e for e in registry_none.requests(mark) if e.path.startswith(manifest_path)]
+    assert [(e.method, e.path.rsplit("/", 1)[1]) for e in requests] == [
+        ("HEAD", "docker"),
+        ("GET", image.digest),
+    ]
+
+
+async def test_tag_list(registry_none: UpstreamRegistry, tmp_path: Path) -> None:
+    config = mirror_config(tmp_path, registry_none.url)
+    async with run_mirror(config) as mirror, aiohttp.ClientSession() as session:
+        async with session.get(f"{mirror.url}/v2/library/tiny/tags/list") as resp:
+            assert resp.status == 200
+            listing = await resp.json()
+        async with session.get(f"{mirror.url}/v2/library/nosuch/tags/list") as resp:
+            assert resp.status == 404
+            assert (await resp.json())["errors"][0]["code"] == "NAME_UNKNOWN"
+    assert listing["name"] == "library/tiny"
+    assert sorted(listing["tags"]) == ["docker", "oci"]
+
+
+async def test_tag_list_pagination_is_passed_through(tmp_path: Path) -> None:
+    """distribution 2.8 ignores n and last, so a fake upstream that honours them shows it."""
+    media_type = "application/vnd.oci.image.index.v1+json"
+    async with FakeUpstream() as upstream:
+        for tag in ("a", "b", "c"):
+            body = b'{"schemaVersion":2,"manifests":[],"annotations":{"t":"%s"}}' % tag.encode()
+            upstream.add_manifest("org/app", body, media_type, tag=tag)
+        config = mirror_config(tmp_path, upstream.url)
+        async with run_mirror(config) as mirror, aiohttp.ClientSession() as session:
+            url = f"{mirror.url}/v2/org/app/tags/list"
+            async with session.get(url, params={"n": "2"}) as resp:
+                assert (await resp.json())["tags"] == ["a", "b"]
+                link = resp.headers["Link"]
+            async with session.get(url, params={"n": "2", "last": "b"}) as resp:
+                assert (await resp.json())["tags"] == ["c"]
+    assert "last=b" in link
+    assert upstream.requests[0].query == {"n": "2"}
+    assert upstream.requests[1].query == {"n": "2", "last": "b"}
