@@ -221,7 +221,7 @@ async def test_docker_style_head_then_get_by_digest(
             assert resp.headers["Docker-Content-Digest"] == image.digest
             assert resp.headers["Content-Length"] == str(len(image.manifest.data))
             assert resp.headers["Content-Type"] == image.media_type
-        digest, body = await get_manifest(session, mirror.url, "library/multi", image.digest)
+        _, body = await get_manifest(session, mirror.url, "library/multi", image.digest)
         assert body == image.manifest.data
     manifest_path = "/v2/library/multi/manifests/"
     requests = [e for e in registry_none.requests(mark) if e.path.startswith(manifest_path)]
