@@ -106,3 +106,10 @@ def test_check_config_command(tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert "cache.max_size" in bad.stderr
     assert "'huge'" in bad.stderr
+
+
+def test_shipped_example_config_is_valid() -> None:
+    example = Path(__file__).parent.parent / "deploy" / "mirror.example.toml"
+    config = load_config(example, environ={})
+    assert config.default_upstream.name == "docker.io"
+    assert len(config.upstreams) == 4
