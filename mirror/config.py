@@ -18,6 +18,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from mirror.credentials import (
+    CredentialError,
+    Credentials,
+    CredentialSources,
+    parse_auths,
+    resolve_credentials,
+)
+
 DOCKER_HUB_URL = "https://registry-1.docker.io"
 DOCKER_HUB_NAME = "docker.io"
 
@@ -43,6 +51,7 @@ ENV_SETTINGS = {
     "MIRROR_UPSTREAM": "upstream",
     "MIRROR_UPSTREAM_USERNAME": "upstream_username",
     "MIRROR_UPSTREAM_PASSWORD": "upstream_password",
+    "MIRROR_AUTHS_FILE": "auths_file",
     "MIRROR_TAG_TTL": "tag_ttl",
     "MIRROR_MAX_SIZE": "cache.max_size",
     "MIRROR_S3_BUCKET": "storage.s3.bucket",
@@ -245,19 +254,28 @@ def parse_upstream_flag(value: str) -> dict[str, Any]:
     return {"url": value}
 
 
-def _upstream(raw: Mapping[str, Any], where: str, defaults: Mapping[str, Any]) -> UpstreamConfig:
-    _reject_unknown(
-        raw, where, {f for f in UpstreamConfig.__dataclass_fields__} | {"password_file"}
-    )
+_CREDENTIAL_KEYS = {"password_file", "password_env", "username_env", "docker_config"}
+
+
+def _upstream(
+    raw: Mapping[str, Any],
+    where: str,
+    defaults: Mapping[str, Any],
+    sources: CredentialSources,
+) -> UpstreamConfig:
+    _reject_unknown(raw, where, {f for f in UpstreamConfig.__dataclass_fields__} | _CREDENTIAL_KEYS)
     if "url" not in raw:
         raise ConfigError(f"{where}.url: required")
     url = _parse_upstream_url(raw["url"], f"{where}.url")
-    name = str(raw.get("name") or _name_from_url(url)).lower()
+    name = _upstream_name(raw, url)
     if _UPSTREAM_NAME_RE.fullmatch(name) is None:
         raise ConfigError(f"{where}.name: expected a registry host name, got {name!r}")
-    password = raw.get("password")
     if "password_file" in raw:
-        password = _read_secret(raw["password_file"], f"{where}.password_file")
+        raw = {**raw, "password": _read_secret(raw["password_file"], f"{where}.password_file")}
+    try:
+        found = resolve_credentials(raw, where, (name, url), sources)
+    except CredentialError as exc:
+        raise ConfigError(str(exc)) from None
     merged = {**defaults, **raw}
     retries = merged.get("retries", 3)
     if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 10:
@@ -265,8 +283,8 @@ def _upstream(raw: Mapping[str, Any], where: str, defaults: Mapping[str, Any]) -
     return UpstreamConfig(
         name=name,
         url=url,
-        username=str(raw["username"]) if raw.get("username") else None,
-        password=str(password) if password else None,
+        username=found.username if found else None,
+        password=found.password or None if found else None,
         tag_ttl=parse_duration(merged.get("tag_ttl", 300), f"{where}.tag_ttl"),
         max_stale=parse_duration(merged.get("max_stale", "7d"), f"{where}.max_stale"),
         connect_timeout=parse_duration(
@@ -275,6 +293,20 @@ def _upstream(raw: Mapping[str, Any], where: str, defaults: Mapping[str, Any]) -
         read_timeout=parse_duration(merged.get("read_timeout", 60), f"{where}.read_timeout"),
         retries=retries,
     )
+
+
+def _upstream_name(raw: Mapping[str, Any], url: str) -> str:
+    return str(raw.get("name") or _name_from_url(url)).lower()
+
+
+def _read_auths(path: str, where: str) -> dict[str, Credentials]:
+    """Credentials from a docker ``config.json``; errors never quote the file's content."""
+    try:
+        return parse_auths(Path(str(path)).read_text())
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {str(path)!r}: {exc.strerror}") from None
+    except CredentialError as exc:
+        raise ConfigError(f"{where}: {str(path)!r}: {exc}") from None
 
 
 def _read_secret(path: object, where: str) -> str:
@@ -298,23 +330,36 @@ def _table(raw: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
     return value
 
 
-def _upstreams(raw: Mapping[str, Any]) -> tuple[UpstreamConfig, ...]:
+def _upstreams(raw: Mapping[str, Any], environ: Mapping[str, str]) -> tuple[UpstreamConfig, ...]:
     defaults = {k: raw[k] for k in ("tag_ttl", "max_stale") if k in raw}
     tables = raw.get("upstreams")
     if tables is None:
         tables = [{"url": raw.get("upstream", DOCKER_HUB_URL)}]
-    if not isinstance(tables, list) or not tables:
+    if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
         raise ConfigError("upstreams: expected a non-empty list of tables")
     if raw.get("upstream_username") or raw.get("upstream_password"):
-        first = dict(tables[0])
-        first.setdefault("username", raw.get("upstream_username"))
-        first.setdefault("password", raw.get("upstream_password"))
-        tables = [first, *tables[1:]]
-    result = tuple(_upstream(t, f"upstreams[{i}]", defaults) for i, t in enumerate(tables))
+        tables = list(tables)
+        index = _default_index(tables)
+        table = dict(tables[index])
+        table.setdefault("username", raw.get("upstream_username"))
+        table.setdefault("password", raw.get("upstream_password"))
+        tables[index] = table
+    auths = _read_auths(str(raw["auths_file"]), "auths_file") if raw.get("auths_file") else {}
+    sources = CredentialSources(environ, auths, _read_auths)
+    result = tuple(_upstream(t, f"upstreams[{i}]", defaults, sources) for i, t in enumerate(tables))
     names = [u.name for u in result]
     if len(set(names)) != len(names):
         raise ConfigError(f"upstreams: duplicate upstream name in {names}")
     return result
+
+
+def _default_index(tables: list[dict[str, Any]]) -> int:
+    """Which table becomes the default upstream (see :attr:`Config.default_upstream`)."""
+    for index, table in enumerate(tables):
+        url = str(table.get("url", ""))
+        if _upstream_name(table, url.rstrip("/")) == DOCKER_HUB_NAME:
+            return index
+    return 0
 
 
 def _storage(raw: Mapping[str, Any]) -> StorageConfig:
@@ -392,11 +437,16 @@ def _log(raw: Mapping[str, Any]) -> LogConfig:
 _TOP_LEVEL = {
     "listen", "offline", "upstream", "upstreams", "upstream_username", "upstream_password",
     "tag_ttl", "max_stale", "storage", "cache", "fill", "log", "admin", "metrics",
+    "auths_file",
 }  # fmt: skip
 
 
-def build_config(raw: Mapping[str, Any]) -> Config:
-    """Validate a raw settings tree (TOML shape) into a :class:`Config`."""
+def build_config(raw: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
+    """Validate a raw settings tree (TOML shape) into a :class:`Config`.
+
+    ``environ`` is where ``password_env``/``username_env`` are looked up
+    (default: the process environment).
+    """
     _reject_unknown(raw, "", _TOP_LEVEL)
     host, port = parse_listen(raw.get("listen", "0.0.0.0:5000"), "listen")
     admin = _table(raw, "admin", "")
@@ -413,7 +463,7 @@ def build_config(raw: Mapping[str, Any]) -> Config:
         listen_host=host,
         listen_port=port,
         offline=parse_bool(raw.get("offline", False), "offline"),
-        upstreams=_upstreams(raw),
+        upstreams=_upstreams(raw, os.environ if environ is None else environ),
         storage=_storage(raw),
         cache=_cache(raw),
         fill=_fill(raw),
@@ -468,4 +518,4 @@ def load_config(
     if "upstream" in tree and "upstreams" in tree and "upstreams" not in (overrides or {}):
         # A single --upstream/MIRROR_UPSTREAM URL replaces the file's list.
         del tree["upstreams"]
-    return build_config(tree)
+    return build_config(tree, env)

@@ -4,7 +4,8 @@ On a 401 the upstream names its scheme in ``WWW-Authenticate``. For Bearer,
 the mirror asks the realm for a token (with Basic credentials when it has
 any), keeps it per scope until shortly before it expires, and sends it on
 later requests, so one token serves a whole pull. Credentials go only to the
-upstream itself and to the realm it names.
+upstream itself and to the realm it names (never to a plain-HTTP realm of an
+HTTPS upstream); the client drops them on redirects to other origins.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import base64
 import re
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -106,6 +108,8 @@ class Authenticator:
             return header
         if challenge.scheme != "bearer" or "realm" not in challenge.params:
             raise UpstreamUnauthorized(f"unsupported upstream auth scheme {challenge.scheme!r}")
+        if urlsplit(challenge.params["realm"]).scheme.lower() not in ("http", "https"):
+            raise UpstreamUnauthorized("upstream named a token realm that is not an http(s) URL")
         self._scheme = "bearer"
         self._bearer = challenge.params
         return await self._bearer_header(challenge.params, scope, rejected)
@@ -121,12 +125,22 @@ class Authenticator:
             self._tokens[scope] = token
             return token.header
 
+    def _may_send_credentials(self, realm: str) -> bool:
+        """Whether the realm may see the upstream's password.
+
+        The realm is wherever the upstream's challenge points (Docker Hub:
+        auth.docker.io), but never a plain-HTTP realm for an HTTPS upstream:
+        that would let one forged challenge downgrade the password to cleartext.
+        """
+        realm_scheme = urlsplit(realm).scheme.lower()
+        return realm_scheme == "https" or urlsplit(self._config.url).scheme == "http"
+
     async def _fetch_token(self, params: dict[str, str], scope: str) -> _Token:
         query = {"scope": params.get("scope") or scope}
         if "service" in params:
             query["service"] = params["service"]
         headers = {}
-        basic = self._basic()
+        basic = self._basic() if self._may_send_credentials(params["realm"]) else None
         if basic is not None:
             headers["Authorization"] = basic
             query["account"] = self._config.username or ""
