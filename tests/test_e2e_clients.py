@@ -189,6 +189,23 @@ def test_containerd_default_routes_by_ns(
     assert_from_ghcr(registry_none, since, "library/multi")
 
 
+def test_containerd_default_falls_back_for_unserved_registry(
+    containerd: Containerd,
+    mirror: Mirror,
+    image_set: ImageSet,
+    registry_none: UpstreamRegistry,
+    tmp_path: Path,
+) -> None:
+    """quay.io is not configured: the mirror's 404 sends containerd on to ``server``
+    (here the second registry, standing in for quay.io itself)."""
+    hosts = write_hosts_toml(tmp_path / "certs.d", "_default", mirror.url, registry_none.url)
+    since = registry_none.log_mark()
+    want = image_set.image("library/tiny:oci").digest
+    assert containerd.pull("quay.io/library/tiny:oci", hosts) == [want]
+    direct = [e for e in registry_none.requests(since) if "registry-mirror" not in e.user_agent]
+    assert any(e.path == "/v2/library/tiny/manifests/oci" for e in direct), direct
+
+
 def test_containerd_override_path_prefix(
     containerd: Containerd,
     mirror: Mirror,

@@ -212,3 +212,17 @@ async def test_credentials_reach_only_their_upstream_and_realm(
     logged = "\n".join(record.getMessage() for record in caplog.records) + caplog.text
     assert SECRET not in logged
     assert b64("gh:" + SECRET) not in logged
+
+
+def test_check_config_never_prints_secrets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mirror.cli import main
+
+    auths = write_auths(tmp_path / "config.json", {"ghcr.io": {"auth": b64("gh:" + SECRET)}})
+    monkeypatch.setenv("MIRROR_AUTHS_FILE", str(auths))
+    status = main(["check-config", "--upstream", "ghcr.io=https://ghcr.io"])
+    out = capsys.readouterr()
+    assert status == 0
+    assert "upstream ghcr.io (default): https://ghcr.io as gh" in out.out
+    assert SECRET not in out.out + out.err
