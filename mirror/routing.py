@@ -11,9 +11,9 @@ Three ways to pick, on one listener:
 
 ``ns`` and the prefix only ever select among configured upstreams: the
 mirror never dials a host named by a client, so it cannot be used as an
-open proxy. An unknown ``ns`` gets 404 ``NAME_UNKNOWN`` (clients then try
-their next host); a path whose first component looks like an unconfigured
-registry host gets 403 ``DENIED``.
+open proxy. An unknown ``ns``, or a path whose first component looks like an
+unconfigured registry host, gets 403 ``DENIED`` (containerd then tries its
+next host, so a catch-all ``_default`` hosts.toml keeps working).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 
 from mirror.config import DOCKER_HUB_NAME, Config
-from mirror.errors import Denied, NameUnknown
+from mirror.errors import Denied
 from mirror.oci import validate_name
 from mirror.upstream.client import UpstreamClient
 
@@ -64,10 +64,7 @@ class Router:
         if ns is not None:
             upstream = self.upstream_named(ns)
             if upstream is None:
-                # 404, not 403: containerd moves on to its next host (the registry
-                # itself) on a 404 in every version, so a catch-all _default
-                # hosts.toml still works for registries the mirror does not serve.
-                raise NameUnknown(f"registry {ns[:100]!r} is not configured on this mirror")
+                raise Denied(f"registry {ns[:100]!r} is not configured on this mirror")
             repository = self._strip_own_prefix(name, upstream)
             return Target(upstream, self._normalize(upstream, repository), ns)
         first, sep, rest = name.partition("/")

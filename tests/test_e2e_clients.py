@@ -196,7 +196,7 @@ def test_containerd_default_falls_back_for_unserved_registry(
     registry_none: UpstreamRegistry,
     tmp_path: Path,
 ) -> None:
-    """quay.io is not configured: the mirror's 404 sends containerd on to ``server``
+    """quay.io is not configured: the mirror's 403 sends containerd on to ``server``
     (here the second registry, standing in for quay.io itself)."""
     hosts = write_hosts_toml(tmp_path / "certs.d", "_default", mirror.url, registry_none.url)
     since = registry_none.log_mark()

@@ -184,9 +184,9 @@ async def test_cache_keeps_upstreams_apart(
 @pytest.mark.parametrize(
     ("path", "ns", "status", "code"),
     [
-        ("org/app", "127.0.0.1:{port}", 404, "NAME_UNKNOWN"),
-        ("org/app", "localhost:{port}", 404, "NAME_UNKNOWN"),
-        ("org/app", "quay.io", 404, "NAME_UNKNOWN"),
+        ("org/app", "127.0.0.1:{port}", 403, "DENIED"),
+        ("org/app", "localhost:{port}", 403, "DENIED"),
+        ("org/app", "quay.io", 403, "DENIED"),
         ("127.0.0.1:{port}/org/app", None, 403, "DENIED"),
         ("localhost:{port}/org/app", None, 403, "DENIED"),
         ("quay.io/org/app", None, 403, "DENIED"),
