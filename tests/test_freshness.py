@@ -1,0 +1,241 @@
+"""Tag freshness: TTL, HEAD revalidation, stale-if-error and offline mode."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.support.fake_upstream import FakeUpstream, Fault
+from tests.support.mirror_app import RunningMirror, mirror_config, run_mirror
+from tests.support.pulls import Pulled, blob_url, manifest_url, pull, wait_idle
+
+REPO = "team/app"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+ACCEPT = {"Accept": OCI_MANIFEST}
+TTL = 0.3
+
+
+def manifest_body(layer: str, media_type: str = OCI_MANIFEST) -> bytes:
+    doc: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": layer, "size": 2},  # fmt: skip
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer,
+                    "size": 2}],  # fmt: skip
+    }
+    return json.dumps(doc).encode()
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream() as up:
+        yield up
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+class Image:
+    """One tagged manifest and one blob in the fake upstream."""
+
+    def __init__(self, up: FakeUpstream, tag: str = "v1", seed: bytes = b"a") -> None:
+        self.blob = os.urandom(2000) + seed
+        self.blob_digest = up.add_blob(self.blob)
+        self.body = manifest_body(self.blob_digest)
+        self.digest = up.add_manifest(REPO, self.body, OCI_MANIFEST, tag=tag)
+        self.tag = tag
+
+
+def manifest_requests(up: FakeUpstream, method: str, tag: str = "v1") -> int:
+    return up.count(method, f"/{REPO}/manifests/{tag}")
+
+
+async def get_tag(mirror: RunningMirror, session: aiohttp.ClientSession, tag: str = "v1",
+                  headers: dict[str, str] = ACCEPT) -> Pulled:  # fmt: skip
+    return await pull(session, manifest_url(mirror.url, REPO, tag), headers)
+
+
+async def test_within_ttl_the_upstream_is_not_asked(
+    upstream: FakeUpstream, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    image = Image(upstream)
+    config = mirror_config(tmp_path, upstream.url, tag_ttl=60)
+    async with run_mirror(config) as mirror:
+        first = await get_tag(mirror, session)
+        seen = len(upstream.requests)
+        again = await get_tag(mirror, session)
+        async with session.head(manifest_url(mirror.url, REPO, "v1"), headers=ACCEPT) as head:
+            head_digest = head.headers["Docker-Content-Digest"]
+
+    assert first.body == again.body == image.body
+    assert head_digest == image.digest
+    assert len(upstream.requests) == seen
+
+
+async def test_after_ttl_a_head_revalidates(
+    upstream: FakeUpstream, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    image = Image(upstream)
+    async with run_mirror(mirror_config(tmp_path, upstream.url, tag_ttl=TTL)) as mirror:
+        await get_tag(mirror, session)
+        await asyncio.sleep(TTL + 0.1)
+        revalidated = await get_tag(mirror, session)
+        renewed = await get_tag(mirror, session)  # the HEAD renewed the record's TTL
+
+    assert revalidated.body == renewed.body == image.body
+    assert revalidated.headers["Docker-Content-Digest"] == image.digest
+    assert manifest_requests(upstream, "GET") == 1
+    assert manifest_requests(upstream, "HEAD") == 1
+
+
+async def test_a_moved_tag_is_picked_up_after_ttl(
+    upstream: FakeUpstream, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    old = Image(upstream)
+    async with run_mirror(mirror_config(tmp_path, upstream.url, tag_ttl=TTL)) as mirror:
+        await get_tag(mirror, session)
+        new = Image(upstream, seed=b"new")  # the tag now points here
+        within_ttl = await get_tag(mirror, session)
+        await asyncio.sleep(TTL + 0.1)
+        after_ttl = await get_tag(mirror, session)
+        async with session.head(manifest_url(mirror.url, REPO, "v1"), headers=ACCEPT) as head:
+            head_digest = head.headers["Docker-Content-Digest"]
+
+    assert within_ttl.headers["Docker-Content-Digest"] == old.digest
+    assert after_ttl.headers["Docker-Content-Digest"] == new.digest
+    assert after_ttl.body == new.body
+    assert head_digest == new.digest
+
+
+async def fail_upstream(up: FakeUpstream, how: str) -> None:
+    if how == "down":
+        await up.__aexit__(None, None, None)
+    else:
+        up.add_fault(Fault(status=int(how), retry_after=5))
+
+
+@pytest.mark.parametrize("how", ["503", "429", "down"])
+async def test_stale_manifest_and_cached_blobs_are_served_when_the_upstream_fails(
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    how: str,
+) -> None:
+    up = FakeUpstream()
+    await up.__aenter__()
+    try:
+        image = Image(up)
+        config = mirror_config(tmp_path, up.url, tag_ttl=TTL, max_stale=600)
+        async with run_mirror(config) as mirror:
+            await get_tag(mirror, session)
+            await pull(session, blob_url(mirror.url, REPO, image.blob_digest))
+            await wait_idle(mirror.app)
+            await asyncio.sleep(TTL + 0.1)
+            await fail_upstream(up, how)
+            with caplog.at_level(logging.WARNING, logger="mirror"):
+                stale = await get_tag(mirror, session)
+            async with session.head(manifest_url(mirror.url, REPO, "v1"), headers=ACCEPT) as head:
+                head_status, head_warning = head.status, head.headers.get("Warning")
+            blob = await pull(session, blob_url(mirror.url, REPO, image.blob_digest))
+            by_digest = await pull(session, manifest_url(mirror.url, REPO, image.digest))
+    finally:
+        if how != "down":
+            await up.__aexit__(None, None, None)
+
+    assert stale.status == 200
+    assert stale.body == image.body
+    assert stale.headers["Docker-Content-Digest"] == image.digest
+    assert stale.headers["Warning"].startswith("299 - ")
+    assert "stale" in stale.headers["Warning"]
+    assert "serving stale" in caplog.text
+    assert (head_status, head_warning is not None) == (200, True)
+    assert blob.status == 200
+    assert blob.body == image.blob
+    assert by_digest.body == image.body
+
+
+@pytest.mark.parametrize(("how", "status", "code"), [("503", 502, "UNAVAILABLE"),
+                                                     ("429", 429, "TOOMANYREQUESTS")])  # fmt: skip
+async def test_beyond_max_stale_the_error_is_passed_on(
+    upstream: FakeUpstream,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    how: str,
+    status: int,
+    code: str,
+) -> None:
+    Image(upstream)
+    config = mirror_config(tmp_path, upstream.url, tag_ttl=0.1, max_stale=0.1)
+    async with run_mirror(config) as mirror:
+        await get_tag(mirror, session)
+        await asyncio.sleep(0.5)
+        await fail_upstream(upstream, how)
+        failed = await get_tag(mirror, session)
+
+    assert failed.status == status
+    assert json.loads(failed.body)["errors"][0]["code"] == code
+    assert "Warning" not in failed.headers
+
+
+async def test_no_stale_answer_for_a_tag_never_seen(
+    upstream: FakeUpstream, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    Image(upstream)
+    upstream.add_fault(Fault(status=503))
+    async with run_mirror(mirror_config(tmp_path, upstream.url)) as mirror:
+        failed = await get_tag(mirror, session)
+
+    assert failed.status == 502
+    assert json.loads(failed.body)["errors"][0]["code"] == "UNAVAILABLE"
+
+
+async def test_offline_mode_serves_the_cache_and_never_connects(
+    upstream: FakeUpstream, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    image = Image(upstream)
+    Image(upstream, tag="v2", seed=b"other")  # never pulled
+    cache = tmp_path / "cache"
+    async with run_mirror(mirror_config(cache, upstream.url, tag_ttl=0.1)) as mirror:
+        await get_tag(mirror, session)
+        await pull(session, blob_url(mirror.url, REPO, image.blob_digest))
+        await wait_idle(mirror.app)
+    await asyncio.sleep(0.2)  # the tag record is past its TTL
+    connections = upstream.connections
+
+    offline = mirror_config(cache, upstream.url, tag_ttl=0.1, offline=True)
+    async with run_mirror(offline) as mirror:
+        tagged = await get_tag(mirror, session)
+        # An Accept set never seen for this tag still resolves to the known digest.
+        other_accept = await get_tag(mirror, session, headers={"Accept": f"{OCI_MANIFEST}, */*"})
+        by_digest = await pull(session, manifest_url(mirror.url, REPO, image.digest))
+        blob = await pull(session, blob_url(mirror.url, REPO, image.blob_digest))
+        unknown_tag = await get_tag(mirror, session, tag="v2")
+        unknown_digest = await pull(session, manifest_url(mirror.url, REPO, "sha256:" + "0" * 64))
+        unknown_blob = await pull(session, blob_url(mirror.url, REPO, "sha256:" + "1" * 64))
+        async with session.head(blob_url(mirror.url, REPO, "sha256:" + "1" * 64)) as head:
+            unknown_blob_head = head.status
+        tags = await pull(session, f"{mirror.url}/v2/{REPO}/tags/list")
+
+    assert upstream.connections == connections  # not one TCP connection while offline
+    assert tagged.body == other_accept.body == by_digest.body == image.body
+    assert tagged.headers["Docker-Content-Digest"] == image.digest
+    assert blob.body == image.blob
+    for missing, code in ((unknown_tag, "MANIFEST_UNKNOWN"), (unknown_digest, "MANIFEST_UNKNOWN"),
+                          (unknown_blob, "BLOB_UNKNOWN")):  # fmt: skip
+        assert missing.status == 404
+        assert json.loads(missing.body)["errors"][0]["code"] == code
+    assert unknown_blob_head == 404
+    assert json.loads(tags.body)["tags"] == ["v1"]

@@ -1,0 +1,229 @@
+"""One upstream GET per blob (and per manifest) for any number of concurrent clients."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.support.fake_upstream import FakeUpstream, Fault
+from tests.support.mirror_app import RunningMirror, mirror_config, run_mirror
+from tests.support.pulls import (
+    Pulled,
+    blob_url,
+    is_cached,
+    manifest_url,
+    pull,
+    running_fill,
+    wait_for,
+    wait_idle,
+)
+
+REPO = "team/app"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream() as up:
+        yield up
+
+
+@pytest.fixture
+async def mirror(upstream: FakeUpstream, tmp_path: Path) -> AsyncIterator[RunningMirror]:
+    config = mirror_config(tmp_path / "cache", upstream.url, fill={"idle_timeout": 5})
+    async with run_mirror(config) as running:
+        yield running
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    # One connection per concurrent client, as separate pulling hosts would have.
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as client:
+        yield client
+
+
+def blob_gets(up: FakeUpstream, digest: str) -> int:
+    return up.count("GET", f"/blobs/{digest}")
+
+
+def assert_intact(pulled: Pulled, data: bytes) -> None:
+    assert pulled.error is None, pulled.error
+    assert pulled.status == 200
+    assert pulled.size == len(data)
+    assert pulled.sha256 == hashlib.sha256(data).hexdigest()
+
+
+async def test_fifty_concurrent_cold_gets_make_one_upstream_get(
+    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    digest = upstream.add_blob(data)
+    # The upstream waits before answering, so every client arrives while the fill runs.
+    upstream.add_fault(Fault(digest, method="GET", first_byte_delay=0.5))
+    url = blob_url(mirror.url, REPO, digest)
+
+    results = await asyncio.gather(*(pull(session, url, keep_body=False) for _ in range(50)))
+
+    for pulled in results:
+        assert_intact(pulled, data)
+        assert pulled.headers["Docker-Content-Digest"] == digest
+    assert blob_gets(upstream, digest) == 1
+    await wait_idle(mirror.app)
+    assert await is_cached(mirror.app, upstream.host, digest)
+
+
+async def test_every_client_gets_bytes_before_the_upstream_has_finished(
+    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+) -> None:
+    data = os.urandom(1024 * 1024)
+    digest = upstream.add_blob(data)
+    # 16 chunks of 64 KiB, 0.15 s apart: at least 2.25 s to send the whole blob.
+    upstream.add_fault(Fault(digest, method="GET", chunk_size=64 * 1024, chunk_delay=0.15))
+    url = blob_url(mirror.url, REPO, digest)
+
+    async def note_progress(pulled: Pulled, chunk: bytes) -> bool:
+        if "upstream_sent" not in pulled.notes:
+            fill = running_fill(mirror.app, upstream.host, digest)
+            pulled.notes["upstream_sent"] = None if fill is None else fill.written
+        return True
+
+    results = await asyncio.gather(
+        *(pull(session, url, on_chunk=note_progress) for _ in range(8))
+    )
+
+    for pulled in results:
+        assert_intact(pulled, data)
+        sent = pulled.notes["upstream_sent"]
+        # At its first byte, the upstream was still sending: the fill was running, not complete.
+        assert isinstance(sent, int)
+        assert sent < len(data)
+    assert blob_gets(upstream, digest) == 1
+
+
+async def test_client_joining_mid_fill_gets_the_whole_body(
+    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+) -> None:
+    data = os.urandom(1024 * 1024)
+    digest = upstream.add_blob(data)
+    upstream.add_fault(Fault(digest, method="GET", chunk_size=64 * 1024, chunk_delay=0.1))
+    url = blob_url(mirror.url, REPO, digest)
+
+    first = asyncio.create_task(pull(session, url))
+
+    def half_written() -> bool:
+        fill = running_fill(mirror.app, upstream.host, digest)
+        return fill is not None and fill.written >= len(data) // 2
+
+    await wait_for(half_written, "the fill to pass half the blob")
+    joiner = await pull(session, url)
+
+    assert_intact(joiner, data)
+    assert joiner.body == data
+    assert_intact(await first, data)
+    assert blob_gets(upstream, digest) == 1
+
+
+async def test_follower_hanging_up_affects_nobody_and_the_fill_commits(
+    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+) -> None:
+    data = os.urandom(1024 * 1024)
+    digest = upstream.add_blob(data)
+    upstream.add_fault(Fault(digest, method="GET", chunk_size=64 * 1024, chunk_delay=0.05))
+    url = blob_url(mirror.url, REPO, digest)
+
+    async def hang_up_early(pulled: Pulled, chunk: bytes) -> bool:
+        return pulled.size < 100 * 1024
+
+    # The client that started the fill is the one that leaves.
+    quitter = asyncio.create_task(pull(session, url, on_chunk=hang_up_early))
+    await wait_for(lambda: running_fill(mirror.app, upstream.host, digest) is not None, "a fill")
+    others = await asyncio.gather(*(pull(session, url) for _ in range(3)))
+
+    assert (await quitter).size < len(data)
+    for pulled in others:
+        assert_intact(pulled, data)
+    await wait_idle(mirror.app)
+    assert await is_cached(mirror.app, upstream.host, digest)
+    before = len(upstream.requests)
+    assert_intact(await pull(session, url), data)
+    assert len(upstream.requests) == before  # a cache hit: the upstream heard nothing
+
+
+async def test_range_on_a_cold_miss_is_answered_from_the_fill(
+    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+) -> None:
+    data = os.urandom(512 * 1024)
+    digest = upstream.add_blob(data)
+    upstream.add_fault(Fault(digest, method="GET", chunk_size=32 * 1024, chunk_delay=0.02))
+    url = blob_url(mirror.url, REPO, digest)
+
+    ranged, whole = await asyncio.gather(
+        pull(session, url, {"Range": "bytes=1000-200999"}), pull(session, url)
+    )
+
+    assert ranged.error is None
+    assert ranged.status == 206
+    assert ranged.headers["Content-Range"] == f"bytes 1000-200999/{len(data)}"
+    assert ranged.body == data[1000:201000]
+    assert_intact(whole, data)
+    assert blob_gets(upstream, digest) == 1
+    # The mirror downloaded the whole blob once, never just the range.
+    assert all("Range" not in r.headers for r in upstream.requests)
+    await wait_idle(mirror.app)
+    assert await is_cached(mirror.app, upstream.host, digest)
+
+
+async def test_range_alone_on_a_cold_miss_caches_the_whole_blob(
+    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+) -> None:
+    data = os.urandom(300 * 1024)
+    digest = upstream.add_blob(data)
+    url = blob_url(mirror.url, REPO, digest)
+
+    ranged = await pull(session, url, {"Range": "bytes=-1000"})
+
+    assert ranged.status == 206
+    assert ranged.body == data[-1000:]
+    await wait_idle(mirror.app)
+    assert_intact(await pull(session, url), data)
+    assert blob_gets(upstream, digest) == 1
+
+
+async def test_concurrent_gets_of_one_tag_make_one_upstream_manifest_get(
+    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+) -> None:
+    body = b'{"schemaVersion":2,"mediaType":"%s","layers":[]}' % OCI_MANIFEST.encode()
+    digest = upstream.add_manifest(REPO, body, OCI_MANIFEST, tag="v1")
+    upstream.add_fault(Fault(f"/manifests/v1", first_byte_delay=0.5))
+    headers = {"Accept": OCI_MANIFEST}
+
+    results = await asyncio.gather(
+        *(pull(session, manifest_url(mirror.url, REPO, "v1"), headers) for _ in range(20))
+    )
+
+    for pulled in results:
+        assert pulled.status == 200
+        assert pulled.body == body
+        assert pulled.headers["Docker-Content-Digest"] == digest
+    assert upstream.count(None, f"/{REPO}/manifests/v1") == 1
+
+
+async def test_concurrent_gets_of_one_manifest_digest_make_one_upstream_get(
+    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+) -> None:
+    body = b'{"schemaVersion":2,"mediaType":"%s","layers":[]}' % OCI_MANIFEST.encode()
+    digest = upstream.add_manifest(REPO, body, OCI_MANIFEST)
+    upstream.add_fault(Fault(digest, first_byte_delay=0.5))
+    url = manifest_url(mirror.url, REPO, digest)
+
+    results = await asyncio.gather(*(pull(session, url) for _ in range(20)))
+
+    assert [r.body for r in results] == [body] * 20
+    assert upstream.count(None, f"/manifests/{digest}") == 1

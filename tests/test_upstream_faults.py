@@ -1,0 +1,268 @@
+"""Upstream faults during pulls: cuts, wrong bytes, stalls, 5xx and 429."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.support.fake_upstream import FakeUpstream, Fault
+from tests.support.mirror_app import RunningMirror, mirror_config, run_mirror
+from tests.support.pulls import (
+    Pulled,
+    blob_url,
+    is_cached,
+    manifest_url,
+    pull,
+    running_fill,
+    wait_for,
+    wait_idle,
+)
+
+REPO = "team/app"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+IDLE_TIMEOUT = 0.5
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream() as up:
+        yield up
+
+
+@pytest.fixture
+async def mirror(upstream: FakeUpstream, tmp_path: Path) -> AsyncIterator[RunningMirror]:
+    config = mirror_config(
+        tmp_path / "cache", upstream.url, fill={"idle_timeout": IDLE_TIMEOUT, "total_timeout": 30}
+    )
+    async with run_mirror(config) as running:
+        yield running
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as client:
+        yield client
+
+
+def blob_gets(up: FakeUpstream, digest: str) -> list[str | None]:
+    """The Range header (or None) of every upstream GET of the blob, in order."""
+    return [
+        r.headers.get("Range")
+        for r in up.requests
+        if r.method == "GET" and r.path.endswith(f"/blobs/{digest}")
+    ]
+
+
+def assert_intact(pulled: Pulled, data: bytes) -> None:
+    assert pulled.error is None, pulled.error
+    assert pulled.status == 200
+    assert pulled.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def assert_aborted(pulled: Pulled, data: bytes) -> None:
+    """The client saw a broken transfer, never a complete (wrong or short) body."""
+    assert pulled.status == 200  # the status line went out before the failure
+    assert isinstance(pulled.error, aiohttp.ClientPayloadError), pulled.error
+    assert pulled.size < len(data)
+
+
+async def test_cut_upstream_is_resumed_with_range(
+    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+) -> None:
+    data = os.urandom(2 * 1024 * 1024 + 5)
+    digest = upstream.add_blob(data)
+    cut = 700_001
+    upstream.add_fault(Fault(digest, method="GET", cut_after=cut, times=1))
+    url = blob_url(mirror.url, REPO, digest)
+
+    results = await asyncio.gather(*(pull(session, url) for _ in range(3)))
+
+    for pulled in results:
+        assert_intact(pulled, data)
+        assert pulled.body == data
+    first, resumed = blob_gets(upstream, digest)
+    assert first is None
+    # Resumed, not restarted. aiohttp drops what it had buffered but not yet
+    # handed out when a stream breaks, so the mirror may resume a little before the cut.
+    assert resumed is not None
+    start = int(resumed.removeprefix("bytes=").removesuffix("-"))
+    assert 0 < start <= cut
+    await wait_idle(mirror.app)
+    assert await is_cached(mirror.app, upstream.host, digest)
+
+
+async def test_repeated_cuts_give_up_and_cache_nothing(
+    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+) -> None:
+    data = os.urandom(4 * 1024 * 1024)
+    digest = upstream.add_blob(data)
+    # Every answer is cut after 64 KiB: resuming can never finish the blob.
+    upstream.add_fault(Fault(digest, method="GET", cut_after=64 * 1024))
+
+    pulled = await pull(session, blob_url(mirror.url, REPO, digest))
+
+    assert_aborted(pulled, data)
+    await wait_idle(mirror.app)
+    assert not await is_cached(mirror.app, upstream.host, digest)
+    assert len(blob_gets(upstream, digest)) <= 10  # bounded resumes
+
+
+async def test_wrong_bytes_abort_every_follower_and_cache_nothing(
+    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+) -> None:
+    data = os.urandom(1024 * 1024)
+    digest = upstream.add_blob(data)
+    upstream.add_fault(
+        Fault(digest, method="GET", corrupt=True, times=1, chunk_size=64 * 1024, chunk_delay=0.02)
+    )
+    url = blob_url(mirror.url, REPO, digest)
+
+    results = await asyncio.gather(*(pull(session, url) for _ in range(5)))
+
+    for pulled in results:
+        assert_aborted(pulled, data)
+    await wait_idle(mirror.app)
+    assert not await is_cached(mirror.app, upstream.host, digest)
+    assert len(blob_gets(upstream, digest)) == 1
+
+    again = await pull(session, url)  # the fault is used up: this fetch is good
+
+    assert_intact(again, data)
+    assert len(blob_gets(upstream, digest)) == 2
+    await wait_idle(mirror.app)
+    assert await is_cached(mirror.app, upstream.host, digest)
+
+
+async def test_wrong_bytes_in_a_small_blob_never_reach_the_client_whole(
+    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+) -> None:
+    data = os.urandom(1000)
+    digest = upstream.add_blob(data)
+    upstream.add_fault(Fault(digest, method="GET", corrupt=True))
+
+    pulled = await pull(session, blob_url(mirror.url, REPO, digest))
+
+    # Either an error status or a broken transfer; never 1000 clean bytes.
+    if pulled.status == 200:
+        assert_aborted(pulled, data)
+    else:
+        assert pulled.status == 502
+    await wait_idle(mirror.app)
+    assert not await is_cached(mirror.app, upstream.host, digest)
+
+
+async def test_stalled_upstream_aborts_the_client_within_bounded_time(
+    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+) -> None:
+    data = os.urandom(1024 * 1024)
+    digest = upstream.add_blob(data)
+    upstream.add_fault(Fault(digest, method="GET", stall_after=100 * 1024))
+
+    started = time.monotonic()
+    pulled = await asyncio.wait_for(pull(session, blob_url(mirror.url, REPO, digest)), 20)
+    elapsed = time.monotonic() - started
+
+    assert_aborted(pulled, data)
+    # Each stalled answer costs one idle timeout; resumes are bounded.
+    assert elapsed < 15
+    await wait_idle(mirror.app)
+    assert not await is_cached(mirror.app, upstream.host, digest)
+
+
+async def test_stall_once_is_resumed(
+    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+) -> None:
+    data = os.urandom(1024 * 1024)
+    digest = upstream.add_blob(data)
+    upstream.add_fault(Fault(digest, method="GET", stall_after=100 * 1024, times=1))
+
+    pulled = await pull(session, blob_url(mirror.url, REPO, digest))
+
+    assert_intact(pulled, data)
+    assert blob_gets(upstream, digest) == [None, f"bytes={100 * 1024}-"]
+
+
+async def test_blob_503_once_is_retried(
+    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+) -> None:
+    data = os.urandom(10_000)
+    digest = upstream.add_blob(data)
+    upstream.add_fault(Fault(digest, method="GET", status=503, times=1))
+
+    pulled = await pull(session, blob_url(mirror.url, REPO, digest))
+
+    assert_intact(pulled, data)
+    assert len(blob_gets(upstream, digest)) == 2
+
+
+async def test_manifest_503_once_is_retried(
+    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+) -> None:
+    body = b'{"schemaVersion":2,"mediaType":"%s","layers":[]}' % OCI_MANIFEST.encode()
+    upstream.add_manifest(REPO, body, OCI_MANIFEST, tag="v1")
+    upstream.add_fault(Fault("/manifests/v1", status=503, times=1))
+
+    pulled = await pull(session, manifest_url(mirror.url, REPO, "v1"), {"Accept": OCI_MANIFEST})
+
+    assert pulled.status == 200
+    assert pulled.body == body
+    assert upstream.count("GET", "/manifests/v1") == 2
+
+
+async def test_persistent_503_gives_the_client_an_oci_error(
+    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+) -> None:
+    digest = upstream.add_blob(b"x" * 100)
+    upstream.add_fault(Fault(digest, status=503))
+
+    pulled = await pull(session, blob_url(mirror.url, REPO, digest))
+
+    assert pulled.status == 502
+    assert b'"UNAVAILABLE"' in pulled.body
+    # retries = 1 in the test config: the first try and one retry.
+    assert len(blob_gets(upstream, digest)) == 2
+
+
+@pytest.mark.parametrize("kind", ["blob", "manifest"])
+async def test_429_is_passed_on_with_retry_after(
+    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession, kind: str
+) -> None:
+    body = b'{"schemaVersion":2,"mediaType":"%s","layers":[]}' % OCI_MANIFEST.encode()
+    upstream.add_manifest(REPO, body, OCI_MANIFEST, tag="v1")
+    digest = upstream.add_blob(b"y" * 100)
+    upstream.add_fault(Fault(status=429, retry_after=37))
+    if kind == "blob":
+        url = blob_url(mirror.url, REPO, digest)
+    else:
+        url = manifest_url(mirror.url, REPO, "v1")
+
+    pulled = await pull(session, url, {"Accept": OCI_MANIFEST})
+
+    assert pulled.status == 429
+    assert pulled.headers["Retry-After"] == "37"
+    assert b'"TOOMANYREQUESTS"' in pulled.body
+    assert len(upstream.requests) == 1  # a 429 is never retried by the mirror
+
+
+async def test_blob_fill_failure_before_headers_is_not_cached_and_retried_later(
+    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+) -> None:
+    data = os.urandom(10_000)
+    digest = upstream.add_blob(data)
+    upstream.add_fault(Fault(digest, status=500, times=1))
+    url = blob_url(mirror.url, REPO, digest)
+
+    first = await pull(session, url)
+    await wait_for(lambda: running_fill(mirror.app, upstream.host, digest) is None, "no fill")
+    second = await pull(session, url)
+
+    assert first.status == 502
+    assert_intact(second, data)
