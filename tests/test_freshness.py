@@ -25,13 +25,13 @@ TTL = 0.3
 
 
 def manifest_body(layer: str, media_type: str = OCI_MANIFEST) -> bytes:
+    config = {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": layer, "size": 2}
+    layer_ref = {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": 2}
     doc: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": media_type,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": layer, "size": 2},  # fmt: skip
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer,
-                    "size": 2}],  # fmt: skip
+        "config": config,
+        "layers": [layer_ref],
     }
     return json.dumps(doc).encode()
 

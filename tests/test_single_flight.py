@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from tests.support.fake_upstream import FakeUpstream, Fault
+from tests.support.images import ImageSet
 from tests.support.mirror_app import RunningMirror, mirror_config, run_mirror
 from tests.support.pulls import (
     Pulled,
@@ -23,6 +24,7 @@ from tests.support.pulls import (
     wait_for,
     wait_idle,
 )
+from tests.support.registry import UpstreamRegistry
 
 REPO = "team/app"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -94,9 +96,7 @@ async def test_every_client_gets_bytes_before_the_upstream_has_finished(
             pulled.notes["upstream_sent"] = None if fill is None else fill.written
         return True
 
-    results = await asyncio.gather(
-        *(pull(session, url, on_chunk=note_progress) for _ in range(8))
-    )
+    results = await asyncio.gather(*(pull(session, url, on_chunk=note_progress) for _ in range(8)))
 
     for pulled in results:
         assert_intact(pulled, data)
@@ -201,7 +201,7 @@ async def test_concurrent_gets_of_one_tag_make_one_upstream_manifest_get(
 ) -> None:
     body = b'{"schemaVersion":2,"mediaType":"%s","layers":[]}' % OCI_MANIFEST.encode()
     digest = upstream.add_manifest(REPO, body, OCI_MANIFEST, tag="v1")
-    upstream.add_fault(Fault(f"/manifests/v1", first_byte_delay=0.5))
+    upstream.add_fault(Fault("/manifests/v1", first_byte_delay=0.5))
     headers = {"Accept": OCI_MANIFEST}
 
     results = await asyncio.gather(
@@ -227,3 +227,44 @@ async def test_concurrent_gets_of_one_manifest_digest_make_one_upstream_get(
 
     assert [r.body for r in results] == [body] * 20
     assert upstream.count(None, f"/manifests/{digest}") == 1
+
+
+async def test_manifest_fetch_survives_its_only_client_hanging_up(
+    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+) -> None:
+    body = b'{"schemaVersion":2,"mediaType":"%s","layers":[]}' % OCI_MANIFEST.encode()
+    upstream.add_manifest(REPO, body, OCI_MANIFEST, tag="v1")
+    upstream.add_fault(Fault("/manifests/v1", first_byte_delay=0.5))
+    url = manifest_url(mirror.url, REPO, "v1")
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(pull(session, url, {"Accept": OCI_MANIFEST}), 0.2)
+    await wait_for(lambda: upstream.count("GET", "/manifests/v1") == 1, "the upstream GET")
+    await asyncio.sleep(0.6)  # the shared fetch goes on without its client and caches
+    again = await pull(session, url, {"Accept": OCI_MANIFEST})
+
+    assert again.body == body
+    assert upstream.count(None, "/manifests/v1") == 1
+
+
+@pytest.mark.slow
+async def test_twenty_concurrent_pulls_of_a_large_layer_from_distribution_make_one_get(
+    registry_none: UpstreamRegistry,
+    image_set: ImageSet,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    blob = image_set.large_layer()
+    mark = registry_none.log_mark()
+    async with run_mirror(mirror_config(tmp_path, registry_none.url)) as mirror:
+        url = blob_url(mirror.url, "library/large", blob.digest)
+        results = await asyncio.gather(*(pull(session, url, keep_body=False) for _ in range(20)))
+        await wait_idle(mirror.app)
+        cached = await is_cached(mirror.app, registry_none.host, blob.digest)
+
+    for pulled in results:
+        assert pulled.error is None
+        assert pulled.status == 200
+        assert pulled.digest == blob.digest
+    assert cached
+    assert registry_none.count("GET", f"/v2/library/large/blobs/{blob.digest}", mark) == 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import math
 import os
 import time
 from collections.abc import AsyncIterator
@@ -266,3 +268,37 @@ async def test_blob_fill_failure_before_headers_is_not_cached_and_retried_later(
 
     assert first.status == 502
     assert_intact(second, data)
+
+
+async def test_fill_total_timeout_aborts_a_slow_download(
+    upstream: FakeUpstream, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    data = os.urandom(1024 * 1024)
+    digest = upstream.add_blob(data)
+    # Bytes keep coming (never idle), but the whole blob would take ~10 s.
+    upstream.add_fault(Fault(digest, method="GET", rate=100 * 1024))
+    config = mirror_config(tmp_path, upstream.url, fill={"idle_timeout": 5, "total_timeout": 1})
+    async with run_mirror(config) as mirror:
+        started = time.monotonic()
+        pulled = await pull(session, blob_url(mirror.url, REPO, digest))
+        elapsed = time.monotonic() - started
+        await wait_idle(mirror.app)
+        cached = await is_cached(mirror.app, upstream.host, digest)
+
+    assert_aborted(pulled, data)
+    assert elapsed < 8
+    assert not cached
+
+
+async def test_upstream_that_never_answers_gives_a_504_in_bounded_time(
+    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+) -> None:
+    digest = upstream.add_blob(os.urandom(1000))
+    upstream.add_fault(Fault(digest, method="GET", first_byte_delay=math.inf))
+
+    started = time.monotonic()
+    pulled = await pull(session, blob_url(mirror.url, REPO, digest))
+
+    assert pulled.status == 504
+    assert json.loads(pulled.body)["errors"][0]["code"] == "UNAVAILABLE"
+    assert time.monotonic() - started < 10
