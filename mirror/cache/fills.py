@@ -229,8 +229,11 @@ class FillManager:
 
     async def _run(self, fill: Fill, upstream: UpstreamClient, repository: str) -> None:
         self._metrics.fill_started()
-        run = _Run(fill, upstream, repository, await self._open_writer(fill.key))
+        run: _Run | None = None
         try:
+            # Inside the try: whatever opening the writer raises must fail the fill,
+            # or its followers would wait for it forever.
+            run = _Run(fill, upstream, repository, await self._open_writer(fill.key))
             fill.attach_spool(self._open_spool(run))
             async with asyncio.timeout(self._config.total_timeout):
                 await self._download(run)
@@ -248,9 +251,12 @@ class FillManager:
             log.exception("fill of %s crashed", fill.digest)
             fill.fail(UpstreamUnavailable(f"internal error: {type(exc).__name__}"))
         finally:
-            if run.writer is not None and not fill.committed:
+            # Forgotten before any await: a client arriving after a failure starts
+            # a fresh download instead of joining the dead one.
+            if self._fills.get(fill.key) is fill:
+                del self._fills[fill.key]
+            if run is not None and run.writer is not None and not fill.committed:
                 await self._abort(run.writer)
-            del self._fills[fill.key]
             fill.finish()
             self._metrics.fill_finished()
 
