@@ -227,9 +227,11 @@ class PullService:
         lines = accept_lines or list(DEFAULT_ACCEPT)
         if record is not None or head:
             found = await upstream.head_manifest(target.repository, tag, lines, ManifestUnknown)
-            if found.digest and (record is None or found.digest != record.digest) and head:
+            known = found.digest is not None and found.size is not None
+            if known and head and (record is None or found.digest != record.digest):
+                assert found.digest is not None and found.size is not None
                 new = TagRecord(
-                    found.digest, sniff_manifest_type(b"", found.media_type), found.size or 0,
+                    found.digest, sniff_manifest_type(b"", found.media_type), found.size,
                     time.time(),
                 )  # fmt: skip
                 await self._save_tag(target, tag, accepted, new)

@@ -101,6 +101,24 @@ async def test_cut_upstream_is_resumed_with_range(
     assert await is_cached(mirror.app, upstream.host, digest)
 
 
+async def test_resume_against_an_upstream_that_ignores_range(
+    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+) -> None:
+    data = os.urandom(2 * 1024 * 1024)
+    digest = upstream.add_blob(data)
+    upstream.honour_range = False
+    upstream.add_fault(Fault(digest, method="GET", cut_after=900_000, times=1))
+
+    pulled = await pull(session, blob_url(mirror.url, REPO, digest))
+
+    assert_intact(pulled, data)
+    first, resumed = blob_gets(upstream, digest)
+    assert first is None
+    assert resumed is not None  # asked for a range, got the whole blob, skipped ahead
+    await wait_idle(mirror.app)
+    assert await is_cached(mirror.app, upstream.host, digest)
+
+
 async def test_repeated_cuts_give_up_and_cache_nothing(
     upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:

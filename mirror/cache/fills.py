@@ -306,11 +306,14 @@ class FillManager:
         async with run.upstream.open_blob(
             run.repository, str(fill.digest), fill.written, BlobUnknown, self._config.idle_timeout
         ) as resp:
-            total = _total_size(resp, fill.written)
+            total = _total_size(resp)
             if not fill.started.done():
                 fill.set_size(total)
             elif total is not None and total != fill.size:
                 raise DigestMismatch("upstream changed the blob's size between requests")
+            if resp.status == 200 and fill.written:
+                # The upstream ignored Range and sent the whole blob again.
+                await _skip(resp.content, fill.written)
             async for chunk in resp.content.iter_chunked(self._config.chunk_size):
                 if fill.size is not None and fill.written + len(chunk) > fill.size:
                     self._metrics.digest_mismatch("blob")
@@ -373,15 +376,22 @@ class _Run:
         self.hasher = fill.digest.hasher()
 
 
-def _total_size(resp: aiohttp.ClientResponse, offset: int) -> int | None:
+def _total_size(resp: aiohttp.ClientResponse) -> int | None:
     """The blob's whole size from a 200 or a 206 answer."""
     if resp.status == 206:
         content_range = resp.headers.get("Content-Range", "")
         total = content_range.rpartition("/")[2]
         return int(total) if total.isdigit() else None
-    if resp.content_length is not None:
-        return resp.content_length + offset
-    return None
+    return resp.content_length
+
+
+async def _skip(content: aiohttp.StreamReader, count: int) -> None:
+    """Read and drop ``count`` bytes already received in an earlier attempt."""
+    while count > 0:
+        dropped = await content.read(min(count, _READ_CHUNK))
+        if not dropped:
+            raise UpstreamUnavailable("upstream download broke off while skipping")
+        count -= len(dropped)
 
 
 def _as_upstream_error(exc: BaseException) -> UpstreamError:
