@@ -43,7 +43,7 @@ from mirror.oci import (
 from mirror.routing import Target
 from mirror.storage import layout
 from mirror.storage.base import ObjectInfo, Storage, StorageError
-from mirror.upstream.client import Listing
+from mirror.upstream.client import Listing, ManifestHead
 
 log = logging.getLogger(__name__)
 
@@ -227,13 +227,8 @@ class PullService:
         lines = accept_lines or list(DEFAULT_ACCEPT)
         if record is not None or head:
             found = await upstream.head_manifest(target.repository, tag, lines, ManifestUnknown)
-            known = found.digest is not None and found.size is not None
-            if known and head and (record is None or found.digest != record.digest):
-                assert found.digest is not None and found.size is not None
-                new = TagRecord(
-                    found.digest, sniff_manifest_type(b"", found.media_type), found.size,
-                    time.time(),
-                )  # fmt: skip
+            new = _record_from_head(found)
+            if new is not None and head and (record is None or new.digest != record.digest):
                 await self._save_tag(target, tag, accepted, new)
                 return ManifestAnswer(new.digest, new.media_type, new.size, None, "miss")
             if record is not None and found.digest == record.digest:
@@ -376,6 +371,14 @@ class PullService:
 class _Fetched:
     digest: str
     stored: StoredManifest
+
+
+def _record_from_head(found: ManifestHead) -> TagRecord | None:
+    """A tag record from a HEAD answer, if it said both digest and size."""
+    if found.digest is None or found.size is None:
+        return None
+    media_type = sniff_manifest_type(b"", found.media_type)
+    return TagRecord(found.digest, media_type, found.size, time.time())
 
 
 def _answer(digest: str, stored: StoredManifest, head: bool, result: str) -> ManifestAnswer:
