@@ -1,0 +1,156 @@
+"""The servers under test, each started on a free loopback port and stopped by PID.
+
+* ``upstream``: distribution 2.8 (Debian ``docker-registry``), no auth; the
+  origin every proxy pulls from, and the "pull directly" baseline.
+* ``mirror``: this project, ``python -m mirror serve`` over a disk cache.
+* ``distribution``: distribution 2.8 in proxy mode (``proxy.remoteurl``).
+* ``nginx``: nginx serving the mirror's cached blob file with ``sendfile``,
+  the practical limit for a cached blob on this machine.
+
+Peak memory is ``VmHWM`` from ``/proc/PID/status``, summed over the server's
+process and its children (nginx master + workers, mirror workers): an upper
+bound, since the processes need not peak at the same moment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.support.processes import ManagedProcess, free_port, start_process, wait_for_http
+from tests.support.registry import UpstreamRegistry, registry_binary, start_registry
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NGINX_BIN = "/usr/sbin/nginx"
+
+
+@dataclass
+class Peer:
+    """One running server: its name, base URL and process."""
+
+    name: str
+    url: str
+    process: ManagedProcess
+    workdir: Path
+    extra_pids: list[int] = field(default_factory=list)
+
+    def pids(self) -> list[int]:
+        """The server's process and its direct children (workers)."""
+        return [self.process.pid, *_children(self.process.pid), *self.extra_pids]
+
+    def peak_rss_mib(self) -> float:
+        """Sum of VmHWM over the server's processes, in MiB."""
+        return sum(_vm_hwm_kib(pid) for pid in set(self.pids())) / 1024
+
+    def stop(self) -> None:
+        """SIGTERM by PID, then SIGKILL after a grace period."""
+        self.process.stop()
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        return [int(p) for p in path.read_text().split()]
+    except OSError:
+        return []
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def start_upstream(workdir: Path) -> UpstreamRegistry:
+    """An empty distribution registry without auth (seed it with ``bench.seed``)."""
+    return start_registry(workdir / "upstream")
+
+
+def upstream_peer(registry: UpstreamRegistry) -> Peer:
+    """The upstream registry seen as a peer (the "direct" baseline)."""
+    return Peer("upstream", registry.url, registry.process, registry.workdir)
+
+
+def start_mirror(workdir: Path, upstream_url: str, workers: int = 1) -> Peer:
+    """Our mirror over a fresh disk cache in ``workdir/mirror``."""
+    root = workdir / "mirror"
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "mirror", "serve",
+        "--listen", f"127.0.0.1:{port}",
+        "--cache-dir", str(root / "cache"),
+        "--upstream", upstream_url,
+    ]  # fmt: skip
+    if workers > 1:
+        argv += ["--workers", str(workers)]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    process = start_process("mirror", argv, log_path=root / "mirror.log", cwd=root, env=env)
+    wait_for_http(f"http://127.0.0.1:{port}/v2/", process, timeout=30)
+    return Peer("mirror", f"http://127.0.0.1:{port}", process, root)
+
+
+def start_distribution_proxy(workdir: Path, upstream_url: str) -> Peer:
+    """Distribution 2.8 as a pull-through cache of ``upstream_url``."""
+    root = workdir / "distribution"
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = {
+        "version": 0.1,
+        "log": {"level": "warn", "formatter": "text"},
+        "storage": {"filesystem": {"rootdirectory": str(root / "data")}},
+        "http": {"addr": f"127.0.0.1:{port}", "secret": "bench"},
+        "proxy": {"remoteurl": upstream_url},
+    }
+    config_path = root / "config.yml"
+    config_path.write_text(json.dumps(config, indent=2) + "\n")  # JSON is valid YAML
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    process = start_process(
+        "distribution-proxy",
+        [registry_binary(), "serve", str(config_path)],
+        log_path=root / "access.log",
+        stderr_path=root / "registry.log",
+        env=env,
+    )
+    wait_for_http(f"http://127.0.0.1:{port}/v2/", process, timeout=30)
+    return Peer("distribution", f"http://127.0.0.1:{port}", process, root)
+
+
+def start_nginx(workdir: Path, blob_file: Path, url_path: str) -> Peer:
+    """nginx serving ``blob_file`` at ``url_path`` with sendfile, one worker per core."""
+    root = workdir / "nginx"
+    (root / "logs").mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    user = "user root;\n" if os.geteuid() == 0 else ""  # cache dirs are 0700
+    conf = root / "nginx.conf"
+    conf.write_text(
+        f"{user}daemon off;\nworker_processes auto;\npid {root}/nginx.pid;\n"
+        f"error_log {root}/logs/error.log warn;\n"
+        "events { worker_connections 1024; }\n"
+        "http {\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n"
+        f"  client_body_temp_path {root}/tmp;\n"
+        f"  server {{\n    listen 127.0.0.1:{port};\n"
+        f"    location = {url_path} {{\n      alias {blob_file};\n"
+        "      default_type application/octet-stream;\n    }\n  }\n}\n"
+    )
+    process = start_process(
+        "nginx", [NGINX_BIN, "-p", str(root), "-c", str(conf)], log_path=root / "nginx.out"
+    )
+    wait_for_http(f"http://127.0.0.1:{port}/", process, timeout=20)
+    return Peer("nginx", f"http://127.0.0.1:{port}", process, root)
+
+
+def distribution_available() -> bool:
+    """True when ``docker-registry`` and nginx are installed."""
+    try:
+        registry_binary()
+    except Exception:
+        return False
+    return os.access(NGINX_BIN, os.X_OK)
