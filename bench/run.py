@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         "none with --quick)")  # fmt: skip
     add("--notes", type=Path, default=DEFAULT_NOTES, help="Markdown appended under Notes")
     add("--json", type=Path, help="also write the raw per-repetition figures as JSON")
+    add("--from-json", type=Path, help="report on figures saved with --json instead of running")
     return parser
 
 
@@ -61,10 +62,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not servers.distribution_available():
         print("bench: needs /usr/bin/docker-registry and /usr/sbin/nginx", file=sys.stderr)
         return 2
-    with _workdir(args.workdir) as workdir:
-        started = time.monotonic()
-        results = run(workdir, size, reps, wrk_seconds, args.workers)
-        log.info("finished in %.0f s", time.monotonic() - started)
+    if args.from_json is not None:
+        results = json.loads(args.from_json.read_text())
+        reps = max(len(values) for per_peer in results.values() for values in per_peer.values())
+    else:
+        with _workdir(args.workdir) as workdir:
+            started = time.monotonic()
+            results = run(workdir, size, reps, wrk_seconds, args.workers)
+            log.info("finished in %.0f s", time.monotonic() - started)
     report = text_report(results, reps)
     print(report)
     if args.json:
@@ -73,11 +78,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.docs import write_markdown
 
         notes = args.notes.read_text().splitlines() if args.notes.exists() else []
-        command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+        flags = _run_flags(sys.argv[1:] if argv is None else argv)
+        command = "python -m bench " + shlex.join(flags)
         write_markdown(results, docs, command=command.strip(), reps=reps,
                        size_mib=size / 1024**2, notes=notes)  # fmt: skip
         print(f"wrote {docs} and {docs.with_suffix('.png')}")
     return 0
+
+
+def _run_flags(argv: Sequence[str]) -> list[str]:
+    """The flags that shaped the measurement (not where the report went)."""
+    reporting = {"--from-json", "--docs", "--notes", "--json", "--workdir"}
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg.split("=", 1)[0] in reporting:
+            skip = "=" not in arg
+        else:
+            kept.append(arg)
+    return kept
 
 
 @contextlib.contextmanager
