@@ -1,0 +1,204 @@
+"""The byte budget: LRU eviction, pins, in-flight downloads, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from mirror.app import CACHE, METRICS
+from mirror.oci import parse_digest
+from tests.support.cache_images import (
+    FakeImage,
+    add_image,
+    blob_path,
+    content_on_disk,
+    get_blob,
+    manifest_path,
+    noise,
+    pull,
+    settle,
+    upstream_name,
+)
+from tests.support.fake_upstream import FakeUpstream, Fault
+from tests.support.mirror_app import mirror_config, run_mirror
+
+LAYER = 20_000
+BUDGET = {"max_size": 100_000, "high_watermark": 0.9, "low_watermark": 0.65}
+
+
+@pytest.fixture
+async def up() -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream() as upstream:
+        yield upstream
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def images(up: FakeUpstream, count: int) -> list[FakeImage]:
+    return [add_image(up, f"team/app{i}", "1", [noise(LAYER, i)]) for i in range(count)]
+
+
+def cached(cache_dir: Path, up: FakeUpstream, image: FakeImage) -> list[bool]:
+    """For the manifest and each blob of ``image``: is it on disk?"""
+    paths = [manifest_path(cache_dir, upstream_name(up), image.manifest)]
+    paths += [blob_path(cache_dir, upstream_name(up), d) for d in image.blobs]
+    return [p.exists() for p in paths]
+
+
+def metric(text: str, name: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_budget_evicts_least_recent_and_keeps_pins(
+    up: FakeUpstream, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    pinned = add_image(up, "base/pinned", "stable", [noise(LAYER, 99)])
+    a, b, c, d = images(up, 4)
+    config = mirror_config(tmp_path, up.url, cache={**BUDGET, "pins": ["base/pinned:stable"]})
+    async with run_mirror(config) as mirror:
+        for image in (pinned, a, b, c):
+            await pull(http, mirror.url, image)
+            await settle(mirror.app)
+        await pull(http, mirror.url, a)  # a hit: a becomes the most recent
+        await pull(http, mirror.url, d)  # past 90 000 bytes: evict down to 65 000
+        cache = await settle(mirror.app)
+
+        on_disk = content_on_disk(tmp_path)
+        assert sum(on_disk.values()) == cache.storage.index.size <= 65_000
+        assert all(cached(tmp_path, up, pinned)), "pinned image was evicted"
+        assert all(cached(tmp_path, up, a)) and all(cached(tmp_path, up, d))
+        assert not any(cached(tmp_path, up, b)) and not any(cached(tmp_path, up, c))
+        text = mirror.app[METRICS].render().decode()
+        assert metric(text, "mirror_cache_evictions_total") == 6  # 2 manifests, 4 blobs
+        assert metric(text, "mirror_cache_size_bytes") == cache.storage.index.size
+        assert metric(text, "mirror_cache_entries") == len(on_disk)
+        assert metric(text, "mirror_cache_max_size_bytes") == 100_000
+
+        # An evicted image is simply a miss: fetched again, verified, correct.
+        await pull(http, mirror.url, b)
+        assert up.count("GET", "/blobs/" + b.layers[0]) == 2
+        assert up.count("GET", "/blobs/" + a.layers[0]) == 1
+        await settle(mirror.app)
+        assert sum(content_on_disk(tmp_path).values()) <= 90_000
+
+
+async def test_shared_blob_counted_once(
+    up: FakeUpstream, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    shared = noise(LAYER, 7)
+    one = add_image(up, "team/one", "1", [shared])
+    two = add_image(up, "team/two", "1", [shared])
+    config = mirror_config(tmp_path, up.url, cache=BUDGET)
+    async with run_mirror(config) as mirror:
+        await pull(http, mirror.url, one)
+        await pull(http, mirror.url, two)
+        cache = await settle(mirror.app)
+        assert cache.storage.index.size == sum(content_on_disk(tmp_path).values())
+        assert cache.storage.index.size < 2 * LAYER
+        assert up.count("GET", "/blobs/" + one.layers[0]) == 1
+
+
+async def test_download_in_progress_is_not_evicted(
+    up: FakeUpstream, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """A blob that commits while its download still serves followers stays, even
+    when the pass its own commit starts would otherwise take it."""
+    small = images(up, 1)[0]
+    big = noise(80_000, 1234)
+    big_digest = up.add_blob(big)
+    up.add_fault(Fault(big_digest, method="GET", chunk_delay=0.01, chunk_size=4096))
+    config = mirror_config(
+        tmp_path, up.url, cache={"max_size": 100_000, "high_watermark": 0.9, "low_watermark": 0.5}
+    )
+    async with run_mirror(config) as mirror:
+        await pull(http, mirror.url, small)
+        await settle(mirror.app)
+        first = asyncio.create_task(get_blob(http, mirror.url, "team/app0", big_digest))
+        for _ in range(200):  # let the download start before the second client joins
+            if up.count("GET", "/blobs/" + big_digest):
+                break
+            await asyncio.sleep(0.01)
+        second = asyncio.create_task(get_blob(http, mirror.url, "team/app0", big_digest))
+        assert await first == big and await second == big
+        cache = await settle(mirror.app)
+        assert blob_path(tmp_path, upstream_name(up), big_digest).exists()
+        assert not any(cached(tmp_path, up, small)), "the older image should have gone"
+        assert cache.storage.index.size == sum(content_on_disk(tmp_path).values()) <= 90_000
+        assert up.count("GET", "/blobs/" + big_digest) == 1
+        await get_blob(http, mirror.url, "team/app0", big_digest)  # a hit now
+        assert up.count("GET", "/blobs/" + big_digest) == 1
+
+
+async def test_blob_removed_while_being_sent(
+    up: FakeUpstream, tmp_path: Path
+) -> None:
+    """Deleting a blob mid-transfer (eviction or purge) never cuts or changes the body."""
+    data = noise(16 * 1024 * 1024, 5)
+    digest = up.add_blob(data)
+    config = mirror_config(tmp_path, up.url, admin={"token": "t"})
+    # A small receive buffer keeps most of the body waiting in the mirror's sendfile.
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with run_mirror(config) as mirror, aiohttp.ClientSession(connector=connector) as http:
+        await get_blob(http, mirror.url, "team/app", digest)
+        await settle(mirror.app)
+        async with http.get(f"{mirror.url}/v2/team/app/blobs/{digest}",
+                            read_bufsize=4096) as resp:  # fmt: skip
+            assert resp.status == 200
+            head = await resp.content.readexactly(4096)
+            report = await mirror.app[CACHE].purge(upstream_name(up), None, None, parse_digest(digest))
+            assert report.blobs == 1
+            assert not blob_path(tmp_path, upstream_name(up), digest).exists()
+            body = head + await resp.read()
+        assert hashlib.sha256(body).hexdigest() == digest.removeprefix("sha256:")
+        await get_blob(http, mirror.url, "team/app", digest)  # fetched again
+        assert up.count("GET", "/blobs/" + digest) == 2
+
+
+async def test_restart_keeps_recency(
+    up: FakeUpstream, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    a, b, c, d = images(up, 4)
+    config = mirror_config(tmp_path, up.url, cache=BUDGET)
+    async with run_mirror(config) as mirror:
+        for image in (a, b, c):
+            await pull(http, mirror.url, image)
+            await settle(mirror.app)
+            await asyncio.sleep(0.02)  # distinct modification times
+        await pull(http, mirror.url, a)  # a is now the most recent
+        await settle(mirror.app)
+    async with run_mirror(config) as mirror:
+        cache = mirror.app[CACHE]
+        assert cache.storage.index.size == sum(content_on_disk(tmp_path).values())
+        await pull(http, mirror.url, d)
+        await settle(mirror.app)
+        assert all(cached(tmp_path, up, a)) and all(cached(tmp_path, up, d))
+        assert not any(cached(tmp_path, up, b)) and not any(cached(tmp_path, up, c))
+
+
+async def test_start_over_budget_evicts_at_once(
+    up: FakeUpstream, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    all_images = images(up, 4)
+    async with run_mirror(mirror_config(tmp_path, up.url)) as mirror:
+        for image in all_images:
+            await pull(http, mirror.url, image)
+        await settle(mirror.app)
+    assert sum(content_on_disk(tmp_path).values()) > 80_000
+    config = mirror_config(tmp_path, up.url, cache={**BUDGET, "max_size": 50_000})
+    async with run_mirror(config) as mirror:
+        await settle(mirror.app)
+        assert sum(content_on_disk(tmp_path).values()) <= 50_000 * 0.65
+        assert all(cached(tmp_path, up, all_images[-1]))
