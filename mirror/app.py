@@ -86,8 +86,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await cache.close()
         await fills.close()
+        await cache.close()  # after the fills: their last commits may start a pass
         await service.close()
         await session.close()
         await storage.close()

@@ -78,6 +78,7 @@ class Evictor:
         self._busy = busy or (lambda key: False)
         self.lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
 
     @property
     def over_high_watermark(self) -> bool:
@@ -87,6 +88,8 @@ class Evictor:
 
     def check(self) -> None:
         """Start a background pass if the cache is over budget and none is running."""
+        if self._closed:
+            return
         if self.over_high_watermark and (self._task is None or self._task.done()):
             self._task = asyncio.create_task(self._background())
 
@@ -96,7 +99,8 @@ class Evictor:
             await asyncio.shield(self._task)
 
     async def close(self) -> None:
-        """Stop a running pass (at shutdown)."""
+        """Stop a running pass (at shutdown) and start no more."""
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

@@ -51,7 +51,6 @@ class AdminHandlers:
         app.router.add_post("/admin/gc", self.gc)
 
     def _authorize(self, request: web.Request) -> None:
-        request["kind"] = "other"
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         # Constant-time compare: the answer time must not reveal how much matched.
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),

@@ -15,6 +15,8 @@ from aiohttp import web
 
 from mirror.app import CACHE, FILLS
 from mirror.cache.manager import CacheManager
+from mirror.oci import parse_digest
+from mirror.storage import layout
 from tests.support.fake_upstream import FakeUpstream
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -93,6 +95,16 @@ async def settle(app: web.Application) -> CacheManager:
     cache = app[CACHE]
     await cache.evictor.settled()
     return cache
+
+
+async def committed(app: web.Application, upstream: str, digest: str) -> None:
+    """Wait until the blob ``digest`` is in the cache index (its fill has committed)."""
+    key = layout.blob_key(upstream, parse_digest(digest))
+    for _ in range(500):
+        if key in app[CACHE].storage.index:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{digest} was never committed")
 
 
 def content_on_disk(cache_dir: Path) -> dict[str, int]:
