@@ -13,8 +13,10 @@ import pytest
 from mirror.app import CACHE, METRICS
 from mirror.oci import parse_digest
 from tests.support.cache_images import (
+    OCI_INDEX,
     FakeImage,
     add_image,
+    add_index,
     blob_path,
     committed,
     content_on_disk,
@@ -96,6 +98,27 @@ async def test_budget_evicts_least_recent_and_keeps_pins(
         assert up.count("GET", "/blobs/" + a.layers[0]) == 1
         await settle(mirror.app)
         assert sum(content_on_disk(tmp_path).values()) <= 90_000
+
+
+async def test_pinned_index_keeps_children_and_their_blobs(
+    up: FakeUpstream, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    child = add_image(up, "team/multi", "amd64", [noise(LAYER, 50)])
+    index = add_index(up, "team/multi", "1", [child])
+    others = images(up, 4)
+    pin = f"{upstream_name(up)}/team/multi@{index}"  # upstream first, then a digest
+    config = mirror_config(tmp_path, up.url, cache={**BUDGET, "pins": [pin]})
+    async with run_mirror(config) as mirror:
+        async with http.get(f"{mirror.url}/v2/team/multi/manifests/1",
+                            headers={"Accept": OCI_INDEX}) as resp:  # fmt: skip
+            assert resp.status == 200
+        await pull(http, mirror.url, child)
+        for image in others:
+            await pull(http, mirror.url, image)
+            await settle(mirror.app)
+        assert not any(cached(tmp_path, up, others[0])), "nothing was evicted"
+        assert manifest_path(tmp_path, upstream_name(up), index).exists()
+        assert all(cached(tmp_path, up, child)), "the pinned index's child was evicted"
 
 
 async def test_shared_blob_counted_once(

@@ -65,6 +65,20 @@ def add_image(up: FakeUpstream, repository: str, tag: str, layers: list[bytes]) 
     return FakeImage(repository, tag, digest, config_digest, tuple(layer_digests))
 
 
+def add_index(up: FakeUpstream, repository: str, tag: str, children: list[FakeImage]) -> str:
+    """An OCI index over ``children`` (manifests of ``repository``), tagged ``tag``."""
+    index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": c.manifest, "size": 1,
+             "platform": {"architecture": "amd64", "os": "linux"}}
+            for c in children
+        ],
+    }  # fmt: skip
+    return up.add_manifest(repository, json.dumps(index).encode(), OCI_INDEX, tag=tag)
+
+
 async def get_blob(http: aiohttp.ClientSession, url: str, repository: str, digest: str) -> bytes:
     """GET a blob through the mirror and check it hashes to ``digest``."""
     async with http.get(f"{url}/v2/{repository}/blobs/{digest}") as resp:
