@@ -10,8 +10,10 @@ import aiohttp
 from aiohttp import web
 
 from mirror.cache.fills import FillManager
+from mirror.cache.manager import CacheManager, track
 from mirror.config import Config
 from mirror.metrics import Metrics
+from mirror.routes.admin import AdminHandlers
 from mirror.routes.middleware import oci_errors
 from mirror.routes.v2 import V2Handlers
 from mirror.routing import Router
@@ -30,6 +32,8 @@ FILLS = web.AppKey("fills", FillManager)
 ROUTER = web.AppKey("router", Router)
 CLIENTS = web.AppKey("clients", dict[str, UpstreamClient])
 HANDLERS = web.AppKey("handlers", V2Handlers)
+CACHE = web.AppKey("cache", CacheManager)
+ADMIN = web.AppKey("admin", AdminHandlers)
 
 USER_AGENT = "registry-mirror/0.1 (+aiohttp)"
 
@@ -51,10 +55,13 @@ def spool_dir(config: Config) -> Path:
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     metrics = app[METRICS]
-    storage = await open_storage(config, metrics)
-    swept = await storage.sweep_partials()
+    backend = await open_storage(config, metrics)
+    swept = await backend.sweep_partials()
     if swept:
         log.info("removed %d partial objects left by an earlier run", swept)
+    # Everything below reads and writes through the tracked storage, so the
+    # cache index sees every commit, hit and delete.
+    storage = await track(backend, config, metrics)
     session = aiohttp.ClientSession(
         headers={"User-Agent": USER_AGENT},
         connector=aiohttp.TCPConnector(limit=256, limit_per_host=64, ttl_dns_cache=60),
@@ -70,6 +77,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         redirect_blobs=config.storage.backend == "s3" and config.storage.s3.redirect,
     )  # fmt: skip
     router = Router(config, clients)
+    cache = CacheManager(storage, config, metrics, busy=fills.is_filling)
+    app[CACHE] = cache
+    if ADMIN in app:
+        app[ADMIN].bind(cache, router)
+    cache.start()
     app[STORAGE], app[CLIENTS], app[FILLS], app[SERVICE], app[ROUTER] = (
         storage, clients, fills, service, router,
     )  # fmt: skip
@@ -78,6 +90,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await fills.close()
+        await cache.close()  # after the fills: their last commits may start a pass
         await service.close()
         await session.close()
         await storage.close()
@@ -90,5 +103,8 @@ def create_app(config: Config, metrics: Metrics | None = None) -> web.Applicatio
     app[METRICS] = metrics or Metrics()
     app[HANDLERS] = V2Handlers()
     app[HANDLERS].register(app)
+    if config.admin_token:
+        app[ADMIN] = AdminHandlers(config.admin_token)
+        app[ADMIN].register(app)
     app.cleanup_ctx.append(_resources)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from mirror.cache.pins import parse_pins
 from mirror.config import Config, ConfigError, load_config, parse_upstream_flag
 
 log = logging.getLogger("mirror")
@@ -88,6 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(serve)
     check = commands.add_parser("check-config", help="validate the configuration and print it")
     _add_config_flags(check)
+    gc = commands.add_parser("gc", help="enforce the cache budget now and report what went")
+    _add_config_flags(gc)
+    verify = commands.add_parser(
+        "verify", help="re-hash every cached blob and manifest; remove the damaged ones"
+    )
+    _add_config_flags(verify)
+    verify.add_argument(
+        "--quarantine", action="store_true",
+        help="keep damaged objects under _quarantine/ instead of deleting them",
+    )  # fmt: skip
     return parser
 
 
@@ -143,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args)
+        parse_pins(config)
     except ConfigError as exc:
         print(f"registry-mirror: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -151,4 +164,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in describe(config):
             print("  " + line)
         return 0
+    if args.command == "gc":
+        return gc(config)
+    if args.command == "verify":
+        return verify(config, quarantine=args.quarantine)
     return serve(config)
+
+
+def gc(config: Config) -> int:
+    """``registry-mirror gc``: 1 when some deletion failed."""
+    from mirror.cache.maintenance import run_gc
+
+    setup_logging(config)
+    result = asyncio.run(run_gc(config))
+    report = result.eviction
+    if not result.max_size:
+        print("no cache budget configured (cache.max_size / --max-size): nothing to evict")
+    print(f"removed {len(report.removed)} objects ({report.removed_bytes} bytes); "
+          f"kept {report.kept} pinned or in use; {report.failed} failed")  # fmt: skip
+    for entry in report.removed:
+        print(f"  evicted {entry.key} ({entry.size} bytes)")
+    print(f"cache: {report.size_after} bytes in {result.entries} objects, budget "
+          f"{result.max_size}; {result.partials} partial objects swept")  # fmt: skip
+    return 1 if report.failed else 0
+
+
+def verify(config: Config, *, quarantine: bool) -> int:
+    """``registry-mirror verify``: 1 when anything was damaged or unreadable."""
+    from mirror.cache.maintenance import run_verify
+
+    setup_logging(config)
+    report = asyncio.run(run_verify(config, quarantine=quarantine))
+    print(f"checked {report.blobs} blobs and {report.manifests} manifests ({report.bytes} bytes)")
+    for key in report.damaged:
+        print(f"  damaged: {key}")
+    for key in report.unreadable:
+        print(f"  unreadable: {key}")
+    print(f"{len(report.damaged)} damaged ({report.deleted} removed, {report.quarantined} "
+          f"quarantined), {len(report.unreadable)} unreadable")  # fmt: skip
+    return 0 if report.ok else 1

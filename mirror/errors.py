@@ -13,7 +13,8 @@
     │   ├── RangeNotSatisfiable       416 (with Content-Range: bytes */size)
     │   ├── Unsupported               405 UNSUPPORTED (push to a mirror)
     │   ├── QueryInvalid              400 PAGINATION_NUMBER_INVALID
-    │   └── Denied                    403 DENIED (e.g. an unconfigured upstream)
+    │   ├── Denied                    403 DENIED (e.g. an unconfigured upstream)
+    │   └── Unauthorized              401 UNAUTHORIZED (admin API without its token)
     └── UpstreamError                 the upstream failed us
         ├── UpstreamUnauthorized      401 UNAUTHORIZED (our credentials were refused)
         ├── UpstreamDenied            403 DENIED
@@ -118,6 +119,16 @@ class Denied(ClientError):
 
     status = 403
     code = "DENIED"
+
+
+class Unauthorized(ClientError):
+    """The request lacks the credentials the mirror itself asks for (the admin token)."""
+
+    status = 401
+    code = "UNAUTHORIZED"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="registry-mirror admin"'}
 
 
 class RangeNotSatisfiable(ClientError):

@@ -71,3 +71,11 @@ def parse_tag_key(key: str) -> tuple[str, str, str] | None:
     if not repository or not tag:
         return None
     return upstream, repository, tag
+
+
+QUARANTINE = "_quarantine"  # "_" never starts an upstream name, so no clash
+
+
+def quarantine_key(key: str) -> str:
+    """Where ``verify --quarantine`` moves an object whose bytes do not match its digest."""
+    return f"{QUARANTINE}/{key}"

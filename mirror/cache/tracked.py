@@ -1,0 +1,139 @@
+"""A storage wrapper that keeps the cache index current.
+
+The pull path reads and writes through :class:`TrackedStorage`, so the index
+sees every commit and put (blobs from fills, manifests and tag records from
+:class:`mirror.manifests.ManifestStore`), every delete, and every hit:
+``touch`` (the blob hit path calls it) and ``get`` of a manifest. Nothing in
+the pull path has to remember to tell the index.
+
+It also counts readers of streamed objects. Eviction must not delete an
+object a client is receiving. On disk that is safe anyway: a blob is sent
+with sendfile from a descriptor opened before sending, and an unlinked file
+stays readable through it. A backend without local files (S3) streams with
+:meth:`Storage.read`; while such a stream is open the key is marked busy and
+eviction passes it over.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from mirror.cache.index import CacheIndex
+from mirror.storage import layout
+from mirror.storage.base import BlobWriter, ObjectInfo, Storage
+
+Listener = Callable[[], None]
+
+
+class TrackedWriter:
+    """A :class:`BlobWriter` that records the committed object in the index."""
+
+    def __init__(self, inner: BlobWriter, storage: TrackedStorage) -> None:
+        self._inner = inner
+        self._storage = storage
+        self._written = 0
+
+    @property
+    def key(self) -> str:
+        return self._inner.key
+
+    @property
+    def local_path(self) -> Path | None:
+        return self._inner.local_path
+
+    async def write(self, data: bytes) -> None:
+        await self._inner.write(data)
+        self._written += len(data)
+
+    async def commit(self) -> None:
+        await self._inner.commit()
+        self._storage.stored(self._inner.key, self._written)
+
+    async def abort(self) -> None:
+        await self._inner.abort()
+
+
+class TrackedStorage:
+    """Delegates to ``inner`` and reports writes, deletes and hits to ``index``."""
+
+    def __init__(self, inner: Storage, index: CacheIndex) -> None:
+        self.inner = inner
+        self.index = index
+        self._readers: Counter[str] = Counter()
+        self._listeners: list[Listener] = []
+
+    def on_stored(self, listener: Listener) -> None:
+        """Call ``listener`` after every write (eviction checks the budget there)."""
+        self._listeners.append(listener)
+
+    def stored(self, key: str, size: int) -> None:
+        """Record an object committed at ``key``."""
+        self.index.add(key, size)
+        for listener in self._listeners:
+            listener()
+
+    def is_reading(self, key: str) -> bool:
+        """Whether a client is streaming ``key`` right now."""
+        return self._readers[key] > 0
+
+    @property
+    def backend(self) -> str:
+        return self.inner.backend
+
+    async def stat(self, key: str) -> ObjectInfo | None:
+        return await self.inner.stat(key)
+
+    def local_path(self, key: str) -> Path | None:
+        return self.inner.local_path(key)
+
+    async def read(
+        self, key: str, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        self._readers[key] += 1
+        try:
+            async for chunk in self.inner.read(key, offset, length):
+                yield chunk
+        finally:
+            self._readers[key] -= 1
+            if self._readers[key] <= 0:
+                del self._readers[key]
+
+    async def get(self, key: str) -> bytes | None:
+        data = await self.inner.get(key)
+        if data is not None and key in self.index and _is_manifest(key):
+            await self.touch(key)  # a manifest hit
+        return data
+
+    async def put(self, key: str, data: bytes) -> None:
+        await self.inner.put(key, data)
+        self.stored(key, len(data))
+
+    async def writer(self, key: str) -> TrackedWriter:
+        return TrackedWriter(await self.inner.writer(key), self)
+
+    async def delete(self, key: str) -> None:
+        await self.inner.delete(key)
+        self.index.remove(key)
+
+    def walk(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        return self.inner.walk(prefix)
+
+    async def redirect_url(self, key: str) -> str | None:
+        return await self.inner.redirect_url(key)
+
+    async def touch(self, key: str) -> None:
+        self.index.touch(key)
+        await self.inner.touch(key)
+
+    async def sweep_partials(self) -> int:
+        return await self.inner.sweep_partials()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def _is_manifest(key: str) -> bool:
+    parsed = layout.parse_content_key(key)
+    return parsed is not None and parsed[1] == layout.MANIFESTS
