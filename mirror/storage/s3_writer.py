@@ -17,6 +17,7 @@ upload; :meth:`mirror.storage.s3.S3Storage.sweep_partials` removes those.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from collections import deque
 from pathlib import Path
@@ -39,7 +40,8 @@ class S3Writer:
         self._object_key = object_key
         self._key = key
         self._part_size = part_size
-        self._buffer = bytearray()
+        self._chunks: list[bytes] = []  # the part being collected
+        self._buffered = 0
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
         self._pending: deque[asyncio.Task[None]] = deque()
@@ -58,12 +60,24 @@ class S3Writer:
         """Buffer ``data``; hand every full part to a background upload."""
         if self._state != "open":
             raise StorageError(f"write to closed writer for {self._key!r}")
-        self._buffer += data
-        while len(self._buffer) >= self._part_size:
-            with memoryview(self._buffer) as view:
-                part = bytes(view[: self._part_size])
-            del self._buffer[: self._part_size]
-            await self._send_part(part)
+        self._chunks.append(data)
+        self._buffered += len(data)
+        while self._buffered >= self._part_size:
+            await self._send_part(self._take(self._part_size))
+
+    def _take(self, size: int) -> bytes:
+        """The first ``size`` buffered bytes as one object, copied once."""
+        taken: list[bytes] = []
+        need = size
+        while need:
+            chunk = self._chunks.pop(0)
+            if len(chunk) > need:
+                chunk, rest = chunk[:need], chunk[need:]
+                self._chunks.insert(0, rest)
+            taken.append(chunk)
+            need -= len(chunk)
+        self._buffered -= size
+        return b"".join(taken)
 
     async def commit(self) -> None:
         """Complete the upload (or PutObject a small object); abort on any failure."""
@@ -71,15 +85,14 @@ class S3Writer:
             raise StorageError(f"commit of closed writer for {self._key!r}")
         try:
             if self._upload_id is None:
-                body, self._buffer = bytes(self._buffer), bytearray()
+                body = self._take(self._buffered)
                 with mapped_errors("put", self._key):
                     await self._client.put_object(
                         Bucket=self._bucket, Key=self._object_key, Body=body
                     )
             else:
-                if self._buffer:
-                    await self._send_part(bytes(self._buffer))
-                    self._buffer = bytearray()
+                if self._buffered:
+                    await self._send_part(self._take(self._buffered))
                 await self._reap(0)
                 await self._complete()
         except BaseException:
@@ -92,7 +105,7 @@ class S3Writer:
         if self._state != "open":
             return
         self._state = "aborted"
-        self._buffer = bytearray()
+        self._chunks, self._buffered = [], 0
         for task in self._pending:
             task.cancel()
         await asyncio.gather(*self._pending, return_exceptions=True)
@@ -126,7 +139,7 @@ class S3Writer:
                 Key=self._object_key,
                 UploadId=self._upload_id,
                 PartNumber=number,
-                Body=part,
+                Body=PartBody(part),
             )
         self._parts.append({"PartNumber": number, "ETag": answer["ETag"]})
 
@@ -144,3 +157,39 @@ class S3Writer:
                 UploadId=self._upload_id,
                 MultipartUpload={"Parts": parts},
             )
+
+
+class PartBody(io.RawIOBase):
+    """A read-only, seekable file over one part's bytes that never copies them whole.
+
+    Given bytes, aiohttp hands them to the transport, which copies what the
+    socket does not take at once; given a BytesIO, it copies it for a buffer
+    view. A plain file object is read and sent in small pieces instead, so a
+    part in flight costs its own size only.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self._data = data
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._data)}
+        self._position = max(0, base[whence] + offset)
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        with memoryview(self._data) as view, memoryview(buffer) as target:
+            count = max(0, min(len(target), len(self._data) - self._position))
+            target[:count] = view[self._position : self._position + count]
+        self._position += count
+        return count
