@@ -63,6 +63,9 @@ class S3Writer:
         self._chunks.append(data)
         self._buffered += len(data)
         while self._buffered >= self._part_size:
+            # Wait for a free upload slot before joining the part: never more
+            # than MAX_IN_FLIGHT parts plus the one being collected in memory.
+            await self._reap(MAX_IN_FLIGHT - 1)
             await self._send_part(self._take(self._part_size))
 
     def _take(self, size: int) -> bytes:
