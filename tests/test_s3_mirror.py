@@ -93,9 +93,10 @@ def metric(mirror: RunningMirror, name: str, **labels: str) -> float:
 
 
 async def fills_done(mirror: RunningMirror) -> None:
-    """Wait (bounded) until no fill is running, so commits have happened."""
+    """Wait (bounded) until no fill is running and each has committed or aborted."""
     for _ in range(200):
-        if len(mirror.app[FILLS]) == 0:
+        # A failed fill is forgotten before its upload is aborted; the gauge drops after.
+        if len(mirror.app[FILLS]) == 0 and metric(mirror, "mirror_fills_in_flight") == 0:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("fills still running after 10 s")
