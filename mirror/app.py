@@ -18,7 +18,7 @@ from mirror.routes.middleware import oci_errors
 from mirror.routes.v2 import V2Handlers
 from mirror.routing import Router
 from mirror.service import PullService
-from mirror.storage.base import Storage
+from mirror.storage.base import Storage, StorageError
 from mirror.storage.disk import DiskStorage
 from mirror.upstream.client import UpstreamClient
 
@@ -43,7 +43,9 @@ async def open_storage(config: Config, metrics: Metrics) -> Storage:
     if config.storage.backend == "s3":
         from mirror.storage.s3 import S3Storage  # imported only when used
 
-        return await S3Storage.open(config.storage.s3, config.storage.path, metrics)
+        # An upload younger than one fill's time limit may be another mirror's live fill.
+        stale = config.fill.total_timeout + 600
+        return await S3Storage.open(config.storage.s3, stale_upload_age=stale)
     return DiskStorage(config.storage.path)
 
 
@@ -52,13 +54,23 @@ def spool_dir(config: Config) -> Path:
     return config.storage.path / ".spool"
 
 
+async def _sweep(storage: Storage, metrics: Metrics) -> None:
+    try:
+        swept = await storage.sweep_partials()
+    except StorageError as exc:
+        # A cache that is down at start must not stop the mirror: pulls are served through.
+        log.warning("cannot sweep partial objects: %s", exc)
+        metrics.storage_error(storage.backend, "sweep")
+        return
+    if swept:
+        log.info("removed %d partial objects left by an earlier run", swept)
+
+
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     metrics = app[METRICS]
     backend = await open_storage(config, metrics)
-    swept = await backend.sweep_partials()
-    if swept:
-        log.info("removed %d partial objects left by an earlier run", swept)
+    await _sweep(backend, metrics)
     # Everything below reads and writes through the tracked storage, so the
     # cache index sees every commit, hit and delete.
     storage = await track(backend, config, metrics)

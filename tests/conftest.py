@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.images import ImageSet, build_default_images
 from tests.support.registry import UpstreamRegistry, running_registry
+from tests.support.s3 import MotoS3, running_moto
 
 # ---------------------------------------------------------------------------
 # Real upstream registries (logic in tests/support/{images,registry,token_server}.py).
@@ -49,3 +52,25 @@ def registry_token(
     workdir = tmp_path_factory.mktemp("registry-token")
     with running_registry(workdir, image_set, auth="token") as registry:
         yield registry
+
+
+# ---------------------------------------------------------------------------
+# S3 (moto in server mode; logic in tests/support/s3.py). `storage_settings` runs a
+# test once per backend: pass it as `storage=` to tests.support.mirror_app.mirror_config.
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    """A moto S3 server on loopback, shared by the session; use a fresh bucket per test."""
+    with running_moto(tmp_path_factory.mktemp("moto")) as server:
+        yield server
+
+
+@pytest.fixture(params=["disk", "s3"])
+def storage_settings(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """The ``storage`` table of a mirror config: a disk cache, or a fresh bucket on moto."""
+    if request.param == "disk":
+        return {"path": str(tmp_path / "cache")}
+    server: MotoS3 = request.getfixturevalue("s3_server")
+    return server.storage_settings(server.create_bucket(), tmp_path / "spool")

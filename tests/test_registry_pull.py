@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -101,9 +102,14 @@ async def pull_image(session: aiohttp.ClientSession, base: str, image: Image) ->
 
 
 async def test_pull_all_images_then_hit(
-    upstream: UpstreamRegistry, image_set: ImageSet, tmp_path: Path
+    upstream: UpstreamRegistry,
+    image_set: ImageSet,
+    tmp_path: Path,
+    storage_settings: dict[str, Any],
 ) -> None:
-    config = mirror_config(tmp_path, upstream.url, upstreams=upstream_settings(upstream))
+    config = mirror_config(
+        tmp_path, upstream.url, upstreams=upstream_settings(upstream), storage=storage_settings
+    )
     mark, token_mark = upstream.log_mark(), upstream.token_log_mark()
     async with run_mirror(config) as mirror, aiohttp.ClientSession() as session:
         for ref in SMALL_IMAGES:
@@ -154,8 +160,10 @@ async def test_wrong_credentials_give_unauthorized(
     assert document["errors"][0]["code"] == "UNAUTHORIZED"
 
 
-async def test_unknown_manifest_and_blob(registry_none: UpstreamRegistry, tmp_path: Path) -> None:
-    config = mirror_config(tmp_path, registry_none.url)
+async def test_unknown_manifest_and_blob(
+    registry_none: UpstreamRegistry, tmp_path: Path, storage_settings: dict[str, Any]
+) -> None:
+    config = mirror_config(tmp_path, registry_none.url, storage=storage_settings)
     missing = "sha256:" + "0" * 64
     async with run_mirror(config) as mirror, aiohttp.ClientSession() as session:
         async with session.get(f"{mirror.url}/v2/library/tiny/manifests/nosuchtag") as resp:
@@ -167,11 +175,14 @@ async def test_unknown_manifest_and_blob(registry_none: UpstreamRegistry, tmp_pa
 
 
 async def test_range_and_head_on_a_cached_blob(
-    registry_none: UpstreamRegistry, image_set: ImageSet, tmp_path: Path
+    registry_none: UpstreamRegistry,
+    image_set: ImageSet,
+    tmp_path: Path,
+    storage_settings: dict[str, Any],
 ) -> None:
     blob = image_set.blobs_of(image_set.image("library/medium:latest").manifest)[-1]
     data = blob.path.read_bytes()
-    config = mirror_config(tmp_path, registry_none.url)
+    config = mirror_config(tmp_path, registry_none.url, storage=storage_settings)
     url_path = f"/v2/library/medium/blobs/{blob.digest}"
     async with run_mirror(config) as mirror, aiohttp.ClientSession() as session:
         await get_blob(session, mirror.url, "library/medium", blob.digest)
@@ -193,10 +204,13 @@ async def test_range_and_head_on_a_cached_blob(
 
 
 async def test_concurrent_cold_pulls_share_one_download(
-    registry_none: UpstreamRegistry, image_set: ImageSet, tmp_path: Path
+    registry_none: UpstreamRegistry,
+    image_set: ImageSet,
+    tmp_path: Path,
+    storage_settings: dict[str, Any],
 ) -> None:
     blob = image_set.blobs_of(image_set.image("library/medium:latest").manifest)[-1]
-    config = mirror_config(tmp_path, registry_none.url)
+    config = mirror_config(tmp_path, registry_none.url, storage=storage_settings)
     mark = registry_none.log_mark()
     async with run_mirror(config) as mirror, aiohttp.ClientSession() as session:
         sizes = await asyncio.gather(
@@ -207,12 +221,15 @@ async def test_concurrent_cold_pulls_share_one_download(
 
 
 async def test_docker_style_head_then_get_by_digest(
-    registry_none: UpstreamRegistry, image_set: ImageSet, tmp_path: Path
+    registry_none: UpstreamRegistry,
+    image_set: ImageSet,
+    tmp_path: Path,
+    storage_settings: dict[str, Any],
 ) -> None:
     """docker HEADs the tag, then GETs the manifest by digest: one upstream GET in all."""
     image = image_set.image("library/multi:docker")
     headers = [("Accept", media_type) for media_type in MANIFEST_ACCEPT]
-    config = mirror_config(tmp_path, registry_none.url)
+    config = mirror_config(tmp_path, registry_none.url, storage=storage_settings)
     mark = registry_none.log_mark()
     async with run_mirror(config) as mirror, aiohttp.ClientSession() as session:
         url = f"{mirror.url}/v2/library/multi/manifests/docker"

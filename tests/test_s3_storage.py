@@ -1,0 +1,138 @@
+"""S3-only behaviour: multipart shape, prefixes, presigned URLs, outages, the sweep's age rule."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from mirror.storage.base import BlobWriter, StorageError
+from mirror.storage.s3 import S3Storage, stale_uploads
+from mirror.storage.s3_errors import S3Unreachable
+from tests.support.s3 import MIN_PART, MotoS3, dead_endpoint
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        data: bytes = answer.read()
+        return data
+
+
+async def write_then_commit(writer: BlobWriter, parts: int) -> None:
+    for _ in range(parts):
+        await writer.write(b"y" * MIN_PART)
+    await writer.commit()
+
+
+@pytest.fixture
+async def bucket(s3_server: MotoS3) -> str:
+    return s3_server.create_bucket()
+
+
+@pytest.fixture
+async def storage(s3_server: MotoS3, bucket: str) -> AsyncIterator[S3Storage]:
+    opened = await S3Storage.open(s3_server.s3_config(bucket, "pre/fix", redirect=True))
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def test_large_objects_go_up_in_equal_parts(
+    storage: S3Storage, s3_server: MotoS3, bucket: str
+) -> None:
+    data = bytes(range(256)) * (2 * MIN_PART // 256 + 3)
+    writer = await storage.writer("blobs/big")
+    for start in range(0, len(data), 300_000):  # chunks that do not divide a part
+        await writer.write(data[start : start + 300_000])
+    await writer.commit()
+    head = s3_server.client.head_object(Bucket=bucket, Key="pre/fix/blobs/big")
+    assert head["ETag"].endswith('-3"')  # a multipart object of three parts
+    first = s3_server.client.head_object(Bucket=bucket, Key="pre/fix/blobs/big", PartNumber=1)
+    assert first["ContentLength"] == MIN_PART
+    assert s3_server.uploads(bucket) == []
+
+
+async def test_keys_live_under_the_prefix(
+    storage: S3Storage, s3_server: MotoS3, bucket: str
+) -> None:
+    await storage.put("a/b", b"x")
+    s3_server.client.put_object(Bucket=bucket, Key="elsewhere/a/b", Body=b"not ours")
+    assert s3_server.keys(bucket) == {"pre/fix/a/b": 1, "elsewhere/a/b": 8}
+    assert [info.key async for info in storage.walk()] == ["a/b"]
+
+
+async def test_sweep_leaves_uploads_outside_the_prefix(s3_server: MotoS3, bucket: str) -> None:
+    s3_server.client.create_multipart_upload(Bucket=bucket, Key="other/blob")
+    s3_server.client.create_multipart_upload(Bucket=bucket, Key="mine/blob")
+    sweeper = await S3Storage.open(s3_server.s3_config(bucket, "mine"), stale_upload_age=0)
+    try:
+        assert await sweeper.sweep_partials() == 1
+    finally:
+        await sweeper.close()
+    assert [u["Key"] for u in s3_server.uploads(bucket)] == ["other/blob"]
+
+
+def test_only_uploads_older_than_the_age_are_stale() -> None:
+    now = time.time()
+    uploads = [
+        {"Key": "old", "UploadId": "1", "Initiated": datetime.fromtimestamp(now - 7200, UTC)},
+        {"Key": "young", "UploadId": "2", "Initiated": datetime.fromtimestamp(now - 60, UTC)},
+    ]
+    assert stale_uploads(uploads, now - 3600) == [("old", "1")]
+
+
+async def test_presigned_url_serves_the_object(storage: S3Storage) -> None:
+    await storage.put("blobs/x", b"presigned bytes")
+    url = await storage.redirect_url("blobs/x")
+    assert url is not None
+    assert "Signature=" in url or "X-Amz-Signature=" in url
+    assert await asyncio.to_thread(fetch, url) == b"presigned bytes"
+
+
+async def test_no_redirect_unless_configured(s3_server: MotoS3, bucket: str) -> None:
+    plain = await S3Storage.open(s3_server.s3_config(bucket))
+    try:
+        assert await plain.redirect_url("blobs/x") is None
+    finally:
+        await plain.close()
+
+
+async def test_unreachable_s3_fails_fast_with_storage_errors() -> None:
+    config = MotoS3(dead_endpoint(), None).s3_config("bucket")  # type: ignore[arg-type]
+    down = await S3Storage.open(config)  # opening makes no request
+    try:
+        with pytest.raises(S3Unreachable):
+            await down.stat("k")
+        started = time.monotonic()
+        for call in (down.stat("k"), down.get("k"), down.put("k", b"x"), down.writer("k")):
+            with pytest.raises(StorageError):
+                await call
+        assert time.monotonic() - started < 1  # no retries while known to be down
+    finally:
+        await down.close()
+
+
+async def test_failed_part_upload_aborts_the_whole_upload(s3_server: MotoS3) -> None:
+    # The upload is aborted behind the writer's back: its parts fail, and the
+    # writer must surface that and leave neither object nor upload behind.
+    doomed = s3_server.create_bucket()
+    storage = await S3Storage.open(s3_server.s3_config(doomed))
+    try:
+        writer = await storage.writer("blob")
+        await writer.write(b"x" * (MIN_PART + 1))
+        for upload in s3_server.uploads(doomed):
+            s3_server.client.abort_multipart_upload(
+                Bucket=doomed, Key=upload["Key"], UploadId=upload["UploadId"]
+            )
+        with pytest.raises(StorageError):
+            await write_then_commit(writer, 3)
+        await writer.abort()
+    finally:
+        await storage.close()
+    assert s3_server.keys(doomed) == {}
+    assert s3_server.uploads(doomed) == []
