@@ -18,6 +18,7 @@ and are not indexed: they are not part of the budget and are never evicted
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -26,7 +27,9 @@ from cachetools import Cache, LRUCache
 
 from mirror.metrics import Metrics
 from mirror.storage import layout
-from mirror.storage.base import Storage
+from mirror.storage.base import Storage, StorageError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -145,12 +148,23 @@ class CacheIndex:
 async def rebuild_index(
     storage: Storage, upstreams: list[str], max_size: int = 0, metrics: Metrics | None = None
 ) -> CacheIndex:
-    """An index of everything under ``upstreams``, least recently modified first."""
+    """An index of everything under ``upstreams``, least recently modified first.
+
+    A storage that cannot be listed (S3 down at start) gives an empty index:
+    pulls are served through meanwhile, and the budget counts what is
+    written from then on.
+    """
     found = []
-    for upstream in upstreams:
-        async for info in storage.walk(f"{upstream}/"):
-            if layout.parse_content_key(info.key) is not None:
-                found.append(info)
+    try:
+        for upstream in upstreams:
+            async for info in storage.walk(f"{upstream}/"):
+                if layout.parse_content_key(info.key) is not None:
+                    found.append(info)
+    except StorageError as exc:
+        log.warning("cannot list the cache to rebuild its index: %s", exc)
+        if metrics is not None:
+            metrics.storage_error(storage.backend, "walk")
+        found = []
     found.sort(key=lambda info: info.modified)
     index = CacheIndex(max_size, metrics)
     for info in found:
