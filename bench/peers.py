@@ -8,7 +8,7 @@
   the practical limit for a cached blob on this machine.
 
 Peak memory is ``VmHWM`` from ``/proc/PID/status``, summed over the server's
-process and its children (nginx master + workers, mirror workers): an upper
+process and its children (nginx master + workers): an upper
 bound, since the processes need not peak at the same moment.
 """
 
@@ -78,7 +78,7 @@ def upstream_peer(registry: UpstreamRegistry) -> Peer:
     return Peer("upstream", registry.url, registry.process, registry.workdir)
 
 
-def start_mirror(workdir: Path, upstream_url: str, workers: int = 1) -> Peer:
+def start_mirror(workdir: Path, upstream_url: str) -> Peer:
     """Our mirror over a fresh disk cache in ``workdir/mirror``."""
     root = workdir / "mirror"
     root.mkdir(parents=True, exist_ok=True)
@@ -89,8 +89,6 @@ def start_mirror(workdir: Path, upstream_url: str, workers: int = 1) -> Peer:
         "--cache-dir", str(root / "cache"),
         "--upstream", upstream_url,
     ]  # fmt: skip
-    if workers > 1:
-        argv += ["--workers", str(workers)]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     process = start_process("mirror", argv, log_path=root / "mirror.log", cwd=root, env=env)
     wait_for_http(f"http://127.0.0.1:{port}/v2/", process, timeout=30)

@@ -41,7 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
     add("--reps", type=int, help="repetitions (default 3; 1 with --quick)")
     add("--blob-mib", type=float, help="blob size in MiB (default 200; 8 with --quick)")
     add("--wrk-seconds", type=float, help="duration of each wrk run (default 5; 1 with --quick)")
-    add("--workers", type=int, default=1, help="mirror --workers (default 1)")
     add("--workdir", type=Path, help="where servers keep data (default: a temp dir)")
     add("--docs", type=Path, help="write the Markdown report here (default docs/benchmarks.md; "
         "none with --quick)")  # fmt: skip
@@ -68,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         with _workdir(args.workdir) as workdir:
             started = time.monotonic()
-            results = run(workdir, size, reps, wrk_seconds, args.workers)
+            results = run(workdir, size, reps, wrk_seconds)
             log.info("finished in %.0f s", time.monotonic() - started)
     report = text_report(results, reps)
     print(report)
@@ -111,14 +110,14 @@ def _workdir(given: Path | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def run(workdir: Path, size: int, reps: int, wrk_seconds: float, workers: int) -> scenarios.Results:
+def run(workdir: Path, size: int, reps: int, wrk_seconds: float) -> scenarios.Results:
     """Start the servers, run every scenario ``reps`` times, stop the servers."""
     upstream = servers.start_upstream(workdir)
     running: list[servers.Peer] = []
     try:
         warm_blob = push_blob(upstream, workdir / "blobs", size)
         image = push_small_image(upstream, workdir / "blobs")
-        mirror = servers.start_mirror(workdir, upstream.url, workers)
+        mirror = servers.start_mirror(workdir, upstream.url)
         running.append(mirror)
         distribution = servers.start_distribution_proxy(workdir, upstream.url)
         running.append(distribution)
