@@ -101,7 +101,7 @@ class S3Config:
     endpoint_url: str | None = None
     access_key_id: str | None = None
     secret_access_key: str | None = field(default=None, repr=False)
-    part_size: int = 16 * 1024**2
+    part_size: int = 8 * 1024**2
     redirect: bool = False
     presign_ttl: float = 900.0
 
@@ -370,7 +370,7 @@ def _storage(raw: Mapping[str, Any]) -> StorageConfig:
         raise ConfigError(f"storage.backend: expected 'disk' or 's3', got {backend!r}")
     s3raw = _table(table, "s3", "storage.")
     _reject_unknown(s3raw, "storage.s3", set(S3Config.__dataclass_fields__))
-    part_size = parse_size(s3raw.get("part_size", "16MiB"), "storage.s3.part_size")
+    part_size = parse_size(s3raw.get("part_size", "8MiB"), "storage.s3.part_size")
     if part_size < 5 * 1024**2:
         raise ConfigError(f"storage.s3.part_size: S3 needs at least 5MiB, got {part_size}")
     s3 = S3Config(
