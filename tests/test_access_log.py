@@ -122,10 +122,12 @@ def get(url: str, headers: dict[str, str] | None = None) -> int:
 
 
 def test_serve_json_logs_startup_and_access(tmp_path: Path) -> None:
-    process, base = start_serve(tmp_path, "--log-format", "json")
+    metrics = f"127.0.0.1:{free_port()}"
+    process, base = start_serve(tmp_path, "--log-format", "json", "--metrics-listen", metrics)
     try:
         blob = "/v2/library/app/blobs/sha256:" + "ab" * 32
         assert get(base + blob, {"Authorization": f"Bearer {SECRET}"}) == 404
+        assert get(f"http://{metrics}/metrics") == 200
     finally:
         assert process.stop() == 0
     lines = process.log_path.read_text().splitlines()
@@ -135,6 +137,7 @@ def test_serve_json_logs_startup_and_access(tmp_path: Path) -> None:
     assert f"cache: disk at {tmp_path / 'cache'}" in messages
     assert "upstream ghcr.io (default): https://ghcr.io" in messages
     assert any(m.startswith("offline") for m in messages)
+    assert f"metrics also on http://{metrics}/metrics" in messages
     access = [r for r in records if r["logger"] == "mirror.access" and r["path"] == blob]
     assert len(access) == 1
     assert access[0]["status"] == 404
