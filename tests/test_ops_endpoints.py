@@ -216,3 +216,23 @@ async def test_readyz_storage_not_writable_is_503(
             doc = await resp.json()
     assert doc["checks"]["storage"].startswith("storage not writable")
     assert doc["checks"][f"upstream {up.host}"] == "ok"
+
+
+async def test_ratelimit_gauge_reaches_zero_on_429(
+    up: FakeUpstream, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    from tests.support.fake_upstream import Fault
+
+    image = add_small_image(up, "library/busy", "1", "busy")
+    up.manifest_headers = {"ratelimit-limit": "100;w=21600", "ratelimit-remaining": "1;w=21600"}
+    async with run_mirror(mirror_config(tmp_path, up.url)) as mirror:
+        await pull(http, mirror.url, image)
+        up.manifest_headers["ratelimit-remaining"] = "0;w=21600"  # as Docker Hub's 429 says
+        up.add_fault(Fault("/manifests/2", status=429))
+        async with http.get(mirror.url + "/v2/library/busy/manifests/2") as resp:
+            assert resp.status == 429
+        async with http.get(mirror.url + "/metrics") as resp:
+            parsed = samples(await resp.text())
+    assert value(parsed, "mirror_upstream_ratelimit_remaining", upstream=up.host) == 0
+    assert value(parsed, "mirror_upstream_rate_limited_total", upstream=up.host) == 1
+    assert value(parsed, "mirror_requests_total", kind="manifest", result="error") == 1
