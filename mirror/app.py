@@ -15,6 +15,7 @@ from mirror.config import Config
 from mirror.metrics import Metrics
 from mirror.routes.admin import AdminHandlers
 from mirror.routes.middleware import oci_errors
+from mirror.routes.ops import OpsHandlers
 from mirror.routes.v2 import V2Handlers
 from mirror.routing import Router
 from mirror.service import PullService
@@ -34,6 +35,7 @@ CLIENTS = web.AppKey("clients", dict[str, UpstreamClient])
 HANDLERS = web.AppKey("handlers", V2Handlers)
 CACHE = web.AppKey("cache", CacheManager)
 ADMIN = web.AppKey("admin", AdminHandlers)
+OPS = web.AppKey("ops", OpsHandlers)
 
 USER_AGENT = "registry-mirror/0.1 (+aiohttp)"
 
@@ -98,6 +100,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         storage, clients, fills, service, router,
     )  # fmt: skip
     app[HANDLERS].bind(router, service, storage, metrics)
+    app[OPS].bind(backend, clients)  # the probe key stays out of the cache index
+    metrics.upstreams_configured(clients)
     try:
         yield
     finally:
@@ -118,5 +122,9 @@ def create_app(config: Config, metrics: Metrics | None = None) -> web.Applicatio
     if config.admin_token:
         app[ADMIN] = AdminHandlers(config.admin_token)
         app[ADMIN].register(app)
+    app[OPS] = OpsHandlers(app[METRICS], offline=config.offline)
+    app[OPS].register(app)
     app.cleanup_ctx.append(_resources)
+    if config.metrics_listen is not None:
+        app.cleanup_ctx.append(app[OPS].separate_listener(*config.metrics_listen))
     return app

@@ -122,6 +122,9 @@ def describe(config: Config) -> list[str]:
         f"cache: {config.storage.backend} at {where}"
         + (f", budget {config.cache.max_size} bytes" if config.cache.max_size else ""),
     ]
+    if config.metrics_listen is not None:
+        host, port = config.metrics_listen
+        lines.append(f"metrics also on http://{host}:{port}/metrics")
     if config.offline:
         lines.append("offline: no upstream will be contacted")
     for upstream in config.upstreams:
@@ -134,17 +137,20 @@ def describe(config: Config) -> list[str]:
 def serve(config: Config) -> int:
     """Run the mirror until interrupted."""
     from mirror.app import create_app
+    from mirror.routes.access import AccessLogger
 
     setup_logging(config)
+    startup = logging.getLogger("mirror.startup")
+    startup.setLevel(logging.INFO)  # shown even with --log-level warning
     for line in describe(config):
-        log.info("%s", line)
+        startup.info("%s", line)
     web.run_app(
         create_app(config),
         host=config.listen_host,
         port=config.listen_port,
         print=None,
         access_log=logging.getLogger("mirror.access"),
-        access_log_format='%a "%r" %s %b %Tf',
+        access_log_class=AccessLogger,
         handle_signals=True,
     )
     return 0

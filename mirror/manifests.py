@@ -123,20 +123,23 @@ class ManifestStore:
 
     async def _get(self, key: str) -> bytes | None:
         try:
-            return await self._storage.get(key)
+            with self._metrics.storage_timer(self._storage.backend, "get"):
+                return await self._storage.get(key)
         except StorageError as exc:
             self._failed("get", exc)
             return None
 
     async def _put(self, key: str, data: bytes) -> None:
         try:
-            await self._storage.put(key, data)
+            with self._metrics.storage_timer(self._storage.backend, "put"):
+                await self._storage.put(key, data)
         except StorageError as exc:
             self._failed("put", exc)
 
     async def _delete(self, key: str) -> None:
         try:
-            await self._storage.delete(key)
+            with self._metrics.storage_timer(self._storage.backend, "delete"):
+                await self._storage.delete(key)
         except StorageError as exc:
             self._failed("delete", exc)
 

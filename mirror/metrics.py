@@ -9,6 +9,10 @@ and action. Never repository names, tags or digests.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -22,6 +26,9 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 KINDS = ("manifest", "blob", "tags", "referrers", "other")
 RESULTS = ("hit", "miss", "stale", "revalidated", "error")
+SOURCES = ("cache", "upstream")
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
+EVICTED_KINDS = ("blob", "manifest", "tag")
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _STORAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30)
 
@@ -55,8 +62,8 @@ class Metrics:
         )  # fmt: skip
         self._upstream_latency = Histogram(
             "mirror_upstream_request_duration_seconds",
-            "Time to the upstream's response headers.",
-            ["upstream"], buckets=_LATENCY_BUCKETS, registry=r,
+            "Time to the upstream's response headers, by status class.",
+            ["upstream", "status"], buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self._rate_limited = Counter(
             "mirror_upstream_rate_limited", "429 answers from upstreams.", ["upstream"], registry=r
@@ -113,6 +120,30 @@ class Metrics:
         self._evicted_bytes = Counter(
             "mirror_cache_evicted_bytes", "Bytes evicted to stay within the budget.", registry=r
         )
+        self._init_closed_sets()
+
+    def _init_closed_sets(self) -> None:
+        """Export every series of the closed label sets from the start, at zero.
+
+        A series that appears only on its first increment breaks ``rate()``
+        and ``absent()``-style alerts and leaves dashboards blank.
+        """
+        for kind in KINDS:
+            for result in RESULTS:
+                self._requests.labels(kind, result)
+        for source in SOURCES:
+            self._served.labels(source)
+        for kind in ("blob", "manifest"):
+            self._mismatches.labels(kind)
+        for kind in EVICTED_KINDS:
+            self._evictions.labels(kind)
+
+    def upstreams_configured(self, names: Iterable[str]) -> None:
+        """Export the per-upstream counters of the configured upstreams at zero."""
+        for name in names:
+            self._fetched.labels(name)
+            self._rate_limited.labels(name)
+            self._resumes.labels(name)
 
     # -- client side
     def request(self, kind: str, result: str) -> None:
@@ -128,7 +159,7 @@ class Metrics:
     def upstream_response(self, upstream: str, method: str, status: int, seconds: float) -> None:
         """Record one upstream request: status 0 means no HTTP answer."""
         self._upstream_requests.labels(upstream, method, status_class(status)).inc()
-        self._upstream_latency.labels(upstream).observe(seconds)
+        self._upstream_latency.labels(upstream, status_class(status)).observe(seconds)
         self._upstream_up.labels(upstream).set(1 if 0 < status < 500 else 0)
         if status == 429:
             self._rate_limited.labels(upstream).inc()
@@ -170,6 +201,15 @@ class Metrics:
     def storage_operation(self, backend: str, action: str, seconds: float) -> None:
         """Record a storage operation's latency."""
         self._storage_latency.labels(backend, action).observe(seconds)
+
+    @contextmanager
+    def storage_timer(self, backend: str, action: str) -> Iterator[None]:
+        """Record the latency of the storage operation run inside the block."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.storage_operation(backend, action, time.monotonic() - started)
 
     def storage_error(self, backend: str, action: str) -> None:
         """Count a failed storage operation."""

@@ -137,7 +137,8 @@ class PullService:
 
     async def _stat(self, key: str) -> ObjectInfo | None:
         try:
-            return await self._storage.stat(key)
+            with self._metrics.storage_timer(self._storage.backend, "stat"):
+                return await self._storage.stat(key)
         except StorageError as exc:
             # A broken cache must not stop pulls: treat it as a miss.
             log.warning("storage stat failed: %s", exc)
@@ -146,7 +147,8 @@ class PullService:
 
     async def _touch(self, key: str) -> None:
         try:
-            await self._storage.touch(key)
+            with self._metrics.storage_timer(self._storage.backend, "touch"):
+                await self._storage.touch(key)
         except StorageError as exc:
             log.debug("touch failed: %s", exc)
 

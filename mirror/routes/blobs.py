@@ -20,6 +20,7 @@ from aiohttp import web
 from mirror.errors import MirrorError
 from mirror.metrics import Metrics
 from mirror.oci import DIGEST_HEADER, ByteRange, parse_range
+from mirror.routes.keys import BODY_BYTES
 from mirror.service import BlobAnswer
 from mirror.storage.base import Storage, StorageError
 
@@ -81,6 +82,7 @@ async def send_file(
             log.debug("client left during sendfile: %r", exc)
             return response
     metrics.served("cache", count)
+    request[BODY_BYTES] = count
     await response.write_eof()
     return response
 
@@ -148,6 +150,7 @@ async def _send_stream(
         return response
     finally:
         metrics.served(source, sent)
+        request[BODY_BYTES] = sent
         await chunks.aclose()  # type: ignore[attr-defined]
     if count is not None and sent != count:
         _abort(request, f"sent {sent} of {count} bytes")

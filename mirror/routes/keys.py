@@ -8,3 +8,5 @@ from aiohttp import web
 KIND = web.RequestKey("kind", str)
 # How the cache answered it (hit, miss, stale, revalidated, error).
 CACHE_RESULT = web.RequestKey("cache_result", str)
+# Body bytes a blob sender wrote itself (sendfile bypasses aiohttp's own count).
+BODY_BYTES = web.RequestKey("body_bytes", int)

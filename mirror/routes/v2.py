@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from mirror.errors import NameInvalid, QueryInvalid, Unsupported
+from mirror.errors import MirrorError, NameInvalid, QueryInvalid, Unsupported
 from mirror.metrics import Metrics
 from mirror.oci import (
     API_VERSION,
@@ -61,9 +61,23 @@ class V2Handlers:
 
     def register(self, app: web.Application) -> None:
         """Add the routes to ``app``."""
-        app.router.add_route("*", "/v2", self.base)
-        app.router.add_route("*", "/v2/", self.base)
-        app.router.add_route("*", "/v2/{tail:.+}", self.dispatch)
+        app.router.add_route("*", "/v2", self.counting_errors(self.base))
+        app.router.add_route("*", "/v2/", self.counting_errors(self.base))
+        app.router.add_route("*", "/v2/{tail:.+}", self.counting_errors(self.dispatch))
+
+    def counting_errors(
+        self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """``handler``, counting the requests it fails as ``result="error"``."""
+
+        async def counted(request: web.Request) -> web.StreamResponse:
+            try:
+                return await handler(request)
+            except MirrorError:
+                self._metrics.request(request.get(KIND, "other"), "error")
+                raise
+
+        return counted
 
     async def base(self, request: web.Request) -> web.StreamResponse:
         """API version check: clients call it before anything else."""
@@ -114,6 +128,9 @@ class V2Handlers:
             head=request.method == "HEAD",
         )  # fmt: skip
         self._count(request, "manifest", answer.result)
+        if answer.body is not None:
+            source = "upstream" if answer.result == "miss" else "cache"
+            self._metrics.served(source, len(answer.body))
         return _manifest_response(answer)
 
     async def blob(
@@ -151,6 +168,7 @@ class V2Handlers:
         query = _listing_query(request)
         listing = await self._service.tags(target, query)
         self._count(request, "tags", "miss")
+        self._metrics.served("cache" if self._service.offline else "upstream", len(listing.body))
         response = web.Response(status=listing.status, body=listing.body)
         response.content_type = "application/json"
         if listing.link:
@@ -166,6 +184,7 @@ class V2Handlers:
         query = {k: v for k, v in request.query.items() if k == "artifactType"}
         listing = await self._service.referrers(target, digest, query)
         self._count(request, "referrers", "miss")
+        self._metrics.served("upstream", len(listing.body))
         response = web.Response(status=listing.status, body=listing.body, headers=listing.headers)
         response.content_type = listing.content_type.split(";", 1)[0]
         return response

@@ -21,6 +21,8 @@ from mirror.oci import Digest
 BLOBS = "blobs"
 MANIFESTS = "manifests"
 TAGS = "tags"
+# Written and removed by the readiness probe; upstream names cannot start with "_".
+PROBE_KEY = "_probe/readyz"
 
 
 def blob_key(upstream: str, digest: Digest) -> str:

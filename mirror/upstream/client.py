@@ -223,8 +223,8 @@ class UpstreamClient:
                     attempt += 1
                     await asyncio.sleep(_backoff(attempt))
                     continue
+                self._note_ratelimit(resp)  # a 429 carries "remaining: 0" too
                 self._check_status(resp, not_found)
-                self._note_ratelimit(resp)
                 yield resp
                 return
             finally:
