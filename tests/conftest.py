@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from tests.support.fake_upstream import FakeUpstream
 from tests.support.images import ImageSet, build_default_images
 from tests.support.registry import UpstreamRegistry, running_registry
 from tests.support.s3 import MotoS3, running_moto
@@ -74,3 +76,22 @@ def storage_settings(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str
         return {"path": str(tmp_path / "cache")}
     server: MotoS3 = request.getfixturevalue("s3_server")
     return server.storage_settings(server.create_bucket(), tmp_path / "spool")
+
+
+# ---------------------------------------------------------------------------
+# A fake upstream on a real socket, and a client session, for one test.
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def up() -> AsyncIterator[FakeUpstream]:
+    """A fresh :class:`FakeUpstream` (no auth) on a free loopback port."""
+    async with FakeUpstream() as upstream:
+        yield upstream
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session, closed after the test."""
+    async with aiohttp.ClientSession() as session:
+        yield session

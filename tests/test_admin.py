@@ -25,18 +25,6 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-async def up() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream() as upstream:
-        yield upstream
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 async def mirror(up: FakeUpstream, tmp_path: Path) -> AsyncIterator[RunningMirror]:
     async with run_mirror(mirror_config(tmp_path, up.url, admin={"token": TOKEN})) as running:
         yield running

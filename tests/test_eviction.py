@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from mirror.app import CACHE, METRICS
 from mirror.oci import parse_digest
@@ -32,18 +30,6 @@ from tests.support.mirror_app import mirror_config, run_mirror
 
 LAYER = 20_000
 BUDGET = {"max_size": 100_000, "high_watermark": 0.9, "low_watermark": 0.65}
-
-
-@pytest.fixture
-async def up() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream() as upstream:
-        yield upstream
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def images(up: FakeUpstream, count: int) -> list[FakeImage]:

@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import re
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -16,18 +15,6 @@ from tests.support.fake_upstream import SERVICE, FakeUpstream, Fault
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 BLOB = bytes(range(256)) * 40  # 10240 bytes
-
-
-@pytest.fixture
-async def up() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream() as upstream:
-        yield upstream
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def test_ping_and_connection_count(up: FakeUpstream, http: aiohttp.ClientSession) -> None:

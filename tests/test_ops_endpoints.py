@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -68,18 +67,6 @@ def value(parsed: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: st
           **labels: str) -> float:  # fmt: skip
     """The value of one series (0 when absent)."""
     return parsed.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-@pytest.fixture
-async def up() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream() as upstream:
-        yield upstream
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def test_metrics_count_real_pulls_with_closed_label_sets(

@@ -89,12 +89,6 @@ async def mirror(
         yield running
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, bytes, dict[str, str]]:
     headers = {"Accept": OCI_MANIFEST}
     async with http.get(url, headers=headers, allow_redirects=False) as resp:
