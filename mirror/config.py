@@ -18,6 +18,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from mirror.config_values import (
+    ConfigError,
+    parse_bool,
+    parse_duration,
+    parse_listen,
+    parse_size,
+    read_secret,
+    reject_unknown,
+    sub_table,
+)
 from mirror.credentials import (
     CredentialError,
     Credentials,
@@ -26,17 +36,18 @@ from mirror.credentials import (
     resolve_credentials,
 )
 
+__all__ = [
+    "DOCKER_HUB_NAME",
+    "Config",
+    "ConfigError",
+    "load_config",
+    "parse_duration",
+    "parse_size",
+]
+
 DOCKER_HUB_URL = "https://registry-1.docker.io"
 DOCKER_HUB_NAME = "docker.io"
 
-_SIZE_UNITS = {
-    "": 1, "b": 1,
-    "k": 1000, "kb": 1000, "kib": 1024,
-    "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
-    "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
-    "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
-}  # fmt: skip
-_DURATION_UNITS = {"": 1, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _UPSTREAM_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?")
 
 # Environment variable -> dotted setting path. Upstream credentials apply to
@@ -61,10 +72,6 @@ ENV_SETTINGS = {
     "MIRROR_ADMIN_TOKEN": "admin.token",
     "MIRROR_METRICS_LISTEN": "metrics.listen",
 }
-
-
-class ConfigError(ValueError):
-    """A setting is missing, malformed or out of range."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,60 +183,6 @@ class Config:
 # ---------------------------------------------------------------- parsing
 
 
-def parse_size(value: object, where: str) -> int:
-    """``"50GiB"``, ``"10GB"``, ``1024`` -> bytes."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{where}: expected a size such as '50GiB', got {value!r}")
-    if isinstance(value, int):
-        number, unit = float(value), ""
-    else:
-        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
-        if match is None or match.group(2).lower() not in _SIZE_UNITS:
-            raise ConfigError(f"{where}: expected a size such as '50GiB', got {value!r}")
-        number, unit = float(match.group(1)), match.group(2).lower()
-    if number < 0:
-        raise ConfigError(f"{where}: must not be negative, got {value!r}")
-    return int(number * _SIZE_UNITS[unit])
-
-
-def parse_duration(value: object, where: str) -> float:
-    """``"5m"``, ``"7d"``, ``"250ms"``, ``30`` -> seconds."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{where}: expected a duration such as '5m', got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|)\s*", str(value))
-        if match is None:
-            raise ConfigError(f"{where}: expected a duration such as '5m', got {value!r}")
-        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if seconds < 0:
-        raise ConfigError(f"{where}: must not be negative, got {value!r}")
-    return seconds
-
-
-def parse_bool(value: object, where: str) -> bool:
-    """TOML booleans, or the usual words from the environment."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(f"{where}: expected true or false, got {value!r}")
-
-
-def parse_listen(value: object, where: str) -> tuple[str, int]:
-    """``"HOST:PORT"`` or ``":PORT"`` (all interfaces) -> (host, port)."""
-    text = str(value)
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError(f"{where}: expected HOST:PORT, got {value!r}")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port_text)
-
-
 def _parse_upstream_url(value: object, where: str) -> str:
     url = str(value).rstrip("/")
     parts = urlsplit(url)
@@ -263,7 +216,7 @@ def _upstream(
     defaults: Mapping[str, Any],
     sources: CredentialSources,
 ) -> UpstreamConfig:
-    _reject_unknown(raw, where, {f for f in UpstreamConfig.__dataclass_fields__} | _CREDENTIAL_KEYS)
+    reject_unknown(raw, where, {f for f in UpstreamConfig.__dataclass_fields__} | _CREDENTIAL_KEYS)
     if "url" not in raw:
         raise ConfigError(f"{where}.url: required")
     url = _parse_upstream_url(raw["url"], f"{where}.url")
@@ -271,7 +224,7 @@ def _upstream(
     if _UPSTREAM_NAME_RE.fullmatch(name) is None:
         raise ConfigError(f"{where}.name: expected a registry host name, got {name!r}")
     if "password_file" in raw:
-        raw = {**raw, "password": _read_secret(raw["password_file"], f"{where}.password_file")}
+        raw = {**raw, "password": read_secret(raw["password_file"], f"{where}.password_file")}
     try:
         found = resolve_credentials(raw, where, (name, url), sources)
     except CredentialError as exc:
@@ -309,27 +262,6 @@ def _read_auths(path: str, where: str) -> dict[str, Credentials]:
         raise ConfigError(f"{where}: {str(path)!r}: {exc}") from None
 
 
-def _read_secret(path: object, where: str) -> str:
-    try:
-        return Path(str(path)).read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read {path!r}: {exc.strerror}") from None
-
-
-def _reject_unknown(raw: Mapping[str, Any], where: str, known: set[str]) -> None:
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise ConfigError(f"{prefix}{unknown[0]}: unknown setting")
-
-
-def _table(raw: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
-    value = raw.get(key, {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}{key}: expected a table, got {value!r}")
-    return value
-
-
 def _upstreams(raw: Mapping[str, Any], environ: Mapping[str, str]) -> tuple[UpstreamConfig, ...]:
     defaults = {k: raw[k] for k in ("tag_ttl", "max_stale") if k in raw}
     tables = raw.get("upstreams")
@@ -363,13 +295,13 @@ def _default_index(tables: list[dict[str, Any]]) -> int:
 
 
 def _storage(raw: Mapping[str, Any]) -> StorageConfig:
-    table = _table(raw, "storage", "")
-    _reject_unknown(table, "storage", {"backend", "path", "s3"})
+    table = sub_table(raw, "storage", "")
+    reject_unknown(table, "storage", {"backend", "path", "s3"})
     backend = str(table.get("backend", "disk"))
     if backend not in ("disk", "s3"):
         raise ConfigError(f"storage.backend: expected 'disk' or 's3', got {backend!r}")
-    s3raw = _table(table, "s3", "storage.")
-    _reject_unknown(s3raw, "storage.s3", set(S3Config.__dataclass_fields__))
+    s3raw = sub_table(table, "s3", "storage.")
+    reject_unknown(s3raw, "storage.s3", set(S3Config.__dataclass_fields__))
     part_size = parse_size(s3raw.get("part_size", "8MiB"), "storage.s3.part_size")
     if part_size < 5 * 1024**2:
         raise ConfigError(f"storage.s3.part_size: S3 needs at least 5MiB, got {part_size}")
@@ -390,8 +322,8 @@ def _storage(raw: Mapping[str, Any]) -> StorageConfig:
 
 
 def _cache(raw: Mapping[str, Any]) -> CacheConfig:
-    table = _table(raw, "cache", "")
-    _reject_unknown(table, "cache", set(CacheConfig.__dataclass_fields__))
+    table = sub_table(raw, "cache", "")
+    reject_unknown(table, "cache", set(CacheConfig.__dataclass_fields__))
     high = float(table.get("high_watermark", 0.95))
     low = float(table.get("low_watermark", 0.85))
     if not 0 < low < high <= 1:
@@ -410,8 +342,8 @@ def _cache(raw: Mapping[str, Any]) -> CacheConfig:
 
 
 def _fill(raw: Mapping[str, Any]) -> FillConfig:
-    table = _table(raw, "fill", "")
-    _reject_unknown(table, "fill", set(FillConfig.__dataclass_fields__))
+    table = sub_table(raw, "fill", "")
+    reject_unknown(table, "fill", set(FillConfig.__dataclass_fields__))
     chunk = parse_size(table.get("chunk_size", "256KiB"), "fill.chunk_size")
     if not 4096 <= chunk <= 16 * 1024**2:
         raise ConfigError(f"fill.chunk_size: expected 4KiB-16MiB, got {chunk}")
@@ -423,8 +355,8 @@ def _fill(raw: Mapping[str, Any]) -> FillConfig:
 
 
 def _log(raw: Mapping[str, Any]) -> LogConfig:
-    table = _table(raw, "log", "")
-    _reject_unknown(table, "log", {"format", "level"})
+    table = sub_table(raw, "log", "")
+    reject_unknown(table, "log", {"format", "level"})
     fmt = str(table.get("format", "text"))
     if fmt not in ("text", "json"):
         raise ConfigError(f"log.format: expected 'text' or 'json', got {fmt!r}")
@@ -447,15 +379,15 @@ def build_config(raw: Mapping[str, Any], environ: Mapping[str, str] | None = Non
     ``environ`` is where ``password_env``/``username_env`` are looked up
     (default: the process environment).
     """
-    _reject_unknown(raw, "", _TOP_LEVEL)
+    reject_unknown(raw, "", _TOP_LEVEL)
     host, port = parse_listen(raw.get("listen", "0.0.0.0:5000"), "listen")
-    admin = _table(raw, "admin", "")
-    _reject_unknown(admin, "admin", {"token", "token_file"})
+    admin = sub_table(raw, "admin", "")
+    reject_unknown(admin, "admin", {"token", "token_file"})
     token = admin.get("token")
     if "token_file" in admin:
-        token = _read_secret(admin["token_file"], "admin.token_file")
-    metrics = _table(raw, "metrics", "")
-    _reject_unknown(metrics, "metrics", {"listen"})
+        token = read_secret(admin["token_file"], "admin.token_file")
+    metrics = sub_table(raw, "metrics", "")
+    reject_unknown(metrics, "metrics", {"listen"})
     metrics_listen = (
         parse_listen(metrics["listen"], "metrics.listen") if metrics.get("listen") else None
     )

@@ -1,0 +1,103 @@
+"""Parsing of single setting values, with errors that name the setting.
+
+Used by :mod:`mirror.config`; every function takes ``where``, the dotted name
+of the setting, for its error message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "kib": 1024,
+    "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+    "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
+    "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
+}  # fmt: skip
+_DURATION_UNITS = {"": 1, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class ConfigError(ValueError):
+    """A setting is missing, malformed or out of range."""
+
+
+def parse_size(value: object, where: str) -> int:
+    """``"50GiB"``, ``"10GB"``, ``1024`` -> bytes."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a size such as '50GiB', got {value!r}")
+    if isinstance(value, int):
+        number, unit = float(value), ""
+    else:
+        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
+        if match is None or match.group(2).lower() not in _SIZE_UNITS:
+            raise ConfigError(f"{where}: expected a size such as '50GiB', got {value!r}")
+        number, unit = float(match.group(1)), match.group(2).lower()
+    if number < 0:
+        raise ConfigError(f"{where}: must not be negative, got {value!r}")
+    return int(number * _SIZE_UNITS[unit])
+
+
+def parse_duration(value: object, where: str) -> float:
+    """``"5m"``, ``"7d"``, ``"250ms"``, ``30`` -> seconds."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a duration such as '5m', got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|)\s*", str(value))
+        if match is None:
+            raise ConfigError(f"{where}: expected a duration such as '5m', got {value!r}")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds < 0:
+        raise ConfigError(f"{where}: must not be negative, got {value!r}")
+    return seconds
+
+
+def parse_bool(value: object, where: str) -> bool:
+    """TOML booleans, or the usual words from the environment."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{where}: expected true or false, got {value!r}")
+
+
+def parse_listen(value: object, where: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` or ``":PORT"`` (all interfaces) -> (host, port)."""
+    text = str(value)
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"{where}: expected HOST:PORT, got {value!r}")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port_text)
+
+
+def read_secret(path: object, where: str) -> str:
+    """The contents of a secret file, trailing whitespace removed."""
+    try:
+        return Path(str(path)).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {path!r}: {exc.strerror}") from None
+
+
+def reject_unknown(raw: Mapping[str, Any], where: str, known: set[str]) -> None:
+    """Fail on the first setting of ``raw`` that is not in ``known``: typos are errors."""
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown setting")
+
+
+def sub_table(raw: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
+    """The sub-table ``key`` of ``raw`` (empty when absent)."""
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}{key}: expected a table, got {value!r}")
+    return value
