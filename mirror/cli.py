@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--quarantine", action="store_true",
         help="keep damaged objects under _quarantine/ instead of deleting them",
     )  # fmt: skip
+    warm = commands.add_parser(
+        "warm", help="pull whole images (every platform) through a running mirror to cache them"
+    )
+    warm.add_argument("references", nargs="*", metavar="IMAGE",
+                      help="e.g. alpine:3.20, ghcr.io/org/app@sha256:...")  # fmt: skip
+    warm.add_argument("--mirror", default="http://127.0.0.1:5000", help="the mirror's URL")
+    warm.add_argument("--file", type=Path, help="read image references from a file, one a line")
     return parser
 
 
@@ -159,6 +166,8 @@ def serve(config: Config) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``registry-mirror`` and ``python -m mirror``."""
     args = build_parser().parse_args(argv)
+    if args.command == "warm":
+        return warm(args.mirror, args.references, args.file)
     try:
         config = config_from_args(args)
         parse_pins(config)
@@ -175,6 +184,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "verify":
         return verify(config, quarantine=args.quarantine)
     return serve(config)
+
+
+def warm(mirror_url: str, references: list[str], listing: Path | None) -> int:
+    """``registry-mirror warm``: 1 when some image could not be pulled."""
+    from mirror.warm import warm as warm_images
+
+    refs = list(references)
+    if listing is not None:
+        lines = listing.read_text().splitlines()
+        refs += [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    if not refs:
+        print("registry-mirror warm: no image references given", file=sys.stderr)
+        return 2
+    failed = 0
+    for result in asyncio.run(warm_images(mirror_url, refs)):
+        if result.error is not None:
+            failed += 1
+            print(f"FAILED {result.reference}: {result.error}")
+            continue
+        print(
+            f"ok {result.reference} {result.digest}: {result.manifests} manifests, "
+            f"{result.blobs} blobs, {result.blob_bytes} bytes"
+        )
+    return 1 if failed else 0
 
 
 def gc(config: Config) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import shutil
 from pathlib import Path
@@ -12,20 +11,9 @@ import pytest
 from tests.support.images import ImageSet
 from tests.support.mirror_app import mirror_config, run_mirror
 from tests.support.registry import UpstreamRegistry
+from tests.support.skopeo import skopeo_copy
 
 pytestmark = pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
-
-
-async def skopeo_copy(source: str, destination: Path) -> None:
-    """``skopeo copy --all`` into a dir: layout, failing the test on any error."""
-    process = await asyncio.create_subprocess_exec(
-        "skopeo", "copy", "--all", "--preserve-digests", "--src-tls-verify=false",
-        "--policy", str(Path(__file__).parent / "support" / "skopeo-policy.json"),
-        source, f"dir:{destination}",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    output, _ = await asyncio.wait_for(process.communicate(), timeout=120)
-    assert process.returncode == 0, output.decode()
 
 
 @pytest.mark.parametrize(

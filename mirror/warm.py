@@ -1,0 +1,127 @@
+"""Pre-warming: pull whole images through a running mirror so that it caches them.
+
+For air-gapped sites: warm a mirror where there is network, carry its cache
+directory (or bucket) over, and serve it there with ``--offline``. Every
+platform of a multi-arch image is fetched, so the copy works for any node.
+
+References are written the way ``docker pull`` takes them, optionally with
+the registry first: ``alpine:3.20``, ``ghcr.io/org/app@sha256:…``. The mirror
+itself decides the upstream (a configured registry prefix, else its default
+upstream), exactly as for any client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import aiohttp
+
+from mirror.oci import DEFAULT_ACCEPT, DIGEST_HEADER, INDEX_MEDIA_TYPES
+
+_BLOB_CONCURRENCY = 4
+_READ_CHUNK = 1024 * 1024
+
+
+@dataclass
+class WarmResult:
+    """What warming one reference did."""
+
+    reference: str
+    digest: str | None = None
+    manifests: int = 0
+    blobs: int = 0
+    blob_bytes: int = 0
+    error: str | None = None
+
+
+def split_reference(reference: str) -> tuple[str, str]:
+    """``name:tag`` or ``name@digest`` -> (name, tag or digest); a bare name means ``latest``."""
+    name, at, digest = reference.partition("@")
+    if at:
+        return name, digest
+    slash, colon = name.rfind("/"), name.rfind(":")
+    if colon > slash:
+        return name[:colon], name[colon + 1 :]
+    return name, "latest"
+
+
+async def warm(mirror_url: str, references: Iterable[str]) -> list[WarmResult]:
+    """Pull every reference (all platforms, all blobs) through the mirror."""
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300)
+    limit = asyncio.Semaphore(_BLOB_CONCURRENCY)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        results = []
+        for reference in references:
+            result = WarmResult(reference)
+            try:
+                await _warm_one(session, mirror_url.rstrip("/"), result, limit)
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                result.error = str(exc) or type(exc).__name__
+            results.append(result)
+        return results
+
+
+async def _warm_one(
+    session: aiohttp.ClientSession, base: str, result: WarmResult, limit: asyncio.Semaphore
+) -> None:
+    name, ref = split_reference(result.reference)
+    digest, document = await _manifest(session, f"{base}/v2/{name}/manifests/{ref}")
+    result.digest = digest
+    result.manifests += 1
+    documents = [document]
+    if document.get("mediaType") in INDEX_MEDIA_TYPES or "manifests" in document:
+        for child in _descriptors(document, "manifests"):
+            url = f"{base}/v2/{name}/manifests/{child}"
+            documents.append((await _manifest(session, url))[1])
+            result.manifests += 1
+    blobs = {
+        digest
+        for doc in documents
+        for digest in _descriptors(doc, "config") + _descriptors(doc, "layers")
+    }
+    await asyncio.gather(
+        *(_blob(session, f"{base}/v2/{name}/blobs/{d}", result, limit) for d in sorted(blobs))
+    )
+
+
+def _descriptors(document: dict[str, object], field: str) -> list[str]:
+    """Digests of the descriptor (or list of descriptors) under ``field``."""
+    value = document.get(field)
+    entries = value if isinstance(value, list) else [value]
+    return [
+        e["digest"] for e in entries if isinstance(e, dict) and isinstance(e.get("digest"), str)
+    ]
+
+
+async def _manifest(session: aiohttp.ClientSession, url: str) -> tuple[str, dict[str, object]]:
+    headers = [("Accept", media_type) for media_type in DEFAULT_ACCEPT]
+    async with session.get(url, headers=headers) as resp:
+        body = await resp.read()
+        if resp.status != 200:
+            raise ValueError(f"{url}: {resp.status} {_oci_message(body)}")
+        document = json.loads(body)
+        if not isinstance(document, dict):
+            raise ValueError(f"{url}: not a manifest")
+        return resp.headers.get(DIGEST_HEADER, ""), document
+
+
+async def _blob(
+    session: aiohttp.ClientSession, url: str, result: WarmResult, limit: asyncio.Semaphore
+) -> None:
+    async with limit, session.get(url) as resp:
+        if resp.status != 200:
+            raise ValueError(f"{url}: {resp.status} {_oci_message(await resp.read())}")
+        # The mirror verifies and caches; here the bytes only need to be drained.
+        async for chunk in resp.content.iter_chunked(_READ_CHUNK):
+            result.blob_bytes += len(chunk)
+    result.blobs += 1
+
+
+def _oci_message(body: bytes) -> str:
+    try:
+        return str(json.loads(body)["errors"][0]["message"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return body[:200].decode(errors="replace")
