@@ -7,6 +7,7 @@ import hashlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -37,8 +38,13 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
 
 
 @pytest.fixture
-async def mirror(upstream: FakeUpstream, tmp_path: Path) -> AsyncIterator[RunningMirror]:
-    config = mirror_config(tmp_path / "cache", upstream.url, fill={"idle_timeout": 5})
+async def mirror(
+    upstream: FakeUpstream, tmp_path: Path, storage_settings: dict[str, Any]
+) -> AsyncIterator[RunningMirror]:
+    """The mirror on each backend (disk, S3): the fill logic must hold for both."""
+    config = mirror_config(
+        tmp_path / "cache", upstream.url, fill={"idle_timeout": 5}, storage=storage_settings
+    )
     async with run_mirror(config) as running:
         yield running
 

@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -39,10 +40,12 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
 
 
 @pytest.fixture
-async def mirror(upstream: FakeUpstream, tmp_path: Path) -> AsyncIterator[RunningMirror]:
-    config = mirror_config(
-        tmp_path / "cache", upstream.url, fill={"idle_timeout": IDLE_TIMEOUT, "total_timeout": 30}
-    )
+async def mirror(
+    upstream: FakeUpstream, tmp_path: Path, storage_settings: dict[str, Any]
+) -> AsyncIterator[RunningMirror]:
+    """The mirror on each backend (disk, S3): faults must never leave a bad object in either."""
+    fill = {"idle_timeout": IDLE_TIMEOUT, "total_timeout": 30}
+    config = mirror_config(tmp_path / "cache", upstream.url, fill=fill, storage=storage_settings)
     async with run_mirror(config) as running:
         yield running
 
