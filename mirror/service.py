@@ -178,12 +178,19 @@ class PullService:
             return _answer(str(digest), stored, head, "hit")
         if self._offline:
             raise ManifestUnknown(f"{digest} is not cached and the mirror is offline")
-        flight_key = ("manifest", upstream, str(digest))
+        fetched = await self._fetch_by_digest(target, digest, accept_lines)
+        return _answer(str(digest), fetched, head, "miss")
+
+    async def _fetch_by_digest(
+        self, target: Target, digest: Digest, accept_lines: list[str]
+    ) -> StoredManifest:
+        """GET a manifest by digest upstream, once however many ask at the same time."""
         fetched = await self._flight.run(
-            flight_key, lambda: self._fetch_manifest(target, str(digest), accept_lines, digest)
+            ("manifest", target.upstream.name, str(digest)),
+            lambda: self._fetch_manifest(target, str(digest), accept_lines, digest),
         )
         assert isinstance(fetched, _Fetched)
-        return _answer(fetched.digest, fetched.stored, head, "miss")
+        return fetched.stored
 
     async def _manifest_by_tag(
         self,
@@ -262,12 +269,7 @@ class PullService:
         if stored is None:
             if self._offline:
                 return None
-            fetched = await self._flight.run(
-                ("manifest", target.upstream.name, record.digest),
-                lambda: self._fetch_manifest(target, record.digest, accept_lines, digest),
-            )
-            assert isinstance(fetched, _Fetched)
-            stored = fetched.stored
+            stored = await self._fetch_by_digest(target, digest, accept_lines)
         return _answer(record.digest, stored, head, result)
 
     async def _offline_tag(
@@ -278,15 +280,18 @@ class PullService:
         record: TagRecord | None,
         head: bool,
     ) -> ManifestAnswer:
-        if record is None:
-            record = await self._manifests.any_tag(
-                target.upstream.name, target.repository, tag, accepted
-            )
+        record = record or await self._last_known(target, tag, accepted)
         if record is not None:
             answer = await self._from_record(target, record, [], head, "hit")
             if answer is not None:
                 return answer
         raise ManifestUnknown(f"tag {tag!r} is not cached and the mirror is offline")
+
+    async def _last_known(
+        self, target: Target, tag: str, accepted: tuple[str, ...]
+    ) -> TagRecord | None:
+        """The newest record of a tag, for any Accept set this client can take."""
+        return await self._manifests.any_tag(target.upstream.name, target.repository, tag, accepted)
 
     async def _stale_answer(
         self,
@@ -301,10 +306,7 @@ class PullService:
         if not is_retryable_upstream(error):
             return None
         config = target.upstream.config
-        if record is None:
-            record = await self._manifests.any_tag(
-                target.upstream.name, target.repository, tag, accepted
-            )
+        record = record or await self._last_known(target, tag, accepted)
         if record is None or record.age() > config.tag_ttl + config.max_stale:
             return None
         stored = await self._manifests.get_manifest(
