@@ -23,11 +23,12 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 
+from mirror.cache.fill import Fill
 from mirror.config import FillConfig
 from mirror.errors import (
     BlobUnknown,
@@ -47,123 +48,15 @@ log = logging.getLogger(__name__)
 MAX_RESUMES = 5
 _COMMIT_GRACE = 30.0  # seconds a shutdown waits for verified fills to publish
 _READ_CHUNK = 256 * 1024
+# Received bytes go to the spool and the storage backend one batch at a time:
+# whatever arrived while the previous batch was being written, so a slow disk
+# gets fewer, larger writes. Reading from the upstream waits for the disk only
+# once this much is pending.
+_MAX_PENDING = 8 * 1024 * 1024
+
+__all__ = ["Fill", "FillManager"]
 
 CommitHook = Callable[[str, int], Awaitable[None]]
-
-
-class Fill:
-    """One blob download in progress, readable by followers as it grows."""
-
-    def __init__(self, key: str, digest: Digest) -> None:
-        self.key = key
-        self.digest = digest
-        self.size: int | None = None
-        self.written = 0
-        self.verified = False
-        self.error: MirrorError | None = None
-        self.committed = False
-        self.started: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._changed = asyncio.Event()
-        self._fd: int | None = None
-        self._readers = 0
-        self._running = True
-
-    @property
-    def done(self) -> bool:
-        """Whether the download has ended, verified or failed."""
-        return self.verified or self.error is not None
-
-    # ---------------------------------------------------------------- runner side
-
-    def attach_spool(self, fd: int) -> None:
-        """The file descriptor followers read from (the fill owns it)."""
-        self._fd = fd
-
-    @property
-    def spool_fd(self) -> int | None:
-        """The spool's descriptor while the fill or a follower still needs it."""
-        return self._fd
-
-    def set_size(self, size: int | None) -> None:
-        """The size announced by the upstream, once its headers arrived."""
-        self.size = size
-        if not self.started.done():
-            self.started.set_result(size)
-
-    def advance(self, count: int) -> None:
-        """``count`` more bytes are in the spool."""
-        self.written += count
-        self._notify()
-
-    def succeed(self) -> None:
-        """The digest matched: followers may read the last bytes."""
-        self.verified = True
-        self._notify()
-
-    def fail(self, error: MirrorError) -> None:
-        """Abort the download and every follower."""
-        self.error = error
-        if not self.started.done():
-            self.started.set_exception(error)
-            self.started.exception()  # nobody may be waiting: mark it seen
-        self._notify()
-
-    def finish(self) -> None:
-        """The runner is done with the spool; close it when the last reader leaves."""
-        self._running = False
-        self._release()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    def _release(self) -> None:
-        if not self._running and self._readers == 0 and self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    # ---------------------------------------------------------------- follower side
-
-    async def follow(self, start: int, end: int | None) -> AsyncIterator[bytes]:
-        """Bytes ``start``..``end`` (inclusive; None: to the end) as they arrive.
-
-        Raises the fill's error if the download fails before the range is
-        complete; the last byte of the range waits for the digest check.
-        """
-        self._readers += 1
-        try:
-            position = start
-            while True:
-                limit = self._readable(end)
-                if position < limit:
-                    data = self._read(position, min(limit - position, _READ_CHUNK))
-                    position += len(data)
-                    yield data
-                    continue
-                if self.error is not None:
-                    raise self.error
-                if self.verified:
-                    return
-                await self._changed.wait()
-        finally:
-            self._readers -= 1
-            self._release()
-
-    def _readable(self, end: int | None) -> int:
-        """How far a follower asking for bytes up to ``end`` may read now."""
-        stop = self.written if end is None else min(self.written, end + 1)
-        if self.verified:
-            return stop
-        # Hold back the final byte of the request until the digest is known.
-        last = end if end is not None else (self.size - 1 if self.size is not None else None)
-        return stop if last is None else min(stop, last)
-
-    def _read(self, offset: int, length: int) -> bytes:
-        if self._fd is None:
-            raise UpstreamUnavailable("download spool is gone")
-        # The bytes were written moments ago and sit in the page cache: a
-        # pread here costs microseconds, less than a thread hop.
-        return os.pread(self._fd, length, offset)
 
 
 class FillManager:
@@ -255,6 +148,8 @@ class FillManager:
             # a fresh download instead of joining the dead one.
             if self._fills.get(fill.key) is fill:
                 del self._fills[fill.key]
+            if run is not None:
+                await run.settle()  # no thread may still write when the files close
             if run is not None and run.writer is not None and not fill.committed:
                 await self._abort(run.writer)
             fill.finish()
@@ -286,7 +181,11 @@ class FillManager:
                 await self._stream_once(run)
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError,
                     UpstreamTimeout, UpstreamUnavailable) as exc:  # fmt: skip
-                if isinstance(exc, DigestMismatch) or fill.size is None or resumes >= MAX_RESUMES:
+                if (
+                    isinstance(exc, DigestMismatch | CacheWriteFailed)
+                    or fill.size is None
+                    or (resumes >= MAX_RESUMES)
+                ):
                     raise _as_upstream_error(exc) from exc
                 resumes += 1
                 self._metrics.resumed(run.upstream.name)
@@ -294,6 +193,7 @@ class FillManager:
                 continue
             if fill.size is None or fill.written >= fill.size:
                 break
+        await self._drain(run)
         if fill.size is not None and fill.written != fill.size:
             self._metrics.digest_mismatch("blob")
             raise DigestMismatch(f"upstream sent {fill.written} bytes, announced {fill.size}")
@@ -314,33 +214,69 @@ class FillManager:
             if resp.status == 200 and fill.written:
                 # The upstream ignored Range and sent the whole blob again.
                 await _skip(resp.content, fill.written)
-            async for chunk in resp.content.iter_chunked(self._config.chunk_size):
+            _read_size(resp, self._config.chunk_size)
+            # Whole pieces as the socket delivered them: re-cutting them to a
+            # fixed size would copy every byte once more.
+            async for chunk in resp.content.iter_any():
                 if fill.size is not None and fill.written + len(chunk) > fill.size:
                     self._metrics.digest_mismatch("blob")
                     raise DigestMismatch("upstream sent more bytes than it announced")
-                # Hashing here costs less than a second thread hop per chunk
-                # (measured: 0.75 s against 0.95 s of CPU per cold 200 MiB pull).
+                # Hashing here costs less than a thread hop per batch on two busy
+                # cores (measured, bench/analysis.md).
                 run.hasher.update(chunk)
-                await self._write(run, chunk)
-                self._metrics.fetched(run.upstream.name, len(chunk))
+                fill.receive(chunk)  # followers that keep up take it from here
+                run.pending.append(chunk)
+                run.pending_size += len(chunk)
+                await self._spool(run)
 
-    async def _write(self, run: _Run, chunk: bytes) -> None:
+    async def _spool(self, run: _Run, final: bool = False) -> None:
+        """Start persisting the pending bytes once the batch before them is done.
+
+        Waits for that batch only when it is still running and too much is
+        pending (or at the end, ``final``); otherwise returns at once.
+        """
+        if run.inflight is not None:
+            if not (final or run.inflight.done() or run.pending_size >= _MAX_PENDING):
+                return
+            task, run.inflight = run.inflight, None
+            await task
+        if run.pending:
+            batch, run.pending, run.pending_size = run.pending, [], 0
+            run.inflight = asyncio.ensure_future(self._persist(run, batch))
+
+    async def _drain(self, run: _Run) -> None:
+        """Persist and hash everything received (two rounds at most)."""
+        while run.inflight is not None or run.pending:
+            await self._spool(run, final=True)
+
+    async def _persist(self, run: _Run, batch: list[bytes]) -> None:
+        """Write one batch to the spool and to the backend, side by side."""
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
         fill = run.fill
+        self._metrics.fetched(run.upstream.name, len(data))
+        jobs = [self._store(run, data)]
         if run.own_spool and fill.spool_fd is not None:
-            await asyncio.to_thread(os.pwrite, fill.spool_fd, chunk, fill.written)
-        if run.writer is not None:
-            try:
-                await run.writer.write(chunk)
-            except StorageError as exc:
-                self._metrics.storage_error(self._storage.backend, "write")
-                if not run.own_spool:
-                    # The spool is the partial object itself: nothing left to serve from.
-                    raise UpstreamUnavailable(f"cache storage failed: {exc}") from exc
-                # Keep serving followers from the spool; just do not cache.
-                log.warning("cache write of %s failed (%s); serving it through", fill.key, exc)
-                await self._abort(run.writer)
-                run.writer = None
-        fill.advance(len(chunk))
+            jobs.append(asyncio.to_thread(_pwrite_all, fill.spool_fd, data, fill.persisted))
+        # Wait for every job, even after one failed: no thread may outlive the batch.
+        for outcome in await asyncio.gather(*jobs, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        fill.persist(len(data))
+
+    async def _store(self, run: _Run, data: bytes) -> None:
+        if run.writer is None:
+            return
+        try:
+            await run.writer.write(data)
+        except StorageError as exc:
+            self._metrics.storage_error(self._storage.backend, "write")
+            if not run.own_spool:
+                # The spool is the partial object itself: nothing left to serve from.
+                raise CacheWriteFailed(f"cache storage failed: {exc}") from exc
+            # Keep serving followers from the spool; just do not cache.
+            log.warning("cache write of %s failed (%s); serving it through", run.fill.key, exc)
+            await self._abort(run.writer)
+            run.writer = None
 
     async def _commit(self, fill: Fill, writer: BlobWriter) -> None:
         started = time.monotonic()
@@ -373,6 +309,40 @@ class _Run:
         # Backends without a readable local partial (S3) need a spool of our own.
         self.own_spool = writer is None or writer.local_path is None
         self.hasher = fill.digest.hasher()
+        self.pending: list[bytes] = []  # received, not yet handed to a batch
+        self.pending_size = 0
+        self.inflight: asyncio.Future[None] | None = None  # the batch being persisted
+
+    async def settle(self) -> None:
+        """Wait for the batch in flight, if any, whatever its outcome."""
+        if self.inflight is not None:
+            await asyncio.wait([self.inflight])
+            if not self.inflight.cancelled():
+                self.inflight.exception()  # seen: the failure was already handled
+            self.inflight = None
+
+
+class CacheWriteFailed(UpstreamUnavailable):
+    """Writing the partial object failed where it is also the spool: the fill must end."""
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def _read_size(resp: aiohttp.ClientResponse, size: int) -> None:
+    """Let the upstream socket deliver up to ``size`` bytes per read.
+
+    asyncio's selector transport reads 256 KiB at a time; every read becomes
+    one chunk through the parser, the fill and each follower, so bigger reads
+    mean fewer trips through that Python code (TLS transports keep theirs).
+    """
+    transport = resp.connection.transport if resp.connection is not None else None
+    if transport is not None and isinstance(getattr(transport, "max_size", None), int):
+        transport.max_size = size  # type: ignore[attr-defined]
 
 
 def _total_size(resp: aiohttp.ClientResponse) -> int | None:
