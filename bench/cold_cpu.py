@@ -84,8 +84,8 @@ def main() -> None:
                 cpus.append(cpu)
                 users.append(user)
                 walls.append(wall)
-                print(f"pull {number + 1}: mirror CPU {cpu:.2f} s (user {user:.2f} s), wall {wall:.2f} s "
-                      f"(direct {directs[-1]:.2f} s)", flush=True)  # fmt: skip
+                print(f"pull {number + 1}: mirror CPU {cpu:.2f} s (user {user:.2f} s), "
+                      f"wall {wall:.2f} s (direct {directs[-1]:.2f} s)", flush=True)  # fmt: skip
         finally:
             upstream.stop()
     print(f"median over {args.pulls} cold {args.blob_mib:g} MiB pulls: "

@@ -87,7 +87,9 @@ def write_markdown(
         "",
         f"- Date: {now}",
         f"- Machine: {machine()}",
-        f"- Peers: our mirror (disk cache), distribution "
+        "- Peers: our mirror with a disk cache (`mirror`) and with S3 storage on a moto "
+        "server (`mirror-s3`, when moto is installed; moto runs on the same two cores), "
+        "distribution "
         f"({_version(['docker-registry', '--version'])}) in proxy mode, "
         f"nginx ({_version(['nginx', '-v'])}, sendfile) serving the cached blob "
         "file, and the upstream registry (distribution, no auth) directly.",
@@ -98,7 +100,7 @@ def write_markdown(
         "plain `wrk -t2 -c64 --latency` with an `Accept` header, no Lua script.",
         "- Peak RSS is `VmHWM` from `/proc/PID/status`, summed over a server's processes.",
         "",
-        "## Targets (our mirror)",
+        "## Targets (our mirror, disk and S3)",
         "",
         markdown_targets(results),
         "",

@@ -3,6 +3,8 @@
 * ``upstream``: distribution 2.8 (Debian ``docker-registry``), no auth; the
   origin every proxy pulls from, and the "pull directly" baseline.
 * ``mirror``: this project, ``python -m mirror serve`` over a disk cache.
+* ``mirror-s3``: the same with ``--storage s3`` against a moto S3 server
+  (its own process on loopback; moto's memory is not counted as the mirror's).
 * ``distribution``: distribution 2.8 in proxy mode (``proxy.remoteurl``).
 * ``nginx``: nginx serving the mirror's cached blob file with ``sendfile``,
   the practical limit for a cached blob on this machine.
@@ -17,11 +19,17 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tests.support.processes import ManagedProcess, free_port, start_process, wait_for_http
 from tests.support.registry import UpstreamRegistry, registry_binary, start_registry
+
+if TYPE_CHECKING:
+    from tests.support.s3 import MotoS3
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NGINX_BIN = "/usr/sbin/nginx"
@@ -36,6 +44,8 @@ class Peer:
     process: ManagedProcess
     workdir: Path
     extra_pids: list[int] = field(default_factory=list)
+    # Does the cache hold this blob (hex digest, size)? None: not a caching peer we can see into.
+    holds: Callable[[str, int], bool] | None = None
 
     def pids(self) -> list[int]:
         """The server's process and its direct children (workers)."""
@@ -44,6 +54,14 @@ class Peer:
     def peak_rss_mib(self) -> float:
         """Sum of VmHWM over the server's processes, in MiB."""
         return sum(_vm_hwm_kib(pid) for pid in set(self.pids())) / 1024
+
+    def wait_cached(self, hex_digest: str, size: int, timeout: float = 300.0) -> None:
+        """Until a fill has been published, so no upload runs into the next measurement."""
+        deadline = time.monotonic() + timeout
+        while self.holds is not None and not self.holds(hex_digest, size):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} never cached {hex_digest}")
+            time.sleep(0.1)
 
     def stop(self) -> None:
         """SIGTERM by PID, then SIGKILL after a grace period."""
@@ -92,7 +110,42 @@ def start_mirror(workdir: Path, upstream_url: str) -> Peer:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     process = start_process("mirror", argv, log_path=root / "mirror.log", cwd=root, env=env)
     wait_for_http(f"http://127.0.0.1:{port}/v2/", process, timeout=30)
-    return Peer("mirror", f"http://127.0.0.1:{port}", process, root)
+
+    def holds(hex_digest: str, size: int) -> bool:
+        return any(p.stat().st_size == size for p in (root / "cache").rglob(hex_digest))
+
+    return Peer("mirror", f"http://127.0.0.1:{port}", process, root, holds=holds)
+
+
+def start_mirror_s3(workdir: Path, upstream_url: str, s3: MotoS3) -> Peer:
+    """Our mirror caching in a fresh bucket of the moto server ``s3``."""
+    from tests.support.s3 import ACCESS_KEY, REGION, SECRET_KEY
+
+    root = workdir / "mirror-s3"
+    root.mkdir(parents=True, exist_ok=True)
+    bucket = s3.create_bucket()
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "mirror", "serve",
+        "--listen", f"127.0.0.1:{port}",
+        "--cache-dir", str(root / "spool"),
+        "--upstream", upstream_url,
+        "--storage", "s3", "--s3-bucket", bucket, "--s3-prefix", "bench",
+        "--s3-region", REGION, "--s3-endpoint-url", s3.endpoint_url,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+           "AWS_SECRET_ACCESS_KEY": SECRET_KEY}  # fmt: skip
+    process = start_process("mirror-s3", argv, log_path=root / "mirror.log", cwd=root, env=env)
+    wait_for_http(f"http://127.0.0.1:{port}/v2/", process, timeout=30)
+
+    def holds(hex_digest: str, size: int) -> bool:
+        found = s3.keys(bucket, "bench/")
+        return any(
+            key.endswith(f"/blobs/sha256/{hex_digest[:2]}/{hex_digest}") and length == size
+            for key, length in found.items()
+        )
+
+    return Peer("mirror-s3", f"http://127.0.0.1:{port}", process, root, holds=holds)
 
 
 def start_distribution_proxy(workdir: Path, upstream_url: str) -> Peer:
@@ -143,6 +196,13 @@ def start_nginx(workdir: Path, blob_file: Path, url_path: str) -> Peer:
     )
     wait_for_http(f"http://127.0.0.1:{port}/", process, timeout=20)
     return Peer("nginx", f"http://127.0.0.1:{port}", process, root)
+
+
+def s3_available() -> bool:
+    """True when moto (server mode) and boto3 are installed, for the ``mirror-s3`` peer."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("moto", "boto3", "flask"))
 
 
 def distribution_available() -> bool:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from bench.scenarios import Results
 
 PEER_ORDER = ["mirror", "mirror-s3", "distribution", "nginx", "upstream"]
+OURS = ["mirror", "mirror-s3"]  # our mirror on disk and on S3: the peers with targets
 
 # metric -> (label, unit)
 METRICS: dict[str, tuple[str, str]] = {
@@ -144,11 +145,17 @@ def text_report(results: Results, reps: int) -> str:
     lines = [f"medians of {reps} repetition(s)", ""]
     for row in [header, *rows]:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
-    lines += ["", "targets (mirror):"]
-    for target in targets(results):
-        verdict = {True: "met", False: "MISSED", None: "n/a"}[target.met]
-        lines.append(f"  [{verdict:>6}] {target.label}: {target.figure}")
+    for peer in ours_in(results):
+        lines += ["", f"targets ({peer}):"]
+        for target in targets(results, peer):
+            verdict = {True: "met", False: "MISSED", None: "n/a"}[target.met]
+            lines.append(f"  [{verdict:>6}] {target.label}: {target.figure}")
     return "\n".join(lines)
+
+
+def ours_in(results: Results) -> list[str]:
+    """Our mirror's peers (disk, S3) that were measured in this run."""
+    return [p for p in OURS if p in peers_in(results)]
 
 
 def markdown_table(results: Results) -> str:
@@ -160,9 +167,15 @@ def markdown_table(results: Results) -> str:
 
 
 def markdown_targets(results: Results) -> str:
-    """The targets as a Markdown table."""
-    lines = ["| target | figure | result |", "|---|---|---|"]
-    for target in targets(results):
-        verdict = {True: "met", False: "**missed**", None: "n/a"}[target.met]
-        lines.append(f"| {target.label} | {target.figure} | {verdict} |")
+    """The targets as a Markdown table: a figure and a verdict per peer of ours."""
+    ours = ours_in(results) or ["mirror"]
+    header = ["target"] + [f"{peer}: {what}" for peer in ours for what in ("figure", "result")]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    per_peer = [targets(results, peer) for peer in ours]
+    for row in zip(*per_peer, strict=True):
+        cells = [row[0].label]
+        for target in row:
+            verdict = {True: "met", False: "**missed**", None: "n/a"}[target.met]
+            cells += [target.figure, verdict]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -1,7 +1,8 @@
 """``python -m bench`` / ``python bench/run.py``: start everything, run, report.
 
-Starts the upstream registry, our mirror, distribution in proxy mode and
-nginx on loopback, runs scenarios (a)-(e) ``--reps`` times, prints medians,
+Starts the upstream registry, our mirror (over a disk cache, and over S3 on
+a moto server when moto is installed), distribution in proxy mode and nginx
+on loopback, runs scenarios (a)-(e) ``--reps`` times, prints medians,
 ratios and targets, and writes ``docs/benchmarks.md`` with a PNG chart.
 """
 
@@ -17,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -26,6 +28,9 @@ from bench import scenarios
 from bench.load import fetch_one
 from bench.report import text_report
 from bench.seed import push_blob, push_small_image
+
+if TYPE_CHECKING:
+    from tests.support.s3 import MotoS3
 
 log = logging.getLogger("bench")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -112,6 +117,20 @@ def _workdir(given: Path | None) -> Iterator[Path]:
 
 def run(workdir: Path, size: int, reps: int, wrk_seconds: float) -> scenarios.Results:
     """Start the servers, run every scenario ``reps`` times, stop the servers."""
+    with contextlib.ExitStack() as stack:
+        s3 = None
+        if servers.s3_available():
+            from tests.support.s3 import running_moto
+
+            s3 = stack.enter_context(running_moto(workdir))
+        else:
+            log.info("moto/boto3 not installed: no mirror-s3 peer (pip install -e '.[test]')")
+        return _run_with(workdir, size, reps, wrk_seconds, s3)
+
+
+def _run_with(
+    workdir: Path, size: int, reps: int, wrk_seconds: float, s3: MotoS3 | None
+) -> scenarios.Results:
     upstream = servers.start_upstream(workdir)
     running: list[servers.Peer] = []
     try:
@@ -119,19 +138,21 @@ def run(workdir: Path, size: int, reps: int, wrk_seconds: float) -> scenarios.Re
         image = push_small_image(upstream, workdir / "blobs")
         mirror = servers.start_mirror(workdir, upstream.url)
         running.append(mirror)
+        if s3 is not None:
+            running.append(servers.start_mirror_s3(workdir, upstream.url, s3))
         distribution = servers.start_distribution_proxy(workdir, upstream.url)
         running.append(distribution)
-        for proxy in (mirror, distribution):
+        for proxy in running:
             fetch_one(proxy.url + warm_blob.url_path(), size)  # fill the caches
+            proxy.wait_cached(warm_blob.digest[7:], size)
         cached = next((mirror.workdir / "cache").rglob(warm_blob.digest[7:]))
         nginx = servers.start_nginx(workdir, cached, "/blob")
         running.append(nginx)
+        proxies = [p.name for p in running if p.name != "nginx"]
         setup = scenarios.Setup(
             upstream=upstream,
-            peers={
-                p.name: p for p in [mirror, distribution, nginx, servers.upstream_peer(upstream)]
-            },
-            proxies=["mirror", "distribution"],
+            peers={p.name: p for p in [*running, servers.upstream_peer(upstream)]},
+            proxies=proxies,
             workdir=workdir,
             size=size,
             warm_blob=warm_blob,
@@ -146,19 +167,21 @@ def run(workdir: Path, size: int, reps: int, wrk_seconds: float) -> scenarios.Re
 
 
 def _repeat(setup: scenarios.Setup, reps: int) -> scenarios.Results:
-    order = ["nginx", "mirror", "distribution", "upstream"]
+    order = ["nginx", *setup.proxies, "upstream"]
     for rep in range(reps):
         log.info("repetition %d of %d: blobs", rep + 1, reps)
         # Rotate who goes first, so no peer always meets a cold page cache or a busy neighbour.
-        scenarios.cached_throughput(setup, order[rep % 4 :] + order[: rep % 4])
+        shift = rep % len(order)
+        scenarios.cached_throughput(setup, order[shift:] + order[:shift])
         scenarios.cold_pull(setup)
         scenarios.thundering_herd(setup)
     scenarios.peak_memory(setup)
     scenarios.warm_manifests(setup)
-    proxies = ["mirror", "distribution", "upstream"]
+    loaded = [*setup.proxies, "upstream"]
     for rep in range(reps):
         log.info("repetition %d of %d: manifests", rep + 1, reps)
-        scenarios.manifests(setup, proxies[rep % 3 :] + proxies[: rep % 3])
+        shift = rep % len(loaded)
+        scenarios.manifests(setup, loaded[shift:] + loaded[:shift])
     return {metric: dict(per_peer) for metric, per_peer in setup.results.items()}
 
 

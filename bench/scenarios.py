@@ -70,6 +70,7 @@ def cold_pull(setup: Setup) -> None:
         setup.record("b_total_s", name, transfer.total)
         log.info("(b) %-12s first byte %6.1f ms, total %6.2f s",
                  name, transfer.first_byte * 1000, transfer.total)  # fmt: skip
+        setup.peers[name].wait_cached(blob.digest[7:], setup.size)
 
 
 def thundering_herd(setup: Setup) -> None:
@@ -90,6 +91,7 @@ def thundering_herd(setup: Setup) -> None:
         log.info("(c) %-12s %d clients in %6.2f s, %d upstream GETs, %.0f MiB from upstream, "
                  "%d failed", name, setup.herd, batch.wall, len(gets),
                  sum(e.size for e in gets) / MIB, batch.failures(setup.size))  # fmt: skip
+        setup.peers[name].wait_cached(blob.digest[7:], setup.size)
 
 
 def manifests(setup: Setup, order: list[str]) -> None:
