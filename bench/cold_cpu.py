@@ -8,6 +8,7 @@ the robust figure on a shared machine; wall times are printed next to a
 direct pull from the upstream made just before each mirror pull.
 
     python bench/cold_cpu.py --pulls 5 --blob-mib 200
+    python bench/cold_cpu.py --pulls 3 --clients 50    # scenario (c): one herd per pull
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import peers as servers
-from bench.load import fetch_one
+from bench.load import LoadError, fetch_concurrently, fetch_one
 from bench.seed import push_blob
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -48,17 +49,19 @@ def wait_published(cache: Path, hex_digest: str, timeout: float = 60.0) -> None:
 
 
 def one_pull(
-    workdir: Path, upstream_url: str, url_path: str, size: int, hex_digest: str
+    workdir: Path, upstream_url: str, url_path: str, size: int, hex_digest: str, clients: int = 1
 ) -> tuple[float, float, float]:
     """User CPU, system CPU and wall seconds of one cold pull through a fresh mirror."""
     mirror = servers.start_mirror(workdir, upstream_url)
     try:
         user, system, faults = cpu_times(mirror.process.pid)
-        transfer = fetch_one(mirror.url + url_path, size)
+        batch = fetch_concurrently(mirror.url + url_path, clients, size)
+        if batch.failures(size):
+            raise LoadError(f"{batch.failures(size)} of {clients} clients failed")
         wait_published(mirror.workdir / "cache", hex_digest)
         user_after, system_after, faults_after = cpu_times(mirror.process.pid)
         print(f"  minor page faults {faults_after - faults}", flush=True)
-        return user_after - user, system_after - system, transfer.total
+        return user_after - user, system_after - system, batch.wall
     finally:
         mirror.stop()
 
@@ -67,6 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pulls", type=int, default=5)
     parser.add_argument("--blob-mib", type=float, default=200)
+    parser.add_argument("--clients", type=int, default=1, help="concurrent clients per pull")
     args = parser.parse_args()
     size = int(args.blob_mib * 1024 * 1024)
     with tempfile.TemporaryDirectory(prefix="cold-cpu-") as tmp:
@@ -78,8 +82,9 @@ def main() -> None:
             for number in range(args.pulls):
                 directs.append(fetch_one(upstream.url + blob.url_path(), size).total)
                 user, system, wall = one_pull(
-                    workdir / f"pull-{number}", upstream.url, blob.url_path(), size, blob.digest[7:]
-                )
+                    workdir / f"pull-{number}", upstream.url, blob.url_path(), size,
+                    blob.digest[7:], args.clients,
+                )  # fmt: skip
                 cpu = user + system
                 cpus.append(cpu)
                 users.append(user)
@@ -88,7 +93,8 @@ def main() -> None:
                       f"wall {wall:.2f} s (direct {directs[-1]:.2f} s)", flush=True)  # fmt: skip
         finally:
             upstream.stop()
-    print(f"median over {args.pulls} cold {args.blob_mib:g} MiB pulls: "
+    print(f"median over {args.pulls} cold {args.blob_mib:g} MiB pulls by {args.clients} "
+          "client(s): "
           f"mirror CPU {statistics.median(cpus):.2f} s (user {statistics.median(users):.2f} s), "
           f"wall {statistics.median(walls):.2f} s, "
           f"direct {statistics.median(directs):.2f} s, "
