@@ -138,7 +138,7 @@ class FillConfig:
 
     idle_timeout: float = 60.0
     total_timeout: float = 3600.0
-    chunk_size: int = 1024 * 1024
+    chunk_size: int = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,7 +344,7 @@ def _cache(raw: Mapping[str, Any]) -> CacheConfig:
 def _fill(raw: Mapping[str, Any]) -> FillConfig:
     table = sub_table(raw, "fill", "")
     reject_unknown(table, "fill", set(FillConfig.__dataclass_fields__))
-    chunk = parse_size(table.get("chunk_size", "1MiB"), "fill.chunk_size")
+    chunk = parse_size(table.get("chunk_size", "256KiB"), "fill.chunk_size")
     if not 4096 <= chunk <= 16 * 1024**2:
         raise ConfigError(f"fill.chunk_size: expected 4KiB-16MiB, got {chunk}")
     return FillConfig(

