@@ -2,10 +2,10 @@
 
 One :class:`Fill` per (upstream, digest) downloads the blob once into a spool
 file and, at the same time, into the storage backend's partial object. Any
-number of clients follow it: each reads what is already in the spool, then
-waits for more. Nobody waits for the whole blob and nobody opens a second
-upstream download. The fill runs in its own task, so a client hanging up
-never stops it.
+number of clients follow it (:mod:`mirror.cache.fill`): fresh bytes from
+memory, older ones from the spool, then they wait for more. Nobody waits
+for the whole blob and nobody opens a second upstream download. The fill runs
+in its own task, so a client hanging up never stops it.
 
 Integrity: the blob is hashed as it arrives. Until the digest has been
 checked, no client is given the last byte of what it asked for, so a client
