@@ -88,9 +88,21 @@ async def prometheus_and_mirror(
             try:
                 # The wait blocks: run it in a thread so the mirror keeps answering scrapes.
                 await asyncio.to_thread(wait_for_http, prom + "/-/ready", process, timeout=30)
+                await wait_ready(prom)
                 yield prom, mirror.url, up
             finally:
                 await asyncio.to_thread(process.stop)
+
+
+async def wait_ready(prom: str) -> None:
+    """Until /-/ready says 200: it answers 503 while the TSDB is still starting."""
+    async with aiohttp.ClientSession() as session:
+        for _ in range(300):
+            async with session.get(prom + "/-/ready") as resp:
+                if resp.status == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise AssertionError("Prometheus did not become ready within 30 s")
 
 
 async def query(http: aiohttp.ClientSession, prom: str, expr: str) -> list[dict[str, Any]]:
