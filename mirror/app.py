@@ -21,6 +21,7 @@ from mirror.routing import Router
 from mirror.service import PullService
 from mirror.storage.base import Storage, StorageError
 from mirror.storage.disk import DiskStorage
+from mirror.storage.memo import MemoStorage
 from mirror.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     await _sweep(backend, metrics)
     # Everything below reads and writes through the tracked storage, so the
     # cache index sees every commit, hit and delete.
-    storage = await track(backend, config, metrics)
+    # Small objects are also kept in memory; the memo sits under the tracker
+    # so that every delete (eviction, purge) goes through it and forgets the key.
+    storage = await track(MemoStorage(backend, config.cache.memory), config, metrics)
     session = aiohttp.ClientSession(
         headers={"User-Agent": USER_AGENT},
         connector=aiohttp.TCPConnector(limit=256, limit_per_host=64, ttl_dns_cache=60),

@@ -130,6 +130,7 @@ class CacheConfig:
     high_watermark: float = 0.95
     low_watermark: float = 0.85
     pins: tuple[str, ...] = ()
+    memory: int = 64 * 1024**2
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +339,7 @@ def _cache(raw: Mapping[str, Any]) -> CacheConfig:
         high_watermark=high,
         low_watermark=low,
         pins=tuple(pins),
+        memory=parse_size(table.get("memory", "64MiB"), "cache.memory"),
     )
 
 
