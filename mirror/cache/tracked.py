@@ -22,37 +22,26 @@ from pathlib import Path
 
 from mirror.cache.index import CacheIndex
 from mirror.storage import layout
-from mirror.storage.base import BlobWriter, ObjectInfo, Storage
+from mirror.storage.base import BlobWriter, DelegatingWriter, ObjectInfo, Storage
 
 Listener = Callable[[], None]
 
 
-class TrackedWriter:
+class TrackedWriter(DelegatingWriter):
     """A :class:`BlobWriter` that records the committed object in the index."""
 
     def __init__(self, inner: BlobWriter, storage: TrackedStorage) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._storage = storage
         self._written = 0
 
-    @property
-    def key(self) -> str:
-        return self._inner.key
-
-    @property
-    def local_path(self) -> Path | None:
-        return self._inner.local_path
-
     async def write(self, data: bytes) -> None:
-        await self._inner.write(data)
+        await self.inner.write(data)
         self._written += len(data)
 
     async def commit(self) -> None:
-        await self._inner.commit()
-        self._storage.stored(self._inner.key, self._written)
-
-    async def abort(self) -> None:
-        await self._inner.abort()
+        await self.inner.commit()
+        self._storage.stored(self.inner.key, self._written)
 
 
 class TrackedStorage:

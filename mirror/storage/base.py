@@ -63,6 +63,30 @@ class BlobWriter(Protocol):
         ...
 
 
+class DelegatingWriter:
+    """A :class:`BlobWriter` that passes everything to another; wrappers override a step."""
+
+    def __init__(self, inner: BlobWriter) -> None:
+        self.inner = inner
+
+    @property
+    def key(self) -> str:
+        return self.inner.key
+
+    @property
+    def local_path(self) -> Path | None:
+        return self.inner.local_path
+
+    async def write(self, data: bytes) -> None:
+        await self.inner.write(data)
+
+    async def commit(self) -> None:
+        await self.inner.commit()
+
+    async def abort(self) -> None:
+        await self.inner.abort()
+
+
 class Storage(Protocol):
     """A small async key/bytes store."""
 

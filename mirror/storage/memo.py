@@ -20,36 +20,22 @@ from pathlib import Path
 
 from cachetools import LRUCache
 
-from mirror.storage.base import BlobWriter, ObjectInfo, Storage
+from mirror.storage.base import BlobWriter, DelegatingWriter, ObjectInfo, Storage
 
 # Larger objects are passed through uncached; manifests are at most 4 MiB.
 MAX_OBJECT = 4 * 1024 * 1024
 
 
-class _ForgetOnCommit:
+class _ForgetOnCommit(DelegatingWriter):
     """A writer that drops the memo's copy of its key once the new object is in place."""
 
     def __init__(self, inner: BlobWriter, memo: LRUCache[str, bytes]) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._memo = memo
 
-    @property
-    def key(self) -> str:
-        return self._inner.key
-
-    @property
-    def local_path(self) -> Path | None:
-        return self._inner.local_path
-
-    async def write(self, data: bytes) -> None:
-        await self._inner.write(data)
-
     async def commit(self) -> None:
-        await self._inner.commit()
-        self._memo.pop(self._inner.key, None)
-
-    async def abort(self) -> None:
-        await self._inner.abort()
+        await self.inner.commit()
+        self._memo.pop(self.inner.key, None)
 
 
 class MemoStorage:
