@@ -226,3 +226,44 @@ def test_check_config_never_prints_secrets(
     assert status == 0
     assert "upstream ghcr.io (default): https://ghcr.io as gh" in out.out
     assert SECRET not in out.out + out.err
+
+
+async def test_registry_that_redirects_to_another_registry_with_its_own_tokens(
+    tmp_path: Path,
+) -> None:
+    """registry.k8s.io sends every request on to Artifact Registry, which wants its own token.
+
+    The mirror answers the second registry's challenge with an anonymous token
+    from that registry's realm; the first registry's credentials go nowhere else.
+    """
+    from tests.support.mirror_app import run_mirror
+
+    async with (
+        FakeUpstream(auth="basic", username="k8s", password=SECRET) as front,
+        FakeUpstream(auth="token") as backend,
+    ):
+        front.redirect_registry = backend.url
+        image = push_image(backend, "pause", "3.9", b"pause layer")
+        config = build_config(
+            {
+                "listen": "127.0.0.1:0",
+                "storage": {"path": str(tmp_path / "cache")},
+                "upstreams": [
+                    {"name": "registry.k8s.io", "url": front.url, "retries": 0,
+                     "username": "k8s", "password": SECRET},
+                ],
+            },
+            environ={},
+        )  # fmt: skip
+        async with run_mirror(config) as mirror, aiohttp.ClientSession() as http:
+            async with http.get(f"{mirror.url}/v2/pause/manifests/3.9") as resp:
+                assert resp.status == 200, await resp.text()
+                assert sha256(await resp.read()) == image.digest
+            async with http.get(f"{mirror.url}/v2/pause/blobs/{image.layer_digest}") as resp:
+                assert (resp.status, await resp.read()) == (200, image.layer)
+        assert backend.token_requests >= 1
+        backend_auth = {r.headers.get("Authorization") for r in backend.requests}
+        basic = "Basic " + b64("k8s:" + SECRET)
+        assert basic not in backend_auth, "the front registry's password reached another host"
+        front_auth = {r.headers.get("Authorization") for r in front.requests}
+        assert all(a is None or a == basic for a in front_auth), "a foreign token reached front"

@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -92,6 +92,8 @@ class UpstreamClient:
         self._metrics = metrics
         self.auth = Authenticator(config, session)
         self._origin = _origin(config.url)
+        # Authenticators for registries the upstream redirected us to, by origin.
+        self._foreign: dict[tuple[str, str, int | None], Authenticator] = {}
 
     @property
     def name(self) -> str:
@@ -242,37 +244,66 @@ class UpstreamClient:
         query: dict[str, str] | None,
         read_timeout: float | None,
     ) -> aiohttp.ClientResponse:
-        auth = self.auth.header_for(scope) or await self.auth.prefetch(scope)
-        resp = await self._send_following(
-            method, self.config.url + path, headers, auth, query, read_timeout
-        )
-        if resp.status != 401:
-            return resp
-        challenge = resp.headers.get("WWW-Authenticate")
-        resp.release()
-        if not challenge:
-            raise UpstreamUnauthorized("upstream answered 401 without a challenge")
-        auth = await self.auth.answer(challenge, scope, rejected=auth)
-        resp = await self._send_following(
-            method, self.config.url + path, headers, auth, query, read_timeout
-        )
-        if resp.status == 401:
+        """Send, answering 401 challenges from the upstream and from hosts it redirects to.
+
+        A registry may redirect to another registry that wants its own token
+        (registry.k8s.io sends clients to Artifact Registry). Each origin gets
+        tokens from its own challenge; the upstream's credentials are used only
+        for the upstream's own challenge.
+        """
+        await self._authorize(self._origin, scope, None)
+        answered: set[tuple[str, str, int | None]] = set()
+        while True:
+            resp = await self._send_following(method, self.config.url + path, headers, scope,
+                                              query, read_timeout)  # fmt: skip
+            if resp.status != 401:
+                return resp
+            origin = _origin(str(resp.url))
+            challenge = resp.headers.get("WWW-Authenticate")
             resp.release()
-            raise UpstreamUnauthorized("upstream refused the mirror's credentials")
-        return resp
+            if not challenge:
+                raise UpstreamUnauthorized("upstream answered 401 without a challenge")
+            if origin in answered:
+                raise UpstreamUnauthorized("upstream refused the mirror's credentials")
+            answered.add(origin)
+            await self._authorize(origin, scope, challenge)
+
+    async def _authorize(
+        self, origin: tuple[str, str, int | None], scope: str, challenge: str | None
+    ) -> None:
+        """Get ``origin`` a header for ``scope``: prefetched, or answering ``challenge``."""
+        authenticator = self._authenticator(origin)
+        current = authenticator.header_for(scope)
+        if challenge is None:
+            if current is None:
+                await authenticator.prefetch(scope)
+            return
+        await authenticator.answer(challenge, scope, rejected=current)
+
+    def _authenticator(self, origin: tuple[str, str, int | None]) -> Authenticator:
+        if origin == self._origin:
+            return self.auth
+        found = self._foreign.get(origin)
+        if found is None:
+            # Another registry we were redirected to: anonymous tokens only,
+            # never the upstream's credentials.
+            anonymous = replace(self.config, username=None, password=None)
+            found = self._foreign[origin] = Authenticator(anonymous, self._session)
+        return found
 
     async def _send_following(
         self,
         method: str,
         url: str,
         headers: CIMultiDict[str],
-        auth: str | None,
+        scope: str,
         query: dict[str, str] | None,
         read_timeout: float | None,
     ) -> aiohttp.ClientResponse:
         for _ in range(_MAX_REDIRECTS + 1):
             send = CIMultiDict(headers)
-            if auth is not None and _origin(url) == self._origin:
+            auth = self._header_for(_origin(url), scope)
+            if auth is not None:
                 send["Authorization"] = auth
             resp = await self._send_once(method, url, send, query, read_timeout)
             location = resp.headers.get("Location")
@@ -284,6 +315,13 @@ class UpstreamClient:
             if urlsplit(url).scheme not in ("http", "https"):
                 raise UpstreamUnavailable("upstream redirected to a non-HTTP URL")
         raise UpstreamUnavailable("upstream redirected too many times")
+
+    def _header_for(self, origin: tuple[str, str, int | None], scope: str) -> str | None:
+        """Only what this origin itself asked for: a CDN that never challenged gets nothing."""
+        if origin == self._origin:
+            return self.auth.header_for(scope)
+        foreign = self._foreign.get(origin)
+        return foreign.header_for(scope) if foreign is not None else None
 
     async def _send_once(
         self,

@@ -85,6 +85,8 @@ class FakeUpstream:
         self.manifest_headers: dict[str, str] = {}
         self.blob_redirect: str | None = None
         self.blob_redirect_methods = frozenset({"GET", "HEAD"})
+        #: a base URL: every /v2/<name>/... request is answered 307 to the same path there
+        self.redirect_registry: str | None = None
         self.faults: list[Fault] = []
         self.requests: list[RecordedRequest] = []
         self.token_requests = 0
@@ -280,6 +282,10 @@ class FakeUpstream:
             return self._error(404, "other")
         name, ref = m["name"], m["ref"]
         kind = {"manifests": "manifest", "blobs": "blob"}.get(m["kind"], "tags")
+        if self.redirect_registry:
+            # Like registry.k8s.io: the whole API answered by another registry.
+            location = self.redirect_registry + request.path_qs
+            return Reply(307, kind, b"", CIMultiDict({"Location": location}), False, None, name)
         denied = self._denied(request, name)
         if denied is not None:
             denied.kind = kind  # so global and per-digest faults still see the endpoint
