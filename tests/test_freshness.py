@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +35,6 @@ def manifest_body(layer: str, media_type: str = OCI_MANIFEST) -> bytes:
     return json.dumps(doc).encode()
 
 
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream() as up:
-        yield up
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
 class Image:
     """One tagged manifest and one blob in the fake upstream."""
 
@@ -69,27 +56,27 @@ async def get_tag(mirror: RunningMirror, session: aiohttp.ClientSession, tag: st
 
 
 async def test_within_ttl_the_upstream_is_not_asked(
-    upstream: FakeUpstream, session: aiohttp.ClientSession, tmp_path: Path
+    up: FakeUpstream, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    image = Image(upstream)
-    config = mirror_config(tmp_path, upstream.url, tag_ttl=60)
+    image = Image(up)
+    config = mirror_config(tmp_path, up.url, tag_ttl=60)
     async with run_mirror(config) as mirror:
         first = await get_tag(mirror, session)
-        seen = len(upstream.requests)
+        seen = len(up.requests)
         again = await get_tag(mirror, session)
         async with session.head(manifest_url(mirror.url, REPO, "v1"), headers=ACCEPT) as head:
             head_digest = head.headers["Docker-Content-Digest"]
 
     assert first.body == again.body == image.body
     assert head_digest == image.digest
-    assert len(upstream.requests) == seen
+    assert len(up.requests) == seen
 
 
 async def test_after_ttl_a_head_revalidates(
-    upstream: FakeUpstream, session: aiohttp.ClientSession, tmp_path: Path
+    up: FakeUpstream, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    image = Image(upstream)
-    async with run_mirror(mirror_config(tmp_path, upstream.url, tag_ttl=TTL)) as mirror:
+    image = Image(up)
+    async with run_mirror(mirror_config(tmp_path, up.url, tag_ttl=TTL)) as mirror:
         await get_tag(mirror, session)
         await asyncio.sleep(TTL + 0.1)
         # Concurrent clients past the TTL share one revalidation.
@@ -99,17 +86,17 @@ async def test_after_ttl_a_head_revalidates(
     for pulled in (*revalidated, renewed):
         assert pulled.body == image.body
         assert pulled.headers["Docker-Content-Digest"] == image.digest
-    assert manifest_requests(upstream, "GET") == 1
-    assert manifest_requests(upstream, "HEAD") == 1
+    assert manifest_requests(up, "GET") == 1
+    assert manifest_requests(up, "HEAD") == 1
 
 
 async def test_a_moved_tag_is_picked_up_after_ttl(
-    upstream: FakeUpstream, session: aiohttp.ClientSession, tmp_path: Path
+    up: FakeUpstream, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    old = Image(upstream)
-    async with run_mirror(mirror_config(tmp_path, upstream.url, tag_ttl=TTL)) as mirror:
+    old = Image(up)
+    async with run_mirror(mirror_config(tmp_path, up.url, tag_ttl=TTL)) as mirror:
         await get_tag(mirror, session)
-        new = Image(upstream, seed=b"new")  # the tag now points here
+        new = Image(up, seed=b"new")  # the tag now points here
         within_ttl = await get_tag(mirror, session)
         await asyncio.sleep(TTL + 0.1)
         after_ttl = await get_tag(mirror, session)
@@ -172,19 +159,19 @@ async def test_stale_manifest_and_cached_blobs_are_served_when_the_upstream_fail
 @pytest.mark.parametrize(("how", "status", "code"), [("503", 502, "UNAVAILABLE"),
                                                      ("429", 429, "TOOMANYREQUESTS")])  # fmt: skip
 async def test_beyond_max_stale_the_error_is_passed_on(
-    upstream: FakeUpstream,
+    up: FakeUpstream,
     session: aiohttp.ClientSession,
     tmp_path: Path,
     how: str,
     status: int,
     code: str,
 ) -> None:
-    Image(upstream)
-    config = mirror_config(tmp_path, upstream.url, tag_ttl=0.1, max_stale=0.1)
+    Image(up)
+    config = mirror_config(tmp_path, up.url, tag_ttl=0.1, max_stale=0.1)
     async with run_mirror(config) as mirror:
         await get_tag(mirror, session)
         await asyncio.sleep(0.5)
-        await fail_upstream(upstream, how)
+        await fail_upstream(up, how)
         failed = await get_tag(mirror, session)
 
     assert failed.status == status
@@ -193,11 +180,11 @@ async def test_beyond_max_stale_the_error_is_passed_on(
 
 
 async def test_no_stale_answer_for_a_tag_never_seen(
-    upstream: FakeUpstream, session: aiohttp.ClientSession, tmp_path: Path
+    up: FakeUpstream, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    Image(upstream)
-    upstream.add_fault(Fault(status=503))
-    async with run_mirror(mirror_config(tmp_path, upstream.url)) as mirror:
+    Image(up)
+    up.add_fault(Fault(status=503))
+    async with run_mirror(mirror_config(tmp_path, up.url)) as mirror:
         failed = await get_tag(mirror, session)
 
     assert failed.status == 502
@@ -205,19 +192,19 @@ async def test_no_stale_answer_for_a_tag_never_seen(
 
 
 async def test_offline_mode_serves_the_cache_and_never_connects(
-    upstream: FakeUpstream, session: aiohttp.ClientSession, tmp_path: Path
+    up: FakeUpstream, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    image = Image(upstream)
-    Image(upstream, tag="v2", seed=b"other")  # never pulled
+    image = Image(up)
+    Image(up, tag="v2", seed=b"other")  # never pulled
     cache = tmp_path / "cache"
-    async with run_mirror(mirror_config(cache, upstream.url, tag_ttl=0.1)) as mirror:
+    async with run_mirror(mirror_config(cache, up.url, tag_ttl=0.1)) as mirror:
         await get_tag(mirror, session)
         await pull(session, blob_url(mirror.url, REPO, image.blob_digest))
         await wait_idle(mirror.app)
     await asyncio.sleep(0.2)  # the tag record is past its TTL
-    connections = upstream.connections
+    connections = up.connections
 
-    offline = mirror_config(cache, upstream.url, tag_ttl=0.1, offline=True)
+    offline = mirror_config(cache, up.url, tag_ttl=0.1, offline=True)
     async with run_mirror(offline) as mirror:
         tagged = await get_tag(mirror, session)
         # An Accept set never seen for this tag still resolves to the known digest.
@@ -231,7 +218,7 @@ async def test_offline_mode_serves_the_cache_and_never_connects(
             unknown_blob_head = head.status
         tags = await pull(session, f"{mirror.url}/v2/{REPO}/tags/list")
 
-    assert upstream.connections == connections  # not one TCP connection while offline
+    assert up.connections == connections  # not one TCP connection while offline
     assert tagged.body == other_accept.body == by_digest.body == image.body
     assert tagged.headers["Docker-Content-Digest"] == image.digest
     assert blob.body == image.blob

@@ -47,12 +47,6 @@ def add_image(up: FakeUpstream, layer: bytes, tag: str = "v1") -> tuple[str, str
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream() as up:
-        yield up
-
-
-@pytest.fixture
 async def client() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
@@ -106,16 +100,16 @@ async def fills_done(mirror: RunningMirror) -> None:
 
 
 async def test_pull_through_then_hits_with_no_upstream_request(
-    upstream: FakeUpstream, client: aiohttp.ClientSession,
+    up: FakeUpstream, client: aiohttp.ClientSession,
     storage_settings: dict[str, Any], tmp_path: Path,
 ) -> None:  # fmt: skip
     layer = blob_bytes(2 * MIN_PART + 999, seed=1)  # three parts on S3
-    _, layer_digest = add_image(upstream, layer)
-    config = mirror_config(tmp_path, upstream.url, storage=storage_settings)
+    _, layer_digest = add_image(up, layer)
+    config = mirror_config(tmp_path, up.url, storage=storage_settings)
     async with run_mirror(config) as mirror:
         assert await pull(client, mirror) == layer
         await fills_done(mirror)
-        before = len(upstream.requests)
+        before = len(up.requests)
         for _ in range(2):
             status, body = await get(client, f"{mirror.url}/v2/{REPO}/blobs/{layer_digest}")
             assert (status, body == layer) == (200, True)
@@ -124,19 +118,19 @@ async def test_pull_through_then_hits_with_no_upstream_request(
             headers={"Range": f"bytes={MIN_PART - 5}-{MIN_PART + 4}"},
         )  # fmt: skip
         assert (status, body) == (206, layer[MIN_PART - 5 : MIN_PART + 5])
-        assert len(upstream.requests) == before
+        assert len(up.requests) == before
         assert metric(mirror, "mirror_requests_total", kind="blob", result="hit") == 3
         assert metric(mirror, "mirror_storage_errors_total") == 0
 
 
 async def test_followers_get_bytes_while_the_fill_runs(
-    upstream: FakeUpstream, client: aiohttp.ClientSession,
+    up: FakeUpstream, client: aiohttp.ClientSession,
     storage_settings: dict[str, Any], tmp_path: Path,
 ) -> None:  # fmt: skip
     layer = blob_bytes(3 * 1024 * 1024, seed=2)
-    _, digest = add_image(upstream, layer)
-    upstream.add_fault(Fault(digest, method="GET", rate=1024 * 1024))  # about 3 s
-    config = mirror_config(tmp_path, upstream.url, storage=storage_settings)
+    _, digest = add_image(up, layer)
+    up.add_fault(Fault(digest, method="GET", rate=1024 * 1024))  # about 3 s
+    config = mirror_config(tmp_path, up.url, storage=storage_settings)
     async with run_mirror(config) as mirror:
         url = f"{mirror.url}/v2/{REPO}/blobs/{digest}"
         async with client.get(url) as first:
@@ -149,29 +143,27 @@ async def test_followers_get_bytes_while_the_fill_runs(
             rest_first = await first.read()
     assert head + rest_first == layer
     assert early + rest_second == layer
-    assert upstream.count("GET", f"/blobs/{digest}") == 1
+    assert up.count("GET", f"/blobs/{digest}") == 1
 
 
 # ------------------------------------------------------------------ S3 only
 
 
-def s3_config(
-    s3: MotoS3, bucket: str, tmp_path: Path, upstream: FakeUpstream, **s3_settings: Any
-) -> Any:
+def s3_config(s3: MotoS3, bucket: str, tmp_path: Path, up: FakeUpstream, **s3_settings: Any) -> Any:
     storage = s3.storage_settings(bucket, tmp_path / "spool", **s3_settings)
-    return mirror_config(tmp_path, upstream.url, storage=storage)
+    return mirror_config(tmp_path, up.url, storage=storage)
 
 
 async def test_blobs_and_manifests_land_in_the_bucket(
-    upstream: FakeUpstream, client: aiohttp.ClientSession, s3_server: MotoS3, tmp_path: Path
+    up: FakeUpstream, client: aiohttp.ClientSession, s3_server: MotoS3, tmp_path: Path
 ) -> None:
-    manifest_digest, layer_digest = add_image(upstream, blob_bytes(MIN_PART + 7, seed=3))
+    manifest_digest, layer_digest = add_image(up, blob_bytes(MIN_PART + 7, seed=3))
     bucket = s3_server.create_bucket()
-    async with run_mirror(s3_config(s3_server, bucket, tmp_path, upstream)) as mirror:
+    async with run_mirror(s3_config(s3_server, bucket, tmp_path, up)) as mirror:
         await pull(client, mirror)
         await fills_done(mirror)
     stored = s3_server.keys(bucket)
-    name = upstream.host
+    name = up.host
     assert stored[f"mirror/{name}/blobs/sha256/{layer_digest[7:9]}/{layer_digest[7:]}"] == (
         MIN_PART + 7
     )
@@ -182,50 +174,50 @@ async def test_blobs_and_manifests_land_in_the_bucket(
 
 
 async def test_two_mirrors_share_one_bucket(
-    upstream: FakeUpstream, client: aiohttp.ClientSession, s3_server: MotoS3, tmp_path: Path
+    up: FakeUpstream, client: aiohttp.ClientSession, s3_server: MotoS3, tmp_path: Path
 ) -> None:
-    manifest_digest, layer_digest = add_image(upstream, blob_bytes(MIN_PART + 11, seed=4))
+    manifest_digest, layer_digest = add_image(up, blob_bytes(MIN_PART + 11, seed=4))
     bucket = s3_server.create_bucket()
-    one = s3_config(s3_server, bucket, tmp_path / "one", upstream)
-    two = s3_config(s3_server, bucket, tmp_path / "two", upstream)
+    one = s3_config(s3_server, bucket, tmp_path / "one", up)
+    two = s3_config(s3_server, bucket, tmp_path / "two", up)
     async with run_mirror(one) as first, run_mirror(two) as second:
         await pull(client, first)
         await fills_done(first)
-        before = len(upstream.requests)
+        before = len(up.requests)
         for path in (f"manifests/{manifest_digest}", f"blobs/{layer_digest}"):
             status, _ = await get(client, f"{second.url}/v2/{REPO}/{path}")
             assert status == 200
-        assert len(upstream.requests) == before
+        assert len(up.requests) == before
         assert metric(second, "mirror_requests_total", result="hit") == 2
 
 
 async def test_unreachable_s3_serves_pulls_through(
-    upstream: FakeUpstream, client: aiohttp.ClientSession, tmp_path: Path,
+    up: FakeUpstream, client: aiohttp.ClientSession, tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     layer = blob_bytes(MIN_PART + 13, seed=5)
-    _, digest = add_image(upstream, layer)
+    _, digest = add_image(up, layer)
     down = MotoS3(dead_endpoint(), None)  # type: ignore[arg-type]
     caplog.set_level(logging.WARNING)
-    async with run_mirror(s3_config(down, "bucket", tmp_path, upstream)) as mirror:
+    async with run_mirror(s3_config(down, "bucket", tmp_path, up)) as mirror:
         for _ in range(2):
             assert await pull(client, mirror) == layer
             await fills_done(mirror)
-        assert upstream.count("GET", f"/blobs/{digest}") == 2  # nothing was cached
+        assert up.count("GET", f"/blobs/{digest}") == 2  # nothing was cached
         assert metric(mirror, "mirror_storage_errors_total", backend="s3") >= 2
     assert any("s3" in record.getMessage() for record in caplog.records)
 
 
 @pytest.mark.slow
 async def test_s3_dying_mid_fill_still_serves_the_blob(
-    upstream: FakeUpstream, client: aiohttp.ClientSession, tmp_path: Path
+    up: FakeUpstream, client: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     layer = blob_bytes(3 * MIN_PART, seed=6)
-    _, digest = add_image(upstream, layer)
-    upstream.add_fault(Fault(digest, method="GET", rate=6 * 1024 * 1024))  # about 2.5 s
+    _, digest = add_image(up, layer)
+    up.add_fault(Fault(digest, method="GET", rate=6 * 1024 * 1024))  # about 2.5 s
     with running_moto(tmp_path) as own:
         bucket = own.create_bucket()
-        async with run_mirror(s3_config(own, bucket, tmp_path, upstream)) as mirror:
+        async with run_mirror(s3_config(own, bucket, tmp_path, up)) as mirror:
             async with client.get(f"{mirror.url}/v2/{REPO}/blobs/{digest}") as answer:
                 head = await answer.content.readexactly(MIN_PART + 1)
                 own.process.stop()
@@ -236,12 +228,12 @@ async def test_s3_dying_mid_fill_still_serves_the_blob(
 
 
 async def test_corrupt_upstream_leaves_no_object_and_no_upload(
-    upstream: FakeUpstream, client: aiohttp.ClientSession, s3_server: MotoS3, tmp_path: Path
+    up: FakeUpstream, client: aiohttp.ClientSession, s3_server: MotoS3, tmp_path: Path
 ) -> None:
-    _, digest = add_image(upstream, blob_bytes(2 * MIN_PART + 1, seed=7))
-    upstream.add_fault(Fault(digest, method="GET", corrupt=True))
+    _, digest = add_image(up, blob_bytes(2 * MIN_PART + 1, seed=7))
+    up.add_fault(Fault(digest, method="GET", corrupt=True))
     bucket = s3_server.create_bucket()
-    async with run_mirror(s3_config(s3_server, bucket, tmp_path, upstream)) as mirror:
+    async with run_mirror(s3_config(s3_server, bucket, tmp_path, up)) as mirror:
         with pytest.raises(aiohttp.ClientPayloadError):
             await get(client, f"{mirror.url}/v2/{REPO}/blobs/{digest}")
         await fills_done(mirror)
@@ -250,28 +242,28 @@ async def test_corrupt_upstream_leaves_no_object_and_no_upload(
 
 
 async def test_shutdown_mid_fill_aborts_the_upload(
-    upstream: FakeUpstream, client: aiohttp.ClientSession, s3_server: MotoS3, tmp_path: Path
+    up: FakeUpstream, client: aiohttp.ClientSession, s3_server: MotoS3, tmp_path: Path
 ) -> None:
-    _, digest = add_image(upstream, blob_bytes(6 * MIN_PART, seed=8))
-    upstream.add_fault(Fault(digest, method="GET", rate=4 * 1024 * 1024))
+    _, digest = add_image(up, blob_bytes(6 * MIN_PART, seed=8))
+    up.add_fault(Fault(digest, method="GET", rate=4 * 1024 * 1024))
     bucket = s3_server.create_bucket()
-    async with run_mirror(s3_config(s3_server, bucket, tmp_path, upstream)) as mirror:
+    async with run_mirror(s3_config(s3_server, bucket, tmp_path, up)) as mirror:
         async with client.get(f"{mirror.url}/v2/{REPO}/blobs/{digest}") as answer:
             await answer.content.readexactly(2 * MIN_PART)
         # The client hung up; the fill goes on, with an upload under way, until shutdown.
         assert len(mirror.app[FILLS]) == 1
         assert s3_server.uploads(bucket) != []
-    assert s3_server.keys(bucket, f"mirror/{upstream.host}/blobs/") == {}
+    assert s3_server.keys(bucket, f"mirror/{up.host}/blobs/") == {}
     assert s3_server.uploads(bucket) == []
 
 
 async def test_redirect_mode_sends_clients_to_a_presigned_url(
-    upstream: FakeUpstream, client: aiohttp.ClientSession, s3_server: MotoS3, tmp_path: Path
+    up: FakeUpstream, client: aiohttp.ClientSession, s3_server: MotoS3, tmp_path: Path
 ) -> None:
     layer = blob_bytes(MIN_PART + 17, seed=9)
-    _, digest = add_image(upstream, layer)
+    _, digest = add_image(up, layer)
     bucket = s3_server.create_bucket()
-    config = s3_config(s3_server, bucket, tmp_path, upstream, redirect=True)
+    config = s3_config(s3_server, bucket, tmp_path, up, redirect=True)
     async with run_mirror(config) as mirror:
         assert await pull(client, mirror) == layer  # the miss streams through
         await fills_done(mirror)

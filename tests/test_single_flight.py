@@ -32,29 +32,15 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream() as up:
-        yield up
-
-
-@pytest.fixture
 async def mirror(
-    upstream: FakeUpstream, tmp_path: Path, storage_settings: dict[str, Any]
+    up: FakeUpstream, tmp_path: Path, storage_settings: dict[str, Any]
 ) -> AsyncIterator[RunningMirror]:
     """The mirror on each backend (disk, S3): the fill logic must hold for both."""
     config = mirror_config(
-        tmp_path / "cache", upstream.url, fill={"idle_timeout": 5}, storage=storage_settings
+        tmp_path / "cache", up.url, fill={"idle_timeout": 5}, storage=storage_settings
     )
     async with run_mirror(config) as running:
         yield running
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    # One connection per concurrent client, as separate pulling hosts would have.
-    connector = aiohttp.TCPConnector(limit=0, force_close=True)
-    async with aiohttp.ClientSession(connector=connector) as client:
-        yield client
 
 
 def blob_gets(up: FakeUpstream, digest: str) -> int:
@@ -69,12 +55,12 @@ def assert_intact(pulled: Pulled, data: bytes) -> None:
 
 
 async def test_fifty_concurrent_cold_gets_make_one_upstream_get(
-    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+    up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:
     data = os.urandom(3 * 1024 * 1024 + 17)
-    digest = upstream.add_blob(data)
+    digest = up.add_blob(data)
     # The upstream waits before answering, so every client arrives while the fill runs.
-    upstream.add_fault(Fault(digest, method="GET", first_byte_delay=0.5))
+    up.add_fault(Fault(digest, method="GET", first_byte_delay=0.5))
     url = blob_url(mirror.url, REPO, digest)
 
     results = await asyncio.gather(*(pull(session, url, keep_body=False) for _ in range(50)))
@@ -82,23 +68,23 @@ async def test_fifty_concurrent_cold_gets_make_one_upstream_get(
     for pulled in results:
         assert_intact(pulled, data)
         assert pulled.headers["Docker-Content-Digest"] == digest
-    assert blob_gets(upstream, digest) == 1
+    assert blob_gets(up, digest) == 1
     await wait_idle(mirror.app)
-    assert await is_cached(mirror.app, upstream.host, digest)
+    assert await is_cached(mirror.app, up.host, digest)
 
 
 async def test_every_client_gets_bytes_before_the_upstream_has_finished(
-    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+    up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:
     data = os.urandom(1024 * 1024)
-    digest = upstream.add_blob(data)
+    digest = up.add_blob(data)
     # 16 chunks of 64 KiB, 0.15 s apart: at least 2.25 s to send the whole blob.
-    upstream.add_fault(Fault(digest, method="GET", chunk_size=64 * 1024, chunk_delay=0.15))
+    up.add_fault(Fault(digest, method="GET", chunk_size=64 * 1024, chunk_delay=0.15))
     url = blob_url(mirror.url, REPO, digest)
 
     async def note_progress(pulled: Pulled, chunk: bytes) -> bool:
         if "upstream_sent" not in pulled.notes:
-            fill = running_fill(mirror.app, upstream.host, digest)
+            fill = running_fill(mirror.app, up.host, digest)
             pulled.notes["upstream_sent"] = None if fill is None else fill.written
         return True
 
@@ -110,21 +96,21 @@ async def test_every_client_gets_bytes_before_the_upstream_has_finished(
         # At its first byte, the upstream was still sending: the fill was running, not complete.
         assert isinstance(sent, int)
         assert sent < len(data)
-    assert blob_gets(upstream, digest) == 1
+    assert blob_gets(up, digest) == 1
 
 
 async def test_client_joining_mid_fill_gets_the_whole_body(
-    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+    up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:
     data = os.urandom(1024 * 1024)
-    digest = upstream.add_blob(data)
-    upstream.add_fault(Fault(digest, method="GET", chunk_size=64 * 1024, chunk_delay=0.1))
+    digest = up.add_blob(data)
+    up.add_fault(Fault(digest, method="GET", chunk_size=64 * 1024, chunk_delay=0.1))
     url = blob_url(mirror.url, REPO, digest)
 
     first = asyncio.create_task(pull(session, url))
 
     def half_written() -> bool:
-        fill = running_fill(mirror.app, upstream.host, digest)
+        fill = running_fill(mirror.app, up.host, digest)
         return fill is not None and fill.written >= len(data) // 2
 
     await wait_for(half_written, "the fill to pass half the blob")
@@ -133,15 +119,15 @@ async def test_client_joining_mid_fill_gets_the_whole_body(
     assert_intact(joiner, data)
     assert joiner.body == data
     assert_intact(await first, data)
-    assert blob_gets(upstream, digest) == 1
+    assert blob_gets(up, digest) == 1
 
 
 async def test_follower_hanging_up_affects_nobody_and_the_fill_commits(
-    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+    up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:
     data = os.urandom(1024 * 1024)
-    digest = upstream.add_blob(data)
-    upstream.add_fault(Fault(digest, method="GET", chunk_size=64 * 1024, chunk_delay=0.05))
+    digest = up.add_blob(data)
+    up.add_fault(Fault(digest, method="GET", chunk_size=64 * 1024, chunk_delay=0.05))
     url = blob_url(mirror.url, REPO, digest)
 
     async def hang_up_early(pulled: Pulled, chunk: bytes) -> bool:
@@ -149,25 +135,25 @@ async def test_follower_hanging_up_affects_nobody_and_the_fill_commits(
 
     # The client that started the fill is the one that leaves.
     quitter = asyncio.create_task(pull(session, url, on_chunk=hang_up_early))
-    await wait_for(lambda: running_fill(mirror.app, upstream.host, digest) is not None, "a fill")
+    await wait_for(lambda: running_fill(mirror.app, up.host, digest) is not None, "a fill")
     others = await asyncio.gather(*(pull(session, url) for _ in range(3)))
 
     assert (await quitter).size < len(data)
     for pulled in others:
         assert_intact(pulled, data)
     await wait_idle(mirror.app)
-    assert await is_cached(mirror.app, upstream.host, digest)
-    before = len(upstream.requests)
+    assert await is_cached(mirror.app, up.host, digest)
+    before = len(up.requests)
     assert_intact(await pull(session, url), data)
-    assert len(upstream.requests) == before  # a cache hit: the upstream heard nothing
+    assert len(up.requests) == before  # a cache hit: the upstream heard nothing
 
 
 async def test_range_on_a_cold_miss_is_answered_from_the_fill(
-    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+    up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:
     data = os.urandom(512 * 1024)
-    digest = upstream.add_blob(data)
-    upstream.add_fault(Fault(digest, method="GET", chunk_size=32 * 1024, chunk_delay=0.02))
+    digest = up.add_blob(data)
+    up.add_fault(Fault(digest, method="GET", chunk_size=32 * 1024, chunk_delay=0.02))
     url = blob_url(mirror.url, REPO, digest)
 
     ranged, whole = await asyncio.gather(
@@ -179,18 +165,18 @@ async def test_range_on_a_cold_miss_is_answered_from_the_fill(
     assert ranged.headers["Content-Range"] == f"bytes 1000-200999/{len(data)}"
     assert ranged.body == data[1000:201000]
     assert_intact(whole, data)
-    assert blob_gets(upstream, digest) == 1
+    assert blob_gets(up, digest) == 1
     # The mirror downloaded the whole blob once, never just the range.
-    assert all("Range" not in r.headers for r in upstream.requests)
+    assert all("Range" not in r.headers for r in up.requests)
     await wait_idle(mirror.app)
-    assert await is_cached(mirror.app, upstream.host, digest)
+    assert await is_cached(mirror.app, up.host, digest)
 
 
 async def test_range_alone_on_a_cold_miss_caches_the_whole_blob(
-    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+    up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:
     data = os.urandom(300 * 1024)
-    digest = upstream.add_blob(data)
+    digest = up.add_blob(data)
     url = blob_url(mirror.url, REPO, digest)
 
     ranged = await pull(session, url, {"Range": "bytes=-1000"})
@@ -199,15 +185,15 @@ async def test_range_alone_on_a_cold_miss_caches_the_whole_blob(
     assert ranged.body == data[-1000:]
     await wait_idle(mirror.app)
     assert_intact(await pull(session, url), data)
-    assert blob_gets(upstream, digest) == 1
+    assert blob_gets(up, digest) == 1
 
 
 async def test_concurrent_gets_of_one_tag_make_one_upstream_manifest_get(
-    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+    up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:
     body = b'{"schemaVersion":2,"mediaType":"%s","layers":[]}' % OCI_MANIFEST.encode()
-    digest = upstream.add_manifest(REPO, body, OCI_MANIFEST, tag="v1")
-    upstream.add_fault(Fault("/manifests/v1", first_byte_delay=0.5))
+    digest = up.add_manifest(REPO, body, OCI_MANIFEST, tag="v1")
+    up.add_fault(Fault("/manifests/v1", first_byte_delay=0.5))
     headers = {"Accept": OCI_MANIFEST}
 
     results = await asyncio.gather(
@@ -218,39 +204,39 @@ async def test_concurrent_gets_of_one_tag_make_one_upstream_manifest_get(
         assert pulled.status == 200
         assert pulled.body == body
         assert pulled.headers["Docker-Content-Digest"] == digest
-    assert upstream.count(None, f"/{REPO}/manifests/v1") == 1
+    assert up.count(None, f"/{REPO}/manifests/v1") == 1
 
 
 async def test_concurrent_gets_of_one_manifest_digest_make_one_upstream_get(
-    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+    up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:
     body = b'{"schemaVersion":2,"mediaType":"%s","layers":[]}' % OCI_MANIFEST.encode()
-    digest = upstream.add_manifest(REPO, body, OCI_MANIFEST)
-    upstream.add_fault(Fault(digest, first_byte_delay=0.5))
+    digest = up.add_manifest(REPO, body, OCI_MANIFEST)
+    up.add_fault(Fault(digest, first_byte_delay=0.5))
     url = manifest_url(mirror.url, REPO, digest)
 
     results = await asyncio.gather(*(pull(session, url) for _ in range(20)))
 
     assert [r.body for r in results] == [body] * 20
-    assert upstream.count(None, f"/manifests/{digest}") == 1
+    assert up.count(None, f"/manifests/{digest}") == 1
 
 
 async def test_manifest_fetch_survives_its_only_client_hanging_up(
-    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+    up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:
     body = b'{"schemaVersion":2,"mediaType":"%s","layers":[]}' % OCI_MANIFEST.encode()
-    upstream.add_manifest(REPO, body, OCI_MANIFEST, tag="v1")
-    upstream.add_fault(Fault("/manifests/v1", first_byte_delay=0.5))
+    up.add_manifest(REPO, body, OCI_MANIFEST, tag="v1")
+    up.add_fault(Fault("/manifests/v1", first_byte_delay=0.5))
     url = manifest_url(mirror.url, REPO, "v1")
 
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(pull(session, url, {"Accept": OCI_MANIFEST}), 0.2)
-    await wait_for(lambda: upstream.count("GET", "/manifests/v1") == 1, "the upstream GET")
+    await wait_for(lambda: up.count("GET", "/manifests/v1") == 1, "the upstream GET")
     await asyncio.sleep(0.6)  # the shared fetch goes on without its client and caches
     again = await pull(session, url, {"Accept": OCI_MANIFEST})
 
     assert again.body == body
-    assert upstream.count(None, "/manifests/v1") == 1
+    assert up.count(None, "/manifests/v1") == 1
 
 
 @pytest.mark.slow

@@ -34,27 +34,14 @@ IDLE_TIMEOUT = 0.5
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream() as up:
-        yield up
-
-
-@pytest.fixture
 async def mirror(
-    upstream: FakeUpstream, tmp_path: Path, storage_settings: dict[str, Any]
+    up: FakeUpstream, tmp_path: Path, storage_settings: dict[str, Any]
 ) -> AsyncIterator[RunningMirror]:
     """The mirror on each backend (disk, S3): faults must never leave a bad object in either."""
     fill = {"idle_timeout": IDLE_TIMEOUT, "total_timeout": 30}
-    config = mirror_config(tmp_path / "cache", upstream.url, fill=fill, storage=storage_settings)
+    config = mirror_config(tmp_path / "cache", up.url, fill=fill, storage=storage_settings)
     async with run_mirror(config) as running:
         yield running
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    connector = aiohttp.TCPConnector(limit=0, force_close=True)
-    async with aiohttp.ClientSession(connector=connector) as client:
-        yield client
 
 
 def blob_gets(up: FakeUpstream, digest: str) -> list[str | None]:
@@ -80,12 +67,12 @@ def assert_aborted(pulled: Pulled, data: bytes) -> None:
 
 
 async def test_cut_upstream_is_resumed_with_range(
-    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+    up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:
     data = os.urandom(2 * 1024 * 1024 + 5)
-    digest = upstream.add_blob(data)
+    digest = up.add_blob(data)
     cut = 700_001
-    upstream.add_fault(Fault(digest, method="GET", cut_after=cut, times=1))
+    up.add_fault(Fault(digest, method="GET", cut_after=cut, times=1))
     url = blob_url(mirror.url, REPO, digest)
 
     results = await asyncio.gather(*(pull(session, url) for _ in range(3)))
@@ -93,7 +80,7 @@ async def test_cut_upstream_is_resumed_with_range(
     for pulled in results:
         assert_intact(pulled, data)
         assert pulled.body == data
-    first, resumed = blob_gets(upstream, digest)
+    first, resumed = blob_gets(up, digest)
     assert first is None
     # Resumed, not restarted. aiohttp drops what it had buffered but not yet
     # handed out when a stream breaks, so the mirror may resume a little before the cut.
@@ -101,49 +88,49 @@ async def test_cut_upstream_is_resumed_with_range(
     start = int(resumed.removeprefix("bytes=").removesuffix("-"))
     assert 0 < start <= cut
     await wait_idle(mirror.app)
-    assert await is_cached(mirror.app, upstream.host, digest)
+    assert await is_cached(mirror.app, up.host, digest)
 
 
 async def test_resume_against_an_upstream_that_ignores_range(
-    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+    up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:
     data = os.urandom(2 * 1024 * 1024)
-    digest = upstream.add_blob(data)
-    upstream.honour_range = False
-    upstream.add_fault(Fault(digest, method="GET", cut_after=900_000, times=1))
+    digest = up.add_blob(data)
+    up.honour_range = False
+    up.add_fault(Fault(digest, method="GET", cut_after=900_000, times=1))
 
     pulled = await pull(session, blob_url(mirror.url, REPO, digest))
 
     assert_intact(pulled, data)
-    first, resumed = blob_gets(upstream, digest)
+    first, resumed = blob_gets(up, digest)
     assert first is None
     assert resumed is not None  # asked for a range, got the whole blob, skipped ahead
     await wait_idle(mirror.app)
-    assert await is_cached(mirror.app, upstream.host, digest)
+    assert await is_cached(mirror.app, up.host, digest)
 
 
 async def test_repeated_cuts_give_up_and_cache_nothing(
-    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+    up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:
     data = os.urandom(4 * 1024 * 1024)
-    digest = upstream.add_blob(data)
+    digest = up.add_blob(data)
     # Every answer is cut after 64 KiB: resuming can never finish the blob.
-    upstream.add_fault(Fault(digest, method="GET", cut_after=64 * 1024))
+    up.add_fault(Fault(digest, method="GET", cut_after=64 * 1024))
 
     pulled = await pull(session, blob_url(mirror.url, REPO, digest))
 
     assert_aborted(pulled, data)
     await wait_idle(mirror.app)
-    assert not await is_cached(mirror.app, upstream.host, digest)
-    assert len(blob_gets(upstream, digest)) <= 10  # bounded resumes
+    assert not await is_cached(mirror.app, up.host, digest)
+    assert len(blob_gets(up, digest)) <= 10  # bounded resumes
 
 
 async def test_wrong_bytes_abort_every_follower_and_cache_nothing(
-    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+    up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:
     data = os.urandom(1024 * 1024)
-    digest = upstream.add_blob(data)
-    upstream.add_fault(
+    digest = up.add_blob(data)
+    up.add_fault(
         Fault(digest, method="GET", corrupt=True, times=1, chunk_size=64 * 1024, chunk_delay=0.02)
     )
     url = blob_url(mirror.url, REPO, digest)
@@ -153,23 +140,23 @@ async def test_wrong_bytes_abort_every_follower_and_cache_nothing(
     for pulled in results:
         assert_aborted(pulled, data)
     await wait_idle(mirror.app)
-    assert not await is_cached(mirror.app, upstream.host, digest)
-    assert len(blob_gets(upstream, digest)) == 1
+    assert not await is_cached(mirror.app, up.host, digest)
+    assert len(blob_gets(up, digest)) == 1
 
     again = await pull(session, url)  # the fault is used up: this fetch is good
 
     assert_intact(again, data)
-    assert len(blob_gets(upstream, digest)) == 2
+    assert len(blob_gets(up, digest)) == 2
     await wait_idle(mirror.app)
-    assert await is_cached(mirror.app, upstream.host, digest)
+    assert await is_cached(mirror.app, up.host, digest)
 
 
 async def test_wrong_bytes_in_a_small_blob_never_reach_the_client_whole(
-    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+    up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:
     data = os.urandom(1000)
-    digest = upstream.add_blob(data)
-    upstream.add_fault(Fault(digest, method="GET", corrupt=True))
+    digest = up.add_blob(data)
+    up.add_fault(Fault(digest, method="GET", corrupt=True))
 
     pulled = await pull(session, blob_url(mirror.url, REPO, digest))
 
@@ -179,15 +166,15 @@ async def test_wrong_bytes_in_a_small_blob_never_reach_the_client_whole(
     else:
         assert pulled.status == 502
     await wait_idle(mirror.app)
-    assert not await is_cached(mirror.app, upstream.host, digest)
+    assert not await is_cached(mirror.app, up.host, digest)
 
 
 async def test_stalled_upstream_aborts_the_client_within_bounded_time(
-    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+    up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:
     data = os.urandom(1024 * 1024)
-    digest = upstream.add_blob(data)
-    upstream.add_fault(Fault(digest, method="GET", stall_after=100 * 1024))
+    digest = up.add_blob(data)
+    up.add_fault(Fault(digest, method="GET", stall_after=100 * 1024))
 
     started = time.monotonic()
     pulled = await asyncio.wait_for(pull(session, blob_url(mirror.url, REPO, digest)), 20)
@@ -197,71 +184,71 @@ async def test_stalled_upstream_aborts_the_client_within_bounded_time(
     # Each stalled answer costs one idle timeout; resumes are bounded.
     assert elapsed < 15
     await wait_idle(mirror.app)
-    assert not await is_cached(mirror.app, upstream.host, digest)
+    assert not await is_cached(mirror.app, up.host, digest)
 
 
 async def test_stall_once_is_resumed(
-    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+    up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:
     data = os.urandom(1024 * 1024)
-    digest = upstream.add_blob(data)
-    upstream.add_fault(Fault(digest, method="GET", stall_after=100 * 1024, times=1))
+    digest = up.add_blob(data)
+    up.add_fault(Fault(digest, method="GET", stall_after=100 * 1024, times=1))
 
     pulled = await pull(session, blob_url(mirror.url, REPO, digest))
 
     assert_intact(pulled, data)
-    assert blob_gets(upstream, digest) == [None, f"bytes={100 * 1024}-"]
+    assert blob_gets(up, digest) == [None, f"bytes={100 * 1024}-"]
 
 
 async def test_blob_503_once_is_retried(
-    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+    up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:
     data = os.urandom(10_000)
-    digest = upstream.add_blob(data)
-    upstream.add_fault(Fault(digest, method="GET", status=503, times=1))
+    digest = up.add_blob(data)
+    up.add_fault(Fault(digest, method="GET", status=503, times=1))
 
     pulled = await pull(session, blob_url(mirror.url, REPO, digest))
 
     assert_intact(pulled, data)
-    assert len(blob_gets(upstream, digest)) == 2
+    assert len(blob_gets(up, digest)) == 2
 
 
 async def test_manifest_503_once_is_retried(
-    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+    up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:
     body = b'{"schemaVersion":2,"mediaType":"%s","layers":[]}' % OCI_MANIFEST.encode()
-    upstream.add_manifest(REPO, body, OCI_MANIFEST, tag="v1")
-    upstream.add_fault(Fault("/manifests/v1", status=503, times=1))
+    up.add_manifest(REPO, body, OCI_MANIFEST, tag="v1")
+    up.add_fault(Fault("/manifests/v1", status=503, times=1))
 
     pulled = await pull(session, manifest_url(mirror.url, REPO, "v1"), {"Accept": OCI_MANIFEST})
 
     assert pulled.status == 200
     assert pulled.body == body
-    assert upstream.count("GET", "/manifests/v1") == 2
+    assert up.count("GET", "/manifests/v1") == 2
 
 
 async def test_persistent_503_gives_the_client_an_oci_error(
-    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+    up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:
-    digest = upstream.add_blob(b"x" * 100)
-    upstream.add_fault(Fault(digest, status=503))
+    digest = up.add_blob(b"x" * 100)
+    up.add_fault(Fault(digest, status=503))
 
     pulled = await pull(session, blob_url(mirror.url, REPO, digest))
 
     assert pulled.status == 502
     assert b'"UNAVAILABLE"' in pulled.body
     # retries = 1 in the test config: the first try and one retry.
-    assert len(blob_gets(upstream, digest)) == 2
+    assert len(blob_gets(up, digest)) == 2
 
 
 @pytest.mark.parametrize("kind", ["blob", "manifest"])
 async def test_429_is_passed_on_with_retry_after(
-    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession, kind: str
+    up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession, kind: str
 ) -> None:
     body = b'{"schemaVersion":2,"mediaType":"%s","layers":[]}' % OCI_MANIFEST.encode()
-    upstream.add_manifest(REPO, body, OCI_MANIFEST, tag="v1")
-    digest = upstream.add_blob(b"y" * 100)
-    upstream.add_fault(Fault(status=429, retry_after=37))
+    up.add_manifest(REPO, body, OCI_MANIFEST, tag="v1")
+    digest = up.add_blob(b"y" * 100)
+    up.add_fault(Fault(status=429, retry_after=37))
     if kind == "blob":
         url = blob_url(mirror.url, REPO, digest)
     else:
@@ -272,19 +259,19 @@ async def test_429_is_passed_on_with_retry_after(
     assert pulled.status == 429
     assert pulled.headers["Retry-After"] == "37"
     assert b'"TOOMANYREQUESTS"' in pulled.body
-    assert len(upstream.requests) == 1  # a 429 is never retried by the mirror
+    assert len(up.requests) == 1  # a 429 is never retried by the mirror
 
 
 async def test_blob_fill_failure_before_headers_is_not_cached_and_retried_later(
-    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+    up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:
     data = os.urandom(10_000)
-    digest = upstream.add_blob(data)
-    upstream.add_fault(Fault(digest, status=500, times=1))
+    digest = up.add_blob(data)
+    up.add_fault(Fault(digest, status=500, times=1))
     url = blob_url(mirror.url, REPO, digest)
 
     first = await pull(session, url)
-    await wait_for(lambda: running_fill(mirror.app, upstream.host, digest) is None, "no fill")
+    await wait_for(lambda: running_fill(mirror.app, up.host, digest) is None, "no fill")
     second = await pull(session, url)
 
     assert first.status == 502
@@ -292,19 +279,19 @@ async def test_blob_fill_failure_before_headers_is_not_cached_and_retried_later(
 
 
 async def test_fill_total_timeout_aborts_a_slow_download(
-    upstream: FakeUpstream, session: aiohttp.ClientSession, tmp_path: Path
+    up: FakeUpstream, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     data = os.urandom(1024 * 1024)
-    digest = upstream.add_blob(data)
+    digest = up.add_blob(data)
     # Bytes keep coming (never idle), but the whole blob would take ~10 s.
-    upstream.add_fault(Fault(digest, method="GET", rate=100 * 1024))
-    config = mirror_config(tmp_path, upstream.url, fill={"idle_timeout": 5, "total_timeout": 1})
+    up.add_fault(Fault(digest, method="GET", rate=100 * 1024))
+    config = mirror_config(tmp_path, up.url, fill={"idle_timeout": 5, "total_timeout": 1})
     async with run_mirror(config) as mirror:
         started = time.monotonic()
         pulled = await pull(session, blob_url(mirror.url, REPO, digest))
         elapsed = time.monotonic() - started
         await wait_idle(mirror.app)
-        cached = await is_cached(mirror.app, upstream.host, digest)
+        cached = await is_cached(mirror.app, up.host, digest)
 
     assert_aborted(pulled, data)
     assert elapsed < 8
@@ -312,10 +299,10 @@ async def test_fill_total_timeout_aborts_a_slow_download(
 
 
 async def test_upstream_that_never_answers_gives_a_504_in_bounded_time(
-    upstream: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+    up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:
-    digest = upstream.add_blob(os.urandom(1000))
-    upstream.add_fault(Fault(digest, method="GET", first_byte_delay=math.inf))
+    digest = up.add_blob(os.urandom(1000))
+    up.add_fault(Fault(digest, method="GET", first_byte_delay=math.inf))
 
     started = time.monotonic()
     pulled = await pull(session, blob_url(mirror.url, REPO, digest))
