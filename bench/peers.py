@@ -26,7 +26,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tests.support.processes import ManagedProcess, free_port, start_process, wait_for_http
-from tests.support.registry import UpstreamRegistry, registry_binary, start_registry
+from tests.support.registry import (
+    UpstreamRegistry,
+    registry_binary,
+    serve_distribution,
+    start_registry,
+)
 
 if TYPE_CHECKING:
     from tests.support.s3 import MotoS3
@@ -162,14 +167,7 @@ def start_distribution_proxy(workdir: Path, upstream_url: str) -> Peer:
     }
     config_path = root / "config.yml"
     config_path.write_text(json.dumps(config, indent=2) + "\n")  # JSON is valid YAML
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-    process = start_process(
-        "distribution-proxy",
-        [registry_binary(), "serve", str(config_path)],
-        log_path=root / "access.log",
-        stderr_path=root / "registry.log",
-        env=env,
-    )
+    process = serve_distribution("distribution-proxy", config_path, root)
     wait_for_http(f"http://127.0.0.1:{port}/v2/", process, timeout=30)
     return Peer("distribution", f"http://127.0.0.1:{port}", process, root)
 

@@ -503,20 +503,25 @@ def _start_with_retries(start: Callable[[int], _T]) -> _T:
     raise AssertionError("unreachable")
 
 
-def _start_distribution(
-    workdir: Path, port: int, auth_section: dict[str, object] | None
-) -> ManagedProcess:
-    config_path = workdir / "config.yml"
-    config_path.write_text(_registry_config(workdir, port, auth_section))
+def serve_distribution(name: str, config_path: Path, workdir: Path) -> ManagedProcess:
+    """Run ``docker-registry serve CONFIG``; logs go to workdir (access.log, registry.log)."""
     # REGISTRY_* variables override config.yml in distribution; keep the caller's out.
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-    process = start_process(
-        "docker-registry",
+    return start_process(
+        name,
         [registry_binary(), "serve", str(config_path)],
         log_path=workdir / "access.log",
         stderr_path=workdir / "registry.log",
         env=env,
     )
+
+
+def _start_distribution(
+    workdir: Path, port: int, auth_section: dict[str, object] | None
+) -> ManagedProcess:
+    config_path = workdir / "config.yml"
+    config_path.write_text(_registry_config(workdir, port, auth_section))
+    process = serve_distribution("docker-registry", config_path, workdir)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/v2/", process, timeout=30)
     except ProcessError as exc:
