@@ -10,14 +10,19 @@ documents every field.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from mirror.config_upstreams import (
+    DOCKER_HUB_NAME,
+    DOCKER_HUB_URL,
+    UpstreamConfig,
+    parse_upstream_flag,
+    parse_upstreams,
+)
 from mirror.config_values import (
     ConfigError,
     parse_bool,
@@ -28,27 +33,17 @@ from mirror.config_values import (
     reject_unknown,
     sub_table,
 )
-from mirror.credentials import (
-    CredentialError,
-    Credentials,
-    CredentialSources,
-    parse_auths,
-    resolve_credentials,
-)
 
 __all__ = [
     "DOCKER_HUB_NAME",
     "Config",
     "ConfigError",
+    "UpstreamConfig",
     "load_config",
     "parse_duration",
     "parse_size",
+    "parse_upstream_flag",
 ]
-
-DOCKER_HUB_URL = "https://registry-1.docker.io"
-DOCKER_HUB_NAME = "docker.io"
-
-_UPSTREAM_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?")
 
 # Environment variable -> dotted setting path. Upstream credentials apply to
 # the default upstream; more upstreams need the TOML file.
@@ -72,30 +67,6 @@ ENV_SETTINGS = {
     "MIRROR_ADMIN_TOKEN": "admin.token",
     "MIRROR_METRICS_LISTEN": "metrics.listen",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamConfig:
-    """One upstream registry the mirror pulls from."""
-
-    name: str
-    url: str
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    tag_ttl: float = 300.0
-    max_stale: float = 7 * 86400.0
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    retries: int = 3
-
-    @property
-    def is_docker_hub(self) -> bool:
-        """Docker Hub puts one-component names under ``library/``."""
-        return self.name == DOCKER_HUB_NAME or urlsplit(self.url).hostname in (
-            "registry-1.docker.io",
-            "index.docker.io",
-            "docker.io",
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,117 +153,6 @@ class Config:
 
 
 # ---------------------------------------------------------------- parsing
-
-
-def _parse_upstream_url(value: object, where: str) -> str:
-    url = str(value).rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{where}: expected an http(s) URL, got {value!r}")
-    if parts.query or parts.fragment or parts.username:
-        raise ConfigError(f"{where}: URL must not carry credentials, query or fragment: {url!r}")
-    return url
-
-
-def _name_from_url(url: str) -> str:
-    """The registry name an upstream answers to when none is given."""
-    host = urlsplit(url).netloc.lower()
-    return DOCKER_HUB_NAME if host in ("registry-1.docker.io", "index.docker.io") else host
-
-
-def parse_upstream_flag(value: str) -> dict[str, Any]:
-    """``--upstream [NAME=]URL`` -> a raw upstream table."""
-    name, sep, url = value.partition("=")
-    if sep and "://" not in name:
-        return {"name": name, "url": url}
-    return {"url": value}
-
-
-_CREDENTIAL_KEYS = {"password_file", "password_env", "username_env", "docker_config"}
-
-
-def _upstream(
-    raw: Mapping[str, Any],
-    where: str,
-    defaults: Mapping[str, Any],
-    sources: CredentialSources,
-) -> UpstreamConfig:
-    reject_unknown(raw, where, {f for f in UpstreamConfig.__dataclass_fields__} | _CREDENTIAL_KEYS)
-    if "url" not in raw:
-        raise ConfigError(f"{where}.url: required")
-    url = _parse_upstream_url(raw["url"], f"{where}.url")
-    name = _upstream_name(raw, url)
-    if _UPSTREAM_NAME_RE.fullmatch(name) is None:
-        raise ConfigError(f"{where}.name: expected a registry host name, got {name!r}")
-    if "password_file" in raw:
-        raw = {**raw, "password": read_secret(raw["password_file"], f"{where}.password_file")}
-    try:
-        found = resolve_credentials(raw, where, (name, url), sources)
-    except CredentialError as exc:
-        raise ConfigError(str(exc)) from None
-    merged = {**defaults, **raw}
-    retries = merged.get("retries", 3)
-    if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 10:
-        raise ConfigError(f"{where}.retries: expected a whole number 0-10, got {retries!r}")
-    return UpstreamConfig(
-        name=name,
-        url=url,
-        username=found.username if found else None,
-        password=found.password or None if found else None,
-        tag_ttl=parse_duration(merged.get("tag_ttl", 300), f"{where}.tag_ttl"),
-        max_stale=parse_duration(merged.get("max_stale", "7d"), f"{where}.max_stale"),
-        connect_timeout=parse_duration(
-            merged.get("connect_timeout", 10), f"{where}.connect_timeout"
-        ),
-        read_timeout=parse_duration(merged.get("read_timeout", 60), f"{where}.read_timeout"),
-        retries=retries,
-    )
-
-
-def _upstream_name(raw: Mapping[str, Any], url: str) -> str:
-    return str(raw.get("name") or _name_from_url(url)).lower()
-
-
-def _read_auths(path: str, where: str) -> dict[str, Credentials]:
-    """Credentials from a docker ``config.json``; errors never quote the file's content."""
-    try:
-        return parse_auths(Path(str(path)).read_text())
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read {str(path)!r}: {exc.strerror}") from None
-    except CredentialError as exc:
-        raise ConfigError(f"{where}: {str(path)!r}: {exc}") from None
-
-
-def _upstreams(raw: Mapping[str, Any], environ: Mapping[str, str]) -> tuple[UpstreamConfig, ...]:
-    defaults = {k: raw[k] for k in ("tag_ttl", "max_stale") if k in raw}
-    tables = raw.get("upstreams")
-    if tables is None:
-        tables = [{"url": raw.get("upstream", DOCKER_HUB_URL)}]
-    if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
-        raise ConfigError("upstreams: expected a non-empty list of tables")
-    if raw.get("upstream_username") or raw.get("upstream_password"):
-        tables = list(tables)
-        index = _default_index(tables)
-        table = dict(tables[index])
-        table.setdefault("username", raw.get("upstream_username"))
-        table.setdefault("password", raw.get("upstream_password"))
-        tables[index] = table
-    auths = _read_auths(str(raw["auths_file"]), "auths_file") if raw.get("auths_file") else {}
-    sources = CredentialSources(environ, auths, _read_auths)
-    result = tuple(_upstream(t, f"upstreams[{i}]", defaults, sources) for i, t in enumerate(tables))
-    names = [u.name for u in result]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"upstreams: duplicate upstream name in {names}")
-    return result
-
-
-def _default_index(tables: list[dict[str, Any]]) -> int:
-    """Which table becomes the default upstream (see :attr:`Config.default_upstream`)."""
-    for index, table in enumerate(tables):
-        url = str(table.get("url", ""))
-        if _upstream_name(table, url.rstrip("/")) == DOCKER_HUB_NAME:
-            return index
-    return 0
 
 
 def _storage(raw: Mapping[str, Any]) -> StorageConfig:
@@ -397,7 +257,7 @@ def build_config(raw: Mapping[str, Any], environ: Mapping[str, str] | None = Non
         listen_host=host,
         listen_port=port,
         offline=parse_bool(raw.get("offline", False), "offline"),
-        upstreams=_upstreams(raw, os.environ if environ is None else environ),
+        upstreams=parse_upstreams(raw, os.environ if environ is None else environ),
         storage=_storage(raw),
         cache=_cache(raw),
         fill=_fill(raw),
