@@ -14,6 +14,7 @@ from aiohttp import web
 
 from mirror.cache.pins import parse_pins
 from mirror.config import Config, ConfigError, load_config, parse_upstream_flag
+from mirror.config_values import redact_url
 
 log = logging.getLogger("mirror")
 
@@ -138,7 +139,8 @@ def describe(config: Config) -> list[str]:
         mark = " (default)" if upstream is config.default_upstream else ""
         auth = " as " + upstream.username if upstream.username else ""
         lines.append(f"upstream {upstream.name}{mark}: {upstream.url}{auth}")
-    return lines
+    # No credential in a URL may reach a terminal or a log, whatever slipped through.
+    return [redact_url(line) for line in lines]
 
 
 def serve(config: Config) -> int:
@@ -172,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args)
         parse_pins(config)
     except ConfigError as exc:
-        print(f"registry-mirror: configuration error: {exc}", file=sys.stderr)
+        print(f"registry-mirror: configuration error: {redact_url(str(exc))}", file=sys.stderr)
         return 2
     if args.command == "check-config":
         print("configuration is valid")

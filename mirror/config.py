@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from mirror.config_upstreams import (
     DOCKER_HUB_NAME,
@@ -30,6 +31,7 @@ from mirror.config_values import (
     parse_listen,
     parse_size,
     read_secret,
+    redact_url,
     reject_unknown,
     sub_table,
 )
@@ -155,6 +157,19 @@ class Config:
 # ---------------------------------------------------------------- parsing
 
 
+def _endpoint_url(value: object, where: str) -> str | None:
+    """An S3 endpoint: keys authenticate, so ``user:password@`` in it is a mistake to stop."""
+    if value is None:
+        return None
+    url = str(value)
+    if "@" in urlsplit(url).netloc:
+        raise ConfigError(
+            f"{where}: URL must not carry credentials (use access_key_id and "
+            f"secret_access_key): {redact_url(url)!r}"
+        )
+    return url
+
+
 def _storage(raw: Mapping[str, Any]) -> StorageConfig:
     table = sub_table(raw, "storage", "")
     reject_unknown(table, "storage", {"backend", "path", "s3"})
@@ -170,7 +185,7 @@ def _storage(raw: Mapping[str, Any]) -> StorageConfig:
         bucket=str(s3raw.get("bucket", "")),
         prefix=str(s3raw.get("prefix", "")).strip("/"),
         region=s3raw.get("region"),
-        endpoint_url=s3raw.get("endpoint_url"),
+        endpoint_url=_endpoint_url(s3raw.get("endpoint_url"), "storage.s3.endpoint_url"),
         access_key_id=s3raw.get("access_key_id"),
         secret_access_key=s3raw.get("secret_access_key"),
         part_size=part_size,

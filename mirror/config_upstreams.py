@@ -2,7 +2,8 @@
 
 Part of :mod:`mirror.config` (which re-exports what others need); split out
 because upstreams carry the most settings: URL and name, credentials,
-timeouts and retries.
+timeouts and retries. Error messages never quote a credential: an upstream
+URL with ``user:password@`` in it is refused with the userinfo blanked out.
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from mirror.config_values import ConfigError, parse_duration, read_secret, reject_unknown
+from mirror.config_values import (
+    ConfigError,
+    parse_duration,
+    read_secret,
+    redact_url,
+    reject_unknown,
+)
 from mirror.credentials import (
     CredentialError,
     Credentials,
@@ -58,11 +65,18 @@ class UpstreamConfig:
 
 def _parse_upstream_url(value: object, where: str) -> str:
     url = str(value).rstrip("/")
+    shown = redact_url(url)
+    # Userinfo, even where an unescaped "/" in the password hides it from urlsplit.
+    if "@" in url:
+        raise ConfigError(
+            f"{where}: URL must not carry credentials (use username and password_file, "
+            f"password_env or auths_file): {shown!r}"
+        )
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{where}: expected an http(s) URL, got {value!r}")
-    if parts.query or parts.fragment or parts.username:
-        raise ConfigError(f"{where}: URL must not carry credentials, query or fragment: {url!r}")
+        raise ConfigError(f"{where}: expected an http(s) URL, got {shown!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{where}: URL must not carry a query or fragment: {shown!r}")
     return url
 
 

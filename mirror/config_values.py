@@ -21,6 +21,15 @@ _SIZE_UNITS = {
 _DURATION_UNITS = {"": 1, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+# Up to the last "@" of the URL: a password may hold "@" or "/" unescaped.
+_USERINFO_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s'\"]*@")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the ``user:password@`` of every URL in it replaced by ``***@``."""
+    return _USERINFO_RE.sub(r"\1***@", text)
+
+
 class ConfigError(ValueError):
     """A setting is missing, malformed or out of range."""
 
