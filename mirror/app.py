@@ -6,7 +6,6 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 from aiohttp import web
 
 from mirror.cache.fills import FillManager
@@ -23,6 +22,7 @@ from mirror.storage.base import Storage, StorageError
 from mirror.storage.disk import DiskStorage
 from mirror.storage.memo import MemoStorage
 from mirror.upstream.client import UpstreamClient
+from mirror.upstream.egress import client_session
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,6 @@ HANDLERS = web.AppKey("handlers", V2Handlers)
 CACHE = web.AppKey("cache", CacheManager)
 ADMIN = web.AppKey("admin", AdminHandlers)
 OPS = web.AppKey("ops", OpsHandlers)
-
-USER_AGENT = "registry-mirror/0.1 (+aiohttp)"
 
 
 async def open_storage(config: Config, metrics: Metrics) -> Storage:
@@ -79,14 +77,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     # Small objects are also kept in memory; the memo sits under the tracker
     # so that every delete (eviction, purge) goes through it and forgets the key.
     storage = await track(MemoStorage(backend, config.cache.memory), config, metrics)
-    session = aiohttp.ClientSession(
-        headers={"User-Agent": USER_AGENT},
-        connector=aiohttp.TCPConnector(limit=256, limit_per_host=64, ttl_dns_cache=60),
-        auto_decompress=False,
-        # aiohttp's 64 KiB default pauses the socket every couple of reads during a
-        # blob download; 1 MiB lets a fill take the upstream's bytes in big gulps.
-        read_bufsize=1024 * 1024,
-    )
+    session = client_session()  # for the configured upstreams' own origins
     clients = {u.name: UpstreamClient(u, session, metrics) for u in config.upstreams}
     fills = FillManager(storage, spool_dir(config), config.fill, metrics)
     service = PullService(
@@ -111,6 +102,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         await fills.close()
         await cache.close()  # after the fills: their last commits may start a pass
         await service.close()
+        for client in clients.values():
+            await client.close()
         await session.close()
         await storage.close()
 

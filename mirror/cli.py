@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from mirror.cache.pins import parse_pins
-from mirror.config import Config, ConfigError, load_config, parse_upstream_flag
+from mirror.config import Config, ConfigError, UpstreamConfig, load_config, parse_upstream_flag
 from mirror.config_values import redact_url
 
 log = logging.getLogger("mirror")
@@ -139,8 +139,18 @@ def describe(config: Config) -> list[str]:
         mark = " (default)" if upstream is config.default_upstream else ""
         auth = " as " + upstream.username if upstream.username else ""
         lines.append(f"upstream {upstream.name}{mark}: {upstream.url}{auth}")
+        lines.append(f"upstream {upstream.name} {_redirects(upstream)}")
     # No credential in a URL may reach a terminal or a log, whatever slipped through.
     return [redact_url(line) for line in lines]
+
+
+def _redirects(upstream: UpstreamConfig) -> str:
+    """Which redirects the upstream may make the mirror follow, and to where."""
+    if upstream.redirects == "none":
+        return "follows no redirects"
+    which = "every request" if upstream.redirects == "all" else "blob requests"
+    allowed = ", ".join(("public addresses", *upstream.redirect_allow))
+    return f"follows redirects of {which} to {allowed}"
 
 
 def serve(config: Config) -> int:

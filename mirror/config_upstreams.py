@@ -1,9 +1,10 @@
 """The ``[[upstreams]]`` part of the configuration: parsed into :class:`UpstreamConfig`.
 
 Part of :mod:`mirror.config` (which re-exports what others need); split out
-because upstreams carry the most settings: URL and name, credentials,
-timeouts and retries. Error messages never quote a credential: an upstream
-URL with ``user:password@`` in it is refused with the userinfo blanked out.
+because upstreams carry the most settings: URL and name, credentials, timeouts
+and retries, and where the upstream may send the mirror (``redirects``,
+``redirect_allow``). Error messages never quote a credential: an upstream URL
+with ``user:password@`` in it is refused with the userinfo blanked out.
 """
 
 from __future__ import annotations
@@ -29,9 +30,16 @@ from mirror.credentials import (
     parse_auths,
     resolve_credentials,
 )
+from mirror.upstream.addresses import parse_allow_entry
 
 DOCKER_HUB_URL = "https://registry-1.docker.io"
 DOCKER_HUB_NAME = "docker.io"
+REDIRECT_MODES = ("none", "blobs", "all")
+# Upstreams whose whole API answers with redirects by design: registry.k8s.io
+# sends every /v2/ request on to the Artifact Registry (or S3) nearest the
+# caller. Over HTTPS only that registry picks the targets, and they still
+# have to be public addresses, so following them is the safe default there.
+_API_REDIRECTORS = frozenset({"registry.k8s.io"})
 
 _UPSTREAM_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?")
 
@@ -49,6 +57,10 @@ class UpstreamConfig:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     retries: int = 3
+    #: which redirects to follow: ``none``, ``blobs`` or ``all`` (see mirror.upstream.egress)
+    redirects: str = "blobs"
+    #: host names and networks, besides public addresses, it may redirect to or name as realm
+    redirect_allow: tuple[str, ...] = ()
 
     @property
     def is_docker_hub(self) -> bool:
@@ -132,7 +144,31 @@ def _upstream(
         ),
         read_timeout=parse_duration(merged.get("read_timeout", 60), f"{where}.read_timeout"),
         retries=retries,
+        redirects=_redirect_mode(merged, url, f"{where}.redirects"),
+        redirect_allow=_redirect_allow(merged.get("redirect_allow", []), f"{where}.redirect_allow"),
     )
+
+
+def _redirect_mode(raw: Mapping[str, Any], url: str, where: str) -> str:
+    parts = urlsplit(url)
+    default = "all" if parts.scheme == "https" and parts.hostname in _API_REDIRECTORS else "blobs"
+    mode = raw.get("redirects", default)
+    if mode not in REDIRECT_MODES:
+        raise ConfigError(f"{where}: expected one of {', '.join(REDIRECT_MODES)}, got {mode!r}")
+    return str(mode)
+
+
+def _redirect_allow(value: object, where: str) -> tuple[str, ...]:
+    """Validated allowlist entries, normalised (``CDN.Example.`` -> ``cdn.example``)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: expected a list of host names and networks, got {value!r}")
+    entries = []
+    for entry in value:
+        try:
+            entries.append(str(parse_allow_entry(entry)))
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return tuple(entries)
 
 
 def _upstream_name(raw: Mapping[str, Any], url: str) -> str:

@@ -21,6 +21,7 @@
         ├── UpstreamRateLimited       429 TOOMANYREQUESTS (+ Retry-After)
         ├── UpstreamUnavailable       502 UNAVAILABLE (5xx, bad answer, digest mismatch)
         │   └── DigestMismatch        502 (the upstream sent bytes that do not hash right)
+        ├── UpstreamRefused           502 UNAVAILABLE (a redirect or token realm the policy refuses)
         └── UpstreamTimeout           504 UNAVAILABLE (connect error, timeout)
 
 Routes never build error bodies themselves: the middleware in
@@ -186,6 +187,13 @@ class UpstreamUnavailable(UpstreamError):
 
 class DigestMismatch(UpstreamUnavailable):
     """Upstream bytes did not hash to the digest they were asked for."""
+
+
+class UpstreamRefused(UpstreamError):
+    """The upstream sent the mirror to a host its redirect policy does not allow.
+
+    Not a reason to serve a stale manifest: the operator must see it and decide.
+    """
 
 
 class UpstreamTimeout(UpstreamError):

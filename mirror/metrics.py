@@ -29,6 +29,8 @@ RESULTS = ("hit", "miss", "stale", "revalidated", "error")
 SOURCES = ("cache", "upstream")
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
 EVICTED_KINDS = ("blob", "manifest", "tag")
+REFUSED_VIA = ("redirect", "realm")
+REFUSED_REASONS = ("mode", "address", "url")
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _STORAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30)
 
@@ -77,6 +79,11 @@ class Metrics:
             "mirror_upstream_ratelimit_limit",
             "Pull limit of the upstream's window (Docker Hub ratelimit-limit).",
             ["upstream"], registry=r,
+        )  # fmt: skip
+        self._refused = Counter(
+            "mirror_upstream_refused_destinations",
+            "Redirects and token realms the mirror refused to follow, by why.",
+            ["upstream", "via", "reason"], registry=r,
         )  # fmt: skip
         self._upstream_up = Gauge(
             "mirror_upstream_up",
@@ -144,6 +151,9 @@ class Metrics:
             self._fetched.labels(name)
             self._rate_limited.labels(name)
             self._resumes.labels(name)
+            for via in REFUSED_VIA:
+                for reason in REFUSED_REASONS:
+                    self._refused.labels(name, via, reason)
 
     # -- client side
     def request(self, kind: str, result: str) -> None:
@@ -170,6 +180,10 @@ class Metrics:
             self._ratelimit_limit.labels(upstream).set(limit)
         if remaining is not None:
             self._ratelimit_remaining.labels(upstream).set(remaining)
+
+    def upstream_refused(self, upstream: str, via: str, reason: str) -> None:
+        """Count one refused destination: ``via`` in REFUSED_VIA, ``reason`` in REFUSED_REASONS."""
+        self._refused.labels(upstream, via, reason).inc()
 
     def fetched(self, upstream: str, size: int) -> None:
         """Count body bytes received from an upstream."""

@@ -9,7 +9,15 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mirror.metrics import CONTENT_TYPE, KINDS, RESULTS, SOURCES, STATUS_CLASSES
+from mirror.metrics import (
+    CONTENT_TYPE,
+    KINDS,
+    REFUSED_REASONS,
+    REFUSED_VIA,
+    RESULTS,
+    SOURCES,
+    STATUS_CLASSES,
+)
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.mirror_app import mirror_config, run_mirror
 from tests.support.processes import free_port
@@ -25,6 +33,7 @@ EXPECTED_SAMPLES = {
     "mirror_upstream_ratelimit_remaining",
     "mirror_upstream_ratelimit_limit",
     "mirror_upstream_up",
+    "mirror_upstream_refused_destinations_total",
     "mirror_fills_in_flight",
     "mirror_fill_followers_total",
     "mirror_upstream_resumes_total",
@@ -51,6 +60,8 @@ def closed_label_sets(upstream: str) -> dict[str, set[str]]:
         "backend": {"disk", "s3"},
         "action": STORAGE_ACTIONS,
         "upstream": {upstream},
+        "via": set(REFUSED_VIA),
+        "reason": set(REFUSED_REASONS),
     }
 
 

@@ -182,7 +182,13 @@ async def test_credentials_reach_only_their_upstream_and_realm(
             "auths_file": str(auths),
             "upstreams": [
                 {"name": "docker.io", "url": hub.url, "retries": 0},
-                {"name": "ghcr.io", "url": private.url, "retries": 0},
+                # The fake CDN listens on loopback: only allowed explicitly.
+                {
+                    "name": "ghcr.io",
+                    "url": private.url,
+                    "retries": 0,
+                    "redirect_allow": ["127.0.0.1"],
+                },
             ],
         },
         environ={},
@@ -249,8 +255,11 @@ async def test_registry_that_redirects_to_another_registry_with_its_own_tokens(
                 "listen": "127.0.0.1:0",
                 "storage": {"path": str(tmp_path / "cache")},
                 "upstreams": [
+                    # Over plain http on loopback, neither the API redirects nor the
+                    # second registry are allowed by default.
                     {"name": "registry.k8s.io", "url": front.url, "retries": 0,
-                     "username": "k8s", "password": SECRET},
+                     "username": "k8s", "password": SECRET,
+                     "redirects": "all", "redirect_allow": ["127.0.0.1"]},
                 ],
             },
             environ={},

@@ -6,6 +6,10 @@ any), keeps it per scope until shortly before it expires, and sends it on
 later requests, so one token serves a whole pull. Credentials go only to the
 upstream itself and to the realm it names (never to a plain-HTTP realm of an
 HTTPS upstream); the client drops them on redirects to other origins.
+
+The realm is a URL the upstream chose, so it passes the same policy as a
+redirect (:mod:`mirror.upstream.egress`): on the upstream's own host (any
+port) it is trusted, elsewhere it must be public or allowed by ``redirect_allow``.
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ import asyncio
 import base64
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from mirror.config import UpstreamConfig
 from mirror.errors import UpstreamTimeout, UpstreamUnauthorized, UpstreamUnavailable
+from mirror.upstream.egress import Egress, Origin
 
 # Tokens are renewed this long before they expire, to survive clock skew and
 # a request that takes a while to reach the upstream.
@@ -60,11 +65,16 @@ class _Token:
 
 
 class Authenticator:
-    """Produces the ``Authorization`` header for one upstream, per scope."""
+    """Produces the ``Authorization`` header for one upstream, per scope.
 
-    def __init__(self, config: UpstreamConfig, session: aiohttp.ClientSession) -> None:
+    ``home``: this authenticates to the configured upstream itself, so a realm
+    on its host is trusted; ``False`` for a registry it redirected to.
+    """
+
+    def __init__(self, config: UpstreamConfig, egress: Egress, *, home: bool) -> None:
         self._config = config
-        self._session = session
+        self._egress = egress
+        self._home = home
         self._tokens: dict[str, _Token] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._scheme: str | None = None  # learnt from the first challenge
@@ -144,12 +154,13 @@ class Authenticator:
         if basic is not None:
             headers["Authorization"] = basic
             query["account"] = self._config.username or ""
+        session = self._egress.for_realm(params["realm"], home=self._home)
         self.token_requests += 1
         timeout = aiohttp.ClientTimeout(
             total=self._config.read_timeout, connect=self._config.connect_timeout
         )
         try:
-            async with self._session.get(
+            async with session.get(
                 params["realm"], params=query, headers=headers, timeout=timeout,
                 allow_redirects=False,
             ) as response:  # fmt: skip
@@ -161,10 +172,55 @@ class Authenticator:
                     raise UpstreamUnavailable(f"token service answered {response.status}")
                 document = await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError) as exc:
+            refused = self._egress.refused_at_connect(exc, "realm")
+            if refused is not None:
+                raise refused from exc
             raise UpstreamTimeout(f"token service unreachable: {type(exc).__name__}") from exc
         except ValueError as exc:
             raise UpstreamUnavailable("token service sent no JSON") from exc
         return _token_from(document)
+
+
+class Authenticators:
+    """The :class:`Authenticator` of each origin a request to one upstream meets.
+
+    The upstream's own, with its credentials, and an anonymous one for each
+    registry it redirects to (registry.k8s.io sends clients to Artifact
+    Registry, which wants its own token); those never see the credentials, and
+    their realms are never trusted like the upstream's host.
+    """
+
+    def __init__(self, config: UpstreamConfig, egress: Egress) -> None:
+        self._config = config
+        self._egress = egress
+        self._home = Authenticator(config, egress, home=True)
+        self._foreign: dict[Origin, Authenticator] = {}
+
+    def header_for(self, at: Origin, scope: str) -> str | None:
+        """Only what this origin itself asked for: a CDN that never challenged gets nothing."""
+        if at == self._egress.origin:
+            return self._home.header_for(scope)
+        foreign = self._foreign.get(at)
+        return foreign.header_for(scope) if foreign is not None else None
+
+    async def authorize(self, at: Origin, scope: str, challenge: str | None) -> None:
+        """Get origin ``at`` a header for ``scope``: prefetched, or answering ``challenge``."""
+        authenticator = self._authenticator(at)
+        current = authenticator.header_for(scope)
+        if challenge is None:
+            if current is None:
+                await authenticator.prefetch(scope)
+            return
+        await authenticator.answer(challenge, scope, rejected=current)
+
+    def _authenticator(self, at: Origin) -> Authenticator:
+        if at == self._egress.origin:
+            return self._home
+        found = self._foreign.get(at)
+        if found is None:
+            anonymous = replace(self._config, username=None, password=None)
+            found = self._foreign[at] = Authenticator(anonymous, self._egress, home=False)
+        return found
 
 
 def _token_from(document: object) -> _Token:

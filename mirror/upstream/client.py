@@ -1,25 +1,25 @@
 """Requests to one upstream registry: auth, redirects, retries and error mapping.
 
 Every upstream answer that is not a success becomes an exception from
-:mod:`mirror.errors`, so callers only handle the good path. Idempotent
+:mod:`mirror.errors` (:mod:`mirror.upstream.answers`), so callers only handle
+the good path. Idempotent
 requests (all of ours) are retried with exponential backoff and jitter on
 connection errors and 502/503/504, before any body byte is handed out. A 429
 is never retried here: its ``Retry-After`` goes back to the client.
 
-Redirects (Docker Hub sends blobs to a CDN) are followed by hand so that the
-upstream's ``Authorization`` is sent only to the upstream's own origin.
+Redirects (Docker Hub sends blobs to a CDN) are followed by hand, so that the
+upstream's ``Authorization`` is sent only to the upstream's own origin and
+every hop passes the redirect policy of :mod:`mirror.upstream.egress`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
-from urllib.parse import urljoin, urlsplit
+from dataclasses import dataclass
 
 import aiohttp
 from multidict import CIMultiDict
@@ -27,16 +27,16 @@ from multidict import CIMultiDict
 from mirror.config import UpstreamConfig
 from mirror.errors import (
     MirrorError,
-    UpstreamDenied,
     UpstreamError,
-    UpstreamRateLimited,
     UpstreamTimeout,
     UpstreamUnauthorized,
     UpstreamUnavailable,
 )
 from mirror.metrics import Metrics
 from mirror.oci import DIGEST_HEADER
-from mirror.upstream.auth import Authenticator
+from mirror.upstream.answers import raise_for_status, ratelimit
+from mirror.upstream.auth import Authenticators
+from mirror.upstream.egress import Egress, Origin, origin
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # distribution's own limit
 MAX_LISTING_BYTES = 16 * 1024 * 1024
@@ -44,7 +44,6 @@ _MAX_REDIRECTS = 5
 _RETRY_STATUSES = frozenset({502, 503, 504})
 _BACKOFF_BASE = 0.2
 _BACKOFF_CAP = 5.0
-_RATELIMIT_RE = re.compile(r"\s*(\d+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +75,6 @@ class Listing:
     headers: dict[str, str]
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    return parts.scheme, (parts.hostname or "").lower(), parts.port
-
-
 class UpstreamClient:
     """HTTP access to one configured upstream registry."""
 
@@ -88,17 +82,18 @@ class UpstreamClient:
         self, config: UpstreamConfig, session: aiohttp.ClientSession, metrics: Metrics
     ) -> None:
         self.config = config
-        self._session = session
         self._metrics = metrics
-        self.auth = Authenticator(config, session)
-        self._origin = _origin(config.url)
-        # Authenticators for registries the upstream redirected us to, by origin.
-        self._foreign: dict[tuple[str, str, int | None], Authenticator] = {}
+        self._egress = Egress(config, session, metrics)
+        self._auth = Authenticators(config, self._egress)
 
     @property
     def name(self) -> str:
         """The upstream's configured name (``docker.io``, ``ghcr.io``, ...)."""
         return self.config.name
+
+    async def close(self) -> None:
+        """Release what the client opened itself (the session for redirect targets)."""
+        await self._egress.close()
 
     # ------------------------------------------------------------ public calls
 
@@ -181,7 +176,7 @@ class UpstreamClient:
         """GET /v2/ and return the status (401 counts as reachable)."""
         timeout = aiohttp.ClientTimeout(total=self.config.connect_timeout)
         try:
-            async with self._session.get(
+            async with self._egress.direct.get(
                 self.config.url + "/v2/", timeout=timeout, allow_redirects=False
             ) as resp:
                 return resp.status
@@ -208,11 +203,12 @@ class UpstreamClient:
         only one per read; without it the whole exchange has a deadline.
         """
         scope = f"repository:{repository}:pull"
+        blob = _is_blob_path(path)
         attempt = 0
         while True:
             try:
                 resp = await self._send_authenticated(
-                    method, path, headers, scope, query, read_timeout
+                    method, path, headers, scope, query, read_timeout, blob
                 )
             except UpstreamError as exc:
                 if not self._should_retry(exc, attempt):
@@ -225,8 +221,10 @@ class UpstreamClient:
                     attempt += 1
                     await asyncio.sleep(_backoff(attempt))
                     continue
-                self._note_ratelimit(resp)  # a 429 carries "remaining: 0" too
-                self._check_status(resp, not_found)
+                limit, remaining = ratelimit(resp)  # a 429 carries "remaining: 0" too
+                if limit is not None or remaining is not None:
+                    self._metrics.upstream_ratelimit(self.name, limit, remaining)
+                raise_for_status(resp, self.name, not_found)
                 yield resp
                 return
             finally:
@@ -243,53 +241,28 @@ class UpstreamClient:
         scope: str,
         query: dict[str, str] | None,
         read_timeout: float | None,
+        blob: bool,
     ) -> aiohttp.ClientResponse:
         """Send, answering 401 challenges from the upstream and from hosts it redirects to.
 
-        A registry may redirect to another registry that wants its own token
-        (registry.k8s.io sends clients to Artifact Registry). Each origin gets
-        tokens from its own challenge; the upstream's credentials are used only
-        for the upstream's own challenge.
+        Each origin gets tokens from its own challenge (see :class:`Authenticators`).
         """
-        await self._authorize(self._origin, scope, None)
-        answered: set[tuple[str, str, int | None]] = set()
+        await self._auth.authorize(self._egress.origin, scope, None)
+        answered: set[Origin] = set()
         while True:
             resp = await self._send_following(method, self.config.url + path, headers, scope,
-                                              query, read_timeout)  # fmt: skip
+                                              query, read_timeout, blob)  # fmt: skip
             if resp.status != 401:
                 return resp
-            origin = _origin(str(resp.url))
+            challenged = origin(str(resp.url))
             challenge = resp.headers.get("WWW-Authenticate")
             resp.release()
             if not challenge:
                 raise UpstreamUnauthorized("upstream answered 401 without a challenge")
-            if origin in answered:
+            if challenged in answered:
                 raise UpstreamUnauthorized("upstream refused the mirror's credentials")
-            answered.add(origin)
-            await self._authorize(origin, scope, challenge)
-
-    async def _authorize(
-        self, origin: tuple[str, str, int | None], scope: str, challenge: str | None
-    ) -> None:
-        """Get ``origin`` a header for ``scope``: prefetched, or answering ``challenge``."""
-        authenticator = self._authenticator(origin)
-        current = authenticator.header_for(scope)
-        if challenge is None:
-            if current is None:
-                await authenticator.prefetch(scope)
-            return
-        await authenticator.answer(challenge, scope, rejected=current)
-
-    def _authenticator(self, origin: tuple[str, str, int | None]) -> Authenticator:
-        if origin == self._origin:
-            return self.auth
-        found = self._foreign.get(origin)
-        if found is None:
-            # Another registry we were redirected to: anonymous tokens only,
-            # never the upstream's credentials.
-            anonymous = replace(self.config, username=None, password=None)
-            found = self._foreign[origin] = Authenticator(anonymous, self._session)
-        return found
+            answered.add(challenged)
+            await self._auth.authorize(challenged, scope, challenge)
 
     async def _send_following(
         self,
@@ -299,32 +272,26 @@ class UpstreamClient:
         scope: str,
         query: dict[str, str] | None,
         read_timeout: float | None,
+        blob: bool,
     ) -> aiohttp.ClientResponse:
+        session = self._egress.direct
         for _ in range(_MAX_REDIRECTS + 1):
             send = CIMultiDict(headers)
-            auth = self._header_for(_origin(url), scope)
+            auth = self._auth.header_for(origin(url), scope)
             if auth is not None:
                 send["Authorization"] = auth
-            resp = await self._send_once(method, url, send, query, read_timeout)
+            resp = await self._send_once(session, method, url, send, query, read_timeout)
             location = resp.headers.get("Location")
             if resp.status not in (301, 302, 303, 307, 308) or not location:
                 return resp
             resp.release()
-            url = urljoin(url, location)
+            url, session = self._egress.follow(url, location, blob=blob)
             query = None  # the Location carries its own query
-            if urlsplit(url).scheme not in ("http", "https"):
-                raise UpstreamUnavailable("upstream redirected to a non-HTTP URL")
         raise UpstreamUnavailable("upstream redirected too many times")
-
-    def _header_for(self, origin: tuple[str, str, int | None], scope: str) -> str | None:
-        """Only what this origin itself asked for: a CDN that never challenged gets nothing."""
-        if origin == self._origin:
-            return self.auth.header_for(scope)
-        foreign = self._foreign.get(origin)
-        return foreign.header_for(scope) if foreign is not None else None
 
     async def _send_once(
         self,
+        session: aiohttp.ClientSession,
         method: str,
         url: str,
         headers: CIMultiDict[str],
@@ -343,35 +310,18 @@ class UpstreamClient:
             )
         started = time.monotonic()
         try:
-            resp = await self._session.request(
+            resp = await session.request(
                 method, url, headers=headers, params=query, timeout=timeout,
                 allow_redirects=False, auto_decompress=False,
             )  # fmt: skip
         except (aiohttp.ClientError, TimeoutError) as exc:
+            refused = self._egress.refused_at_connect(exc, "redirect")
+            if refused is not None:
+                raise refused from exc
             self._metrics.upstream_response(self.name, method, 0, time.monotonic() - started)
             raise UpstreamTimeout(f"{self.name} unreachable: {type(exc).__name__}") from exc
         self._metrics.upstream_response(self.name, method, resp.status, time.monotonic() - started)
         return resp
-
-    def _check_status(self, resp: aiohttp.ClientResponse, not_found: type[MirrorError]) -> None:
-        status = resp.status
-        if 200 <= status < 300:
-            return
-        if status == 404:
-            raise not_found(f"not found at upstream {self.name}")
-        if status == 403:
-            raise UpstreamDenied(f"upstream {self.name} denied access")
-        if status == 429:
-            raise UpstreamRateLimited(
-                f"upstream {self.name} is rate limiting the mirror", resp.headers.get("Retry-After")
-            )
-        raise UpstreamUnavailable(f"upstream {self.name} answered {status}")
-
-    def _note_ratelimit(self, resp: aiohttp.ClientResponse) -> None:
-        limit = _ratelimit_value(resp.headers.get("ratelimit-limit"))
-        remaining = _ratelimit_value(resp.headers.get("ratelimit-remaining"))
-        if limit is not None or remaining is not None:
-            self._metrics.upstream_ratelimit(self.name, limit, remaining)
 
 
 def _accept(accept: Sequence[str]) -> CIMultiDict[str]:
@@ -380,16 +330,17 @@ def _accept(accept: Sequence[str]) -> CIMultiDict[str]:
     return CIMultiDict(("Accept", value) for value in accept)
 
 
-def _ratelimit_value(header: str | None) -> int | None:
-    if not header:
-        return None
-    match = _RATELIMIT_RE.match(header)
-    return int(match.group(1)) if match else None
-
-
 def _backoff(attempt: int) -> float:
     """Exponential backoff with full jitter."""
     return random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
+
+
+def _is_blob_path(path: str) -> bool:
+    """``/v2/<repository>/blobs/<digest>``: the one endpoint whose redirects are routine.
+
+    Decided by the last two components, as a repository may contain ``blobs``.
+    """
+    return path.rsplit("/", 2)[-2:-1] == ["blobs"]
 
 
 async def _read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -47,11 +47,14 @@ _CDN = re.compile(r"/cdn/(?P<ref>[^/]+)")
 
 
 class FakeUpstream:
-    """An OCI distribution registry on 127.0.0.1 serving what tests add to it.
+    """An OCI distribution registry on a loopback address serving what tests add to it.
 
     Two listeners share one aiohttp app: the registry (:attr:`url`) and a "CDN"
     (:attr:`cdn_url`, another port and so another origin) that serves
-    ``/cdn/<digest>`` without auth, for testing blob redirects.
+    ``/cdn/<digest>`` without auth, for testing blob redirects. Both listen on
+    ``host`` (default ``127.0.0.1``; any of 127.0.0.0/8 works on Linux, so a
+    test can stand up an "internal" host the mirror must never reach).
+    ``cdn_host`` is the host name put in :attr:`cdn_url` (default ``host``).
 
     Knobs that are plain attributes may be changed at any time: ``auth``,
     ``username``, ``password``, ``token_expires_in``, ``anonymous_tokens``,
@@ -69,7 +72,8 @@ class FakeUpstream:
         password: str = "pass",
         token_expires_in: int | None = 300,
         anonymous_tokens: bool = True,
-        cdn_host: str = "127.0.0.1",
+        host: str = "127.0.0.1",
+        cdn_host: str | None = None,
     ) -> None:
         self.auth = auth
         self.username = username
@@ -78,7 +82,8 @@ class FakeUpstream:
         self.token_expires_in = token_expires_in
         #: whether ``/token`` answers requests without credentials
         self.anonymous_tokens = anonymous_tokens
-        self.cdn_host = cdn_host
+        self.bind_host = host
+        self.cdn_host = cdn_host or host
         self.strict_accept = False
         #: False: answer every blob GET with the whole blob, whatever its Range says
         self.honour_range = True
@@ -87,6 +92,8 @@ class FakeUpstream:
         self.blob_redirect_methods = frozenset({"GET", "HEAD"})
         #: a base URL: every /v2/<name>/... request is answered 307 to the same path there
         self.redirect_registry: str | None = None
+        #: the realm named in Bearer challenges (default: this registry's own ``/token``)
+        self.token_realm: str | None = None
         self.faults: list[Fault] = []
         self.requests: list[RecordedRequest] = []
         self.token_requests = 0
@@ -108,7 +115,10 @@ class FakeUpstream:
         # handler blocked writing to a client that stopped reading can linger.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        self._sites = (CountingSite(self._runner), CountingSite(self._runner))
+        self._sites = (
+            CountingSite(self._runner, self.bind_host),
+            CountingSite(self._runner, self.bind_host),
+        )
         for site in self._sites:
             await site.start()
         return self
@@ -130,8 +140,8 @@ class FakeUpstream:
 
     @property
     def url(self) -> str:
-        """Registry base URL, ``http://127.0.0.1:PORT`` (no trailing slash)."""
-        return f"http://127.0.0.1:{self._site(0).port}"
+        """Registry base URL, ``http://HOST:PORT`` (no trailing slash)."""
+        return f"http://{self.bind_host}:{self._site(0).port}"
 
     @property
     def port(self) -> int:
@@ -140,8 +150,8 @@ class FakeUpstream:
 
     @property
     def host(self) -> str:
-        """``127.0.0.1:PORT``, the registry's host as in image references."""
-        return f"127.0.0.1:{self._site(0).port}"
+        """``HOST:PORT``, the registry's host as in image references."""
+        return f"{self.bind_host}:{self._site(0).port}"
 
     @property
     def cdn_url(self) -> str:
@@ -425,7 +435,8 @@ class FakeUpstream:
     ) -> Reply:
         headers = CIMultiDict({"Content-Type": "application/json"})
         if status == 401 and self.auth == "token":
-            challenge = f'Bearer realm="{self.url}/token",service="{SERVICE}"'
+            realm = self.token_realm or f"{self.url}/token"
+            challenge = f'Bearer realm="{realm}",service="{SERVICE}"'
             if name is not None:
                 challenge += f',scope="repository:{name}:pull"'
             if error is not None:

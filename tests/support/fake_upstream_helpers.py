@@ -145,20 +145,21 @@ class RecordedRequest:
 
 
 class CountingSite(web.BaseSite):
-    """A loopback TCP site that counts accepted connections.
+    """A TCP site on ``host`` (a free port) that counts accepted connections.
 
     Counting in the protocol factory sees every TCP accept, even connections
     that never send a request, so "the mirror made no connection" is checkable.
     """
 
-    def __init__(self, runner: web.BaseRunner) -> None:
+    def __init__(self, runner: web.BaseRunner, host: str = "127.0.0.1") -> None:
         super().__init__(runner)
+        self.host = host
         self.accepted = 0
         self.port = 0
 
     @property
     def name(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     async def start(self) -> None:
         await super().start()
@@ -170,7 +171,7 @@ class CountingSite(web.BaseSite):
             return server()
 
         loop = asyncio.get_running_loop()
-        listener = await loop.create_server(factory, "127.0.0.1", 0)
+        listener = await loop.create_server(factory, self.host, 0)
         self._server = listener
         self.port = listener.sockets[0].getsockname()[1]
 
