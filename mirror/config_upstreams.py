@@ -57,6 +57,8 @@ class UpstreamConfig:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     retries: int = 3
+    #: longest ``Retry-After`` (on 429/503) the mirror waits out before retrying
+    retry_after_max: float = 10.0
     #: which redirects to follow: ``none``, ``blobs`` or ``all`` (see mirror.upstream.egress)
     redirects: str = "blobs"
     #: host names and networks, besides public addresses, it may redirect to or name as realm
@@ -144,6 +146,9 @@ def _upstream(
         ),
         read_timeout=parse_duration(merged.get("read_timeout", 60), f"{where}.read_timeout"),
         retries=retries,
+        retry_after_max=parse_duration(
+            merged.get("retry_after_max", 10), f"{where}.retry_after_max"
+        ),
         redirects=_redirect_mode(merged, url, f"{where}.redirects"),
         redirect_allow=_redirect_allow(merged.get("redirect_allow", []), f"{where}.redirect_allow"),
     )

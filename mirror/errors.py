@@ -20,6 +20,7 @@
         ├── UpstreamDenied            403 DENIED
         ├── UpstreamRateLimited       429 TOOMANYREQUESTS (+ Retry-After)
         ├── UpstreamUnavailable       502 UNAVAILABLE (5xx, bad answer, digest mismatch)
+        │   ├── UpstreamBusy          503 UNAVAILABLE (+ Retry-After: an upstream 503 said when)
         │   └── DigestMismatch        502 (the upstream sent bytes that do not hash right)
         ├── UpstreamRefused           502 UNAVAILABLE (a redirect or token realm the policy refuses)
         └── UpstreamTimeout           504 UNAVAILABLE (connect error, timeout)
@@ -183,6 +184,19 @@ class UpstreamRateLimited(UpstreamError):
 
 class UpstreamUnavailable(UpstreamError):
     """The upstream answered 5xx or something unusable."""
+
+
+class UpstreamBusy(UpstreamUnavailable):
+    """The upstream answered 503 with a ``Retry-After`` the mirror could not wait out."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after: str) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": self.retry_after}
 
 
 class DigestMismatch(UpstreamUnavailable):

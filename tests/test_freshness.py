@@ -156,7 +156,8 @@ async def test_stale_manifest_and_cached_blobs_are_served_when_the_upstream_fail
     assert by_digest.body == image.body
 
 
-@pytest.mark.parametrize(("how", "status", "code"), [("503", 502, "UNAVAILABLE"),
+# A Retry-After longer than the mirror waits out is passed on, with the status it came with.
+@pytest.mark.parametrize(("how", "status", "code"), [("503", 503, "UNAVAILABLE"),
                                                      ("429", 429, "TOOMANYREQUESTS")])  # fmt: skip
 async def test_beyond_max_stale_the_error_is_passed_on(
     up: FakeUpstream,
@@ -176,6 +177,7 @@ async def test_beyond_max_stale_the_error_is_passed_on(
 
     assert failed.status == status
     assert json.loads(failed.body)["errors"][0]["code"] == code
+    assert failed.headers["Retry-After"] == "5"
     assert "Warning" not in failed.headers
 
 

@@ -1,4 +1,4 @@
-"""Upstream settings for redirects, and URLs with credentials in them."""
+"""Upstream settings for redirects and retries, and URLs with credentials in them."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def upstream(**table: Any) -> UpstreamConfig:
 
 def test_defaults_follow_blob_redirects_to_public_addresses_only() -> None:
     hub = upstream(url="https://registry-1.docker.io")
-    assert (hub.redirects, hub.redirect_allow) == ("blobs", ())
+    assert (hub.redirects, hub.redirect_allow, hub.retry_after_max) == ("blobs", (), 10.0)
 
 
 @pytest.mark.parametrize(
@@ -66,6 +66,7 @@ def test_redirect_allow_entries_are_normalised() -> None:
         ({"redirect_allow": ["*.cdn.example"]}, "no scheme, port or wildcard"),
         ({"redirect_allow": ["https://cdn.example"]}, "expected a host name"),
         ({"redirect_allow": ["127.1"]}, "expected a host name, an IP address or a CIDR"),
+        ({"retry_after_max": "soon"}, "upstreams[0].retry_after_max: expected a duration"),
     ],
 )
 def test_bad_redirect_settings_are_named(table: dict[str, Any], expected: str) -> None:

@@ -2,22 +2,25 @@
 
 Every answer that is not a success becomes an exception from
 :mod:`mirror.errors`: 404 the caller's own "unknown" error, 403 DENIED, 429
-TOOMANYREQUESTS (with the upstream's ``Retry-After``), any other status
-UNAVAILABLE.
+TOOMANYREQUESTS and a 503 that said when to come back (both with that
+``Retry-After``, in seconds), any other status UNAVAILABLE.
 """
 
 from __future__ import annotations
 
+import math
 import re
 
 import aiohttp
 
 from mirror.errors import (
     MirrorError,
+    UpstreamBusy,
     UpstreamDenied,
     UpstreamRateLimited,
     UpstreamUnavailable,
 )
+from mirror.upstream.retry import parse_retry_after
 
 _RATELIMIT_RE = re.compile(r"\s*(\d+)")
 
@@ -33,9 +36,11 @@ def raise_for_status(
         raise not_found(f"not found at upstream {upstream}")
     if status == 403:
         raise UpstreamDenied(f"upstream {upstream} denied access")
+    retry_after = _retry_after_seconds(resp)
     if status == 429:
-        retry_after = resp.headers.get("Retry-After")
         raise UpstreamRateLimited(f"upstream {upstream} is rate limiting the mirror", retry_after)
+    if status == 503 and retry_after is not None:
+        raise UpstreamBusy(f"upstream {upstream} answered 503", retry_after)
     raise UpstreamUnavailable(f"upstream {upstream} answered {status}")
 
 
@@ -52,3 +57,9 @@ def _ratelimit_value(header: str | None) -> int | None:
         return None
     match = _RATELIMIT_RE.match(header)
     return int(match.group(1)) if match else None
+
+
+def _retry_after_seconds(resp: aiohttp.ClientResponse) -> str | None:
+    """The upstream's ``Retry-After`` as whole seconds from now (dates made relative)."""
+    seconds = parse_retry_after(resp.headers.get("Retry-After"))
+    return None if seconds is None else str(math.ceil(seconds))

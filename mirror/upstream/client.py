@@ -3,9 +3,10 @@
 Every upstream answer that is not a success becomes an exception from
 :mod:`mirror.errors` (:mod:`mirror.upstream.answers`), so callers only handle
 the good path. Idempotent
-requests (all of ours) are retried with exponential backoff and jitter on
-connection errors and 502/503/504, before any body byte is handed out. A 429
-is never retried here: its ``Retry-After`` goes back to the client.
+requests (all of ours) are retried before any body byte is handed out, as
+:mod:`mirror.upstream.retry` decides: backoff with jitter on connection errors
+and 502/503/504, the upstream's own ``Retry-After`` on 503 and 429 when it is
+short enough; otherwise that ``Retry-After`` goes back to the client.
 
 Redirects (Docker Hub sends blobs to a CDN) are followed by hand, so that the
 upstream's ``Authorization`` is sent only to the upstream's own origin and
@@ -15,7 +16,7 @@ every hop passes the redirect policy of :mod:`mirror.upstream.egress`.
 from __future__ import annotations
 
 import asyncio
-import random
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -37,13 +38,13 @@ from mirror.oci import DIGEST_HEADER
 from mirror.upstream.answers import raise_for_status, ratelimit
 from mirror.upstream.auth import Authenticators
 from mirror.upstream.egress import Egress, Origin, origin
+from mirror.upstream.retry import backoff, retry_delay
+
+log = logging.getLogger(__name__)
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # distribution's own limit
 MAX_LISTING_BYTES = 16 * 1024 * 1024
 _MAX_REDIRECTS = 5
-_RETRY_STATUSES = frozenset({502, 503, 504})
-_BACKOFF_BASE = 0.2
-_BACKOFF_CAP = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +205,7 @@ class UpstreamClient:
         """
         scope = f"repository:{repository}:pull"
         blob = _is_blob_path(path)
+        deadline = time.monotonic() + self.config.read_timeout
         attempt = 0
         while True:
             try:
@@ -214,12 +216,14 @@ class UpstreamClient:
                 if not self._should_retry(exc, attempt):
                     raise
                 attempt += 1
-                await asyncio.sleep(_backoff(attempt))
+                await asyncio.sleep(backoff(attempt))
                 continue
             try:
-                if resp.status in _RETRY_STATUSES and attempt < self.config.retries:
+                delay = self._retry_delay(resp, attempt, deadline)
+                if delay is not None:
+                    resp.release()  # free the connection while waiting
                     attempt += 1
-                    await asyncio.sleep(_backoff(attempt))
+                    await asyncio.sleep(delay)
                     continue
                 limit, remaining = ratelimit(resp)  # a 429 carries "remaining: 0" too
                 if limit is not None or remaining is not None:
@@ -229,6 +233,23 @@ class UpstreamClient:
                 return
             finally:
                 resp.release()
+
+    def _retry_delay(
+        self, resp: aiohttp.ClientResponse, attempt: int, deadline: float
+    ) -> float | None:
+        """Seconds to wait before the next try, or ``None`` to answer with ``resp``.
+
+        A ``Retry-After`` wait must end before ``deadline`` (``read_timeout`` after
+        the first try), so a client is never held longer than one slow answer.
+        """
+        delay = retry_delay(
+            resp.status, resp.headers.get("Retry-After"),
+            attempt=attempt, retries=self.config.retries,
+            cap=self.config.retry_after_max, time_left=deadline - time.monotonic(),
+        )  # fmt: skip
+        if delay is not None:
+            log.debug("upstream %s answered %d, retry in %.1fs", self.name, resp.status, delay)
+        return delay
 
     def _should_retry(self, exc: UpstreamError, attempt: int) -> bool:
         return isinstance(exc, UpstreamTimeout) and attempt < self.config.retries
@@ -328,11 +349,6 @@ def _accept(accept: Sequence[str]) -> CIMultiDict[str]:
     # One header line per type: distribution reads every line, and some
     # proxies fold or drop repeated lines only when asked to.
     return CIMultiDict(("Accept", value) for value in accept)
-
-
-def _backoff(attempt: int) -> float:
-    """Exponential backoff with full jitter."""
-    return random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
 
 
 def _is_blob_path(path: str) -> bool:
