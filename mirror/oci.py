@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from mirror.errors import DigestInvalid, NameInvalid, RangeNotSatisfiable, ReferenceInvalid
+from mirror.numbers import digits_value
 
 # Header names, spelled once.
 DIGEST_HEADER = "Docker-Content-Digest"
@@ -42,7 +43,7 @@ _NAME_MAX = 255
 # Algorithms whose hex length we know; only sha256 and sha512 are ever verified.
 _HEX_LENGTHS = {"sha256": 64, "sha512": 128}
 _DIGEST_RE = re.compile(r"([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)")
-_RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE_RE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,10 +146,12 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     Returns None when the whole object should be sent (no header, or a header
     we ignore as RFC 9110 allows, such as several ranges). Raises
     :class:`RangeNotSatisfiable` for a well-formed range outside the object.
+    Positions are ASCII digits of any length, never converted whole (see
+    :func:`mirror.numbers.digits_value`).
     """
     if header is None:
         return None
-    match = _RANGE_RE.fullmatch(header.strip())
+    match = _RANGE_RE.fullmatch(header.strip(" \t"))
     if match is None:
         # Multi-range or other units: serving the full body is always allowed.
         return None
@@ -156,15 +159,21 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     if not first and not last:
         return None
     if not first:
-        suffix = int(last)
-        if suffix == 0:
-            raise RangeNotSatisfiable(size)
-        return ByteRange(max(size - suffix, 0), size - 1)
-    start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
-    if start >= size or (last and int(last) < start):
+        return _suffix_range(digits_value(last), size)
+    start = digits_value(first)
+    end = digits_value(last) if last else None
+    if start >= size or (end is not None and end < start):
         raise RangeNotSatisfiable(size)
-    return ByteRange(start, end)
+    return ByteRange(start, size - 1 if end is None else min(end, size - 1))
+
+
+def _suffix_range(suffix: int, size: int) -> ByteRange | None:
+    """The last ``suffix`` bytes; None (the whole, empty, object) when there are none."""
+    if suffix == 0:
+        raise RangeNotSatisfiable(size)
+    if size == 0:
+        return None
+    return ByteRange(max(size - suffix, 0), size - 1)
 
 
 def parse_accept(values: list[str]) -> tuple[str, ...]:

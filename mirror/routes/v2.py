@@ -14,6 +14,7 @@ from aiohttp import web
 
 from mirror.errors import MirrorError, NameInvalid, QueryInvalid, Unsupported
 from mirror.metrics import Metrics
+from mirror.numbers import parse_count
 from mirror.oci import (
     API_VERSION,
     API_VERSION_HEADER,
@@ -39,6 +40,7 @@ PATH_RE = re.compile(
     r")"
 )
 _READ_METHODS = ("GET", "HEAD")
+_MAX_PAGE = 10000  # tags per page a client may ask for
 
 
 class V2Handlers:
@@ -219,10 +221,11 @@ def _head_response(headers: dict[str, str], size: int | None) -> web.StreamRespo
 def _listing_query(request: web.Request) -> dict[str, str]:
     query: dict[str, str] = {}
     if "n" in request.query:
-        n = request.query["n"]
-        if not n.isdigit() or int(n) > 10000:
-            raise QueryInvalid(f"n must be a whole number up to 10000, got {n[:20]!r}")
-        query["n"] = str(int(n))
+        n = parse_count(request.query["n"], max_digits=5)
+        if n is None or n > _MAX_PAGE:
+            raise QueryInvalid(f"n must be a whole number up to {_MAX_PAGE}, "
+                               f"got {request.query['n'][:20]!r}")  # fmt: skip
+        query["n"] = str(n)
     if "last" in request.query:
         last = request.query["last"]
         if len(last) > 256:

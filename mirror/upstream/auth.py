@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from mirror.errors import UpstreamTimeout, UpstreamUnauthorized, UpstreamUnavail
 # a request that takes a while to reach the upstream.
 _EXPIRY_MARGIN = 10.0
 _DEFAULT_EXPIRES_IN = 60.0  # what the token spec says when expires_in is absent
+_MAX_EXPIRES_IN = 86400  # renew at least daily, whatever the token service claims
 _PARAM_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))\s*,?')
 
 
@@ -162,7 +164,7 @@ class Authenticator:
                 document = await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamTimeout(f"token service unreachable: {type(exc).__name__}") from exc
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
             raise UpstreamUnavailable("token service sent no JSON") from exc
         return _token_from(document)
 
@@ -173,7 +175,19 @@ def _token_from(document: object) -> _Token:
     value = document.get("token") or document.get("access_token")
     if not isinstance(value, str) or not value:
         raise UpstreamUnavailable("token service sent no token")
-    expires_in = document.get("expires_in")
-    lifetime = float(expires_in) if isinstance(expires_in, int | float) else _DEFAULT_EXPIRES_IN
+    lifetime = _lifetime(document.get("expires_in"))
     lifetime = max(lifetime - _EXPIRY_MARGIN, lifetime / 2)
     return _Token(f"Bearer {value}", time.monotonic() + lifetime)
+
+
+def _lifetime(expires_in: object) -> float:
+    """The token's lifetime in seconds: ``expires_in`` when it is a sane number.
+
+    Compared before any conversion: ``float()`` of a 400-digit JSON integer
+    raises, and NaN, infinity or a negative value would never (or always) expire.
+    """
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int | float):
+        return _DEFAULT_EXPIRES_IN
+    if not 0 < expires_in < math.inf:  # also false for NaN
+        return _DEFAULT_EXPIRES_IN
+    return float(min(expires_in, _MAX_EXPIRES_IN))

@@ -35,6 +35,7 @@ from mirror.errors import (
     UpstreamUnavailable,
 )
 from mirror.metrics import Metrics
+from mirror.numbers import parse_count
 from mirror.oci import DIGEST_HEADER
 from mirror.upstream.auth import Authenticator
 
@@ -44,7 +45,7 @@ _MAX_REDIRECTS = 5
 _RETRY_STATUSES = frozenset({502, 503, 504})
 _BACKOFF_BASE = 0.2
 _BACKOFF_CAP = 5.0
-_RATELIMIT_RE = re.compile(r"\s*(\d+)")
+_RATELIMIT_RE = re.compile(r"[ \t]*([0-9]+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,8 +384,9 @@ def _accept(accept: Sequence[str]) -> CIMultiDict[str]:
 def _ratelimit_value(header: str | None) -> int | None:
     if not header:
         return None
+    # "100;w=21600": the count comes first; a number too long to be one is ignored.
     match = _RATELIMIT_RE.match(header)
-    return int(match.group(1)) if match else None
+    return parse_count(match.group(1)) if match else None
 
 
 def _backoff(attempt: int) -> float:
