@@ -20,7 +20,8 @@
         ├── UpstreamDenied            403 DENIED
         ├── UpstreamRateLimited       429 TOOMANYREQUESTS (+ Retry-After)
         ├── UpstreamUnavailable       502 UNAVAILABLE (5xx, bad answer, digest mismatch)
-        │   └── DigestMismatch        502 (the upstream sent bytes that do not hash right)
+        │   ├── DigestMismatch        502 (the upstream sent bytes that do not hash right)
+        │   └── ManifestRejected      502 (the upstream sent something that is not a manifest)
         └── UpstreamTimeout           504 UNAVAILABLE (connect error, timeout)
 
 Routes never build error bodies themselves: the middleware in
@@ -186,6 +187,18 @@ class UpstreamUnavailable(UpstreamError):
 
 class DigestMismatch(UpstreamUnavailable):
     """Upstream bytes did not hash to the digest they were asked for."""
+
+
+class ManifestRejected(UpstreamUnavailable):
+    """The upstream answered a manifest request with something that is not a manifest.
+
+    A captive portal's HTML page, a proxy's error page, a truncated or
+    mistyped document: never stored, never served (see :mod:`mirror.manifest_check`).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"upstream sent something that is not a manifest: {reason}")
+        self.reason = reason
 
 
 class UpstreamTimeout(UpstreamError):

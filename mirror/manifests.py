@@ -2,8 +2,14 @@
 
 A manifest is stored by digest as ``b"<media type>\\n" + body`` in one object,
 so its media type can never be lost apart from it. A tag record maps
-(upstream, repository, tag, accepted media types) to the digest the upstream
+(upstream, repository, tag, Accept variant) to the digest the upstream
 last answered, with the wall-clock time it was last confirmed.
+
+What is read back is checked as carefully as what came from the upstream:
+a manifest whose bytes no longer match its digest, or that is not a valid
+manifest (:mod:`mirror.manifest_check`; an older version may have cached
+an HTML page), is deleted and fetched again; a tag record that does not
+parse, or names a type that is not a manifest type, is ignored.
 """
 
 from __future__ import annotations
@@ -12,13 +18,19 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass
+from typing import TypeGuard
 
+from mirror.accept import Accepted
+from mirror.errors import ManifestRejected, MirrorError
+from mirror.manifest_check import check_manifest
 from mirror.metrics import Metrics
-from mirror.oci import Digest, accepts
+from mirror.oci import MANIFEST_MEDIA_TYPES, Digest, parse_digest
 from mirror.storage import layout
 from mirror.storage.base import Storage, StorageError
 
 log = logging.getLogger(__name__)
+
+_LATEST_TIME = 2**53  # a record's "checked" beyond this is not a time (nor a float)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +74,14 @@ class ManifestStore:
             self._metrics.digest_mismatch("manifest")
             await self._delete(layout.manifest_key(upstream, digest))
             return None
-        return StoredManifest(media_type.decode(), body)
+        try:
+            checked = check_manifest(body, media_type.decode("ascii", "replace"))
+        except ManifestRejected as exc:
+            log.warning("cached manifest %s is not a manifest (%s); discarding it", digest,
+                        exc.reason)  # fmt: skip
+            await self._delete(layout.manifest_key(upstream, digest))
+            return None
+        return StoredManifest(checked, body)
 
     async def put_manifest(
         self, upstream: str, digest: Digest, media_type: str, body: bytes
@@ -72,19 +91,19 @@ class ManifestStore:
         await self._put(layout.manifest_key(upstream, digest), data)
 
     async def get_tag(
-        self, upstream: str, repository: str, tag: str, accepted: tuple[str, ...]
+        self, upstream: str, repository: str, tag: str, variant: str
     ) -> TagRecord | None:
-        """The record for exactly this set of accepted media types."""
-        raw = await self._get(layout.tag_key(upstream, repository, tag, accepted))
+        """The record for this Accept variant."""
+        raw = await self._get(layout.tag_key(upstream, repository, tag, variant))
         return _parse_record(raw) if raw is not None else None
 
     async def any_tag(
-        self, upstream: str, repository: str, tag: str, accepted: tuple[str, ...]
+        self, upstream: str, repository: str, tag: str, accepted: Accepted
     ) -> TagRecord | None:
-        """The newest record of the tag, for any Accept set, that this client can take.
+        """The newest record of the tag, for any Accept variant, that this client can take.
 
         Used when the upstream cannot be asked (offline, or down) and this
-        exact Accept set was never seen.
+        variant was never seen. Records written by older versions count too.
         """
         best: TagRecord | None = None
         try:
@@ -94,7 +113,7 @@ class ManifestStore:
                     continue
                 raw = await self._get(info.key)
                 record = _parse_record(raw) if raw is not None else None
-                if record is None or not accepts(accepted, record.media_type):
+                if record is None or not accepted.allows(record.media_type):
                     continue
                 if best is None or record.checked > best.checked:
                     best = record
@@ -103,11 +122,11 @@ class ManifestStore:
         return best
 
     async def put_tag(
-        self, upstream: str, repository: str, tag: str, accepted: tuple[str, ...], record: TagRecord
+        self, upstream: str, repository: str, tag: str, variant: str, record: TagRecord
     ) -> None:
         """Remember what the tag points to now."""
         data = json.dumps(asdict(record)).encode()
-        await self._put(layout.tag_key(upstream, repository, tag, accepted), data)
+        await self._put(layout.tag_key(upstream, repository, tag, variant), data)
 
     async def known_tags(self, upstream: str, repository: str) -> list[str]:
         """Every tag of a repository that has a record (for offline tag lists)."""
@@ -149,13 +168,34 @@ class ManifestStore:
 
 
 def _parse_record(raw: bytes) -> TagRecord | None:
+    """A record as written by :meth:`ManifestStore.put_tag`; None for anything else."""
     try:
         doc = json.loads(raw)
-        return TagRecord(
-            digest=str(doc["digest"]),
-            media_type=str(doc["media_type"]),
-            size=int(doc["size"]),
-            checked=float(doc["checked"]),
-        )
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, RecursionError):
         return None
+    if not isinstance(doc, dict):
+        return None
+    digest, media_type = doc.get("digest"), doc.get("media_type")
+    size, checked = doc.get("size"), doc.get("checked")
+    if not isinstance(digest, str) or not _is_digest(digest):
+        return None
+    if not isinstance(media_type, str) or media_type not in MANIFEST_MEDIA_TYPES:
+        return None
+    if not _is_number(size) or not _is_number(checked) or not isinstance(size, int):
+        return None
+    return TagRecord(digest, media_type, size, float(checked))
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    """A JSON number from 0 up to :data:`_LATEST_TIME` (``true`` is no number)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return 0 <= value < _LATEST_TIME
+
+
+def _is_digest(value: str) -> bool:
+    try:
+        parse_digest(value)
+    except MirrorError:
+        return False
+    return True

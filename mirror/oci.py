@@ -8,7 +8,6 @@ maps to the OCI error code a client expects, so routes never see a bare
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 
@@ -21,7 +20,7 @@ API_VERSION_HEADER = "Docker-Distribution-API-Version"
 API_VERSION = "registry/2.0"
 NAMESPACE_HEADER = "OCI-Namespace"
 
-# Media types of manifests the mirror knows how to sniff and serve.
+# Media types of the manifests the mirror serves (see mirror.manifest_check).
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -29,6 +28,9 @@ DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
 DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
 INDEX_MEDIA_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
+MANIFEST_MEDIA_TYPES = frozenset(
+    {OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST, DOCKER_SCHEMA1_SIGNED, DOCKER_SCHEMA1}
+)
 
 # What the mirror asks the upstream for when the client sent no Accept at all:
 # every modern manifest type, so the cached answer suits any later client.
@@ -79,6 +81,11 @@ def parse_digest(value: str) -> Digest:
     if len(hex_part) != expected or not re.fullmatch(r"[0-9a-f]+", hex_part):
         raise DigestInvalid(f"{algorithm} digest must be {expected} lowercase hex characters")
     return Digest(algorithm, hex_part)
+
+
+def is_digest_syntax(value: str) -> bool:
+    """Whether ``value`` follows the OCI digest grammar (any algorithm, verifiable or not)."""
+    return _DIGEST_RE.fullmatch(value) is not None
 
 
 def sha256_digest(data: bytes) -> Digest:
@@ -174,43 +181,3 @@ def _suffix_range(suffix: int, size: int) -> ByteRange | None:
     if size == 0:
         return None
     return ByteRange(max(size - suffix, 0), size - 1)
-
-
-def parse_accept(values: list[str]) -> tuple[str, ...]:
-    """Media types from every ``Accept`` line, in order, without parameters or duplicates."""
-    seen: dict[str, None] = {}
-    for line in values:
-        for part in line.split(","):
-            media_type = part.split(";", 1)[0].strip().lower()
-            if media_type:
-                seen.setdefault(media_type, None)
-    return tuple(seen)
-
-
-def accepts(accepted: tuple[str, ...], media_type: str) -> bool:
-    """Whether a client that sent ``accepted`` can take ``media_type``."""
-    if not accepted or "*/*" in accepted:
-        return True
-    # Old docker clients send only application/json for schema1.
-    return media_type in accepted
-
-
-def sniff_manifest_type(body: bytes, content_type: str | None) -> str:
-    """The media type of a manifest: the upstream's Content-Type, else its own field."""
-    if content_type:
-        clean = content_type.split(";", 1)[0].strip()
-        if clean and clean not in ("application/json", "application/octet-stream", "text/plain"):
-            return clean
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return content_type or OCI_MANIFEST
-    if isinstance(doc, dict):
-        declared = doc.get("mediaType")
-        if isinstance(declared, str) and declared:
-            return declared
-        if doc.get("schemaVersion") == 1:
-            return DOCKER_SCHEMA1_SIGNED if "signatures" in doc else DOCKER_SCHEMA1
-        if "manifests" in doc:
-            return OCI_INDEX
-    return OCI_MANIFEST

@@ -91,7 +91,7 @@ def manifest_references(stored: bytes) -> References:
     _, _, body = stored.partition(b"\n")
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return References()
     if not isinstance(doc, dict):
         return References()
@@ -162,7 +162,7 @@ async def record_digest(storage: Storage, key: str) -> Digest | None:
         raw = await storage.get(key)
         doc = json.loads(raw) if raw is not None else None
         return parse_digest(doc["digest"]) if isinstance(doc, dict) else None
-    except (StorageError, ValueError, KeyError, TypeError, MirrorError):
+    except (StorageError, ValueError, KeyError, TypeError, RecursionError, MirrorError):
         return None
 
 

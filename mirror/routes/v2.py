@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from mirror.accept import parse_accept
 from mirror.errors import MirrorError, NameInvalid, QueryInvalid, Unsupported
 from mirror.metrics import Metrics
 from mirror.numbers import parse_count
@@ -20,7 +21,6 @@ from mirror.oci import (
     API_VERSION_HEADER,
     DIGEST_HEADER,
     NAMESPACE_HEADER,
-    parse_accept,
     parse_digest,
     parse_reference,
 )
@@ -124,11 +124,10 @@ class V2Handlers:
         """GET/HEAD a manifest by tag or digest."""
         request[KIND] = "manifest"
         reference = parse_reference(match.group("reference"))
-        accept_lines = request.headers.getall("Accept", [])
+        accepted = parse_accept(request.headers.getall("Accept", []))
         answer = await self._service.manifest(
-            target, reference, accept_lines, parse_accept(accept_lines),
-            head=request.method == "HEAD",
-        )  # fmt: skip
+            target, reference, accepted, head=request.method == "HEAD"
+        )
         self._count(request, "manifest", answer.result)
         if answer.body is not None:
             source = "upstream" if answer.result == "miss" else "cache"
