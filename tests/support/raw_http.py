@@ -12,7 +12,8 @@ import contextlib
 import re
 from dataclasses import dataclass, field
 
-_STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([0-9]{3})[^\r\n]*\r\n")
+# aiohttp echoes the request's version, so "HTTP/0.9" and "HTTP/2.0" status lines occur too.
+_STATUS_LINE = re.compile(rb"HTTP/[0-9]\.[0-9] ([0-9]{3})[^\r\n]*\r\n")
 
 
 @dataclass
@@ -83,17 +84,20 @@ def parse_responses(data: bytes, *, head: bool = False) -> RawExchange:
 
 def _one_response(data: bytes, head: bool) -> tuple[RawResponse, bytes] | None:
     match = _STATUS_LINE.match(data)
-    end = data.find(b"\r\n\r\n")
+    end = data.find(b"\r\n\r\n", match.end() - 2) if match else -1
     if match is None or end < 0:
         return None
     headers = {}
-    for line in data[match.end() : end].split(b"\r\n"):
+    for line in data[match.end() : end].split(b"\r\n") if end >= match.end() else []:
         name, sep, value = line.partition(b":")
         if not sep:
             return None
         headers[name.decode("latin-1").strip().lower()] = value.decode("latin-1").strip()
     status = int(match.group(1))
     rest = data[end + 4 :]
+    # aiohttp's own 400 for a request it could not parse has a body, even for HEAD.
+    if head and len(rest) == int(headers.get("content-length", -1)):
+        return RawResponse(status, headers, rest), b""
     if head or status in (204, 304) or status < 200:
         return RawResponse(status, headers, b""), rest
     if "content-length" in headers:
