@@ -28,6 +28,7 @@ from mirror.errors import UpstreamTimeout, UpstreamUnauthorized, UpstreamUnavail
 _EXPIRY_MARGIN = 10.0
 _DEFAULT_EXPIRES_IN = 60.0  # what the token spec says when expires_in is absent
 _MAX_EXPIRES_IN = 86400  # renew at least daily, whatever the token service claims
+_QUOTED_PAIR_RE = re.compile(r"\\(.)")
 _PARAM_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))\s*,?')
 
 
@@ -49,7 +50,8 @@ def parse_challenge(header: str) -> Challenge:
         if match is None or match.end() == position:
             break
         quoted, bare = match.group(2), match.group(3)
-        value = quoted.replace('\\"', '"') if quoted is not None else (bare or "")
+        # RFC 9110 quoted-pair: a backslash takes the next character as it is (\" and \\).
+        value = _QUOTED_PAIR_RE.sub(r"\1", quoted) if quoted is not None else (bare or "")
         params[match.group(1).lower()] = value
         position = match.end()
     return Challenge(scheme.lower(), params)
