@@ -30,6 +30,7 @@ their own, and the spec says to ignore unknown ones.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -44,6 +45,8 @@ from mirror.oci import (
     is_digest_syntax,
 )
 
+# Parsing a 4 MiB manifest takes ~150 ms: bodies above this go to a worker thread.
+_OFF_LOOP_BYTES = 256 * 1024
 # Content types that say nothing about which manifest this is.
 _GENERIC_TYPES = frozenset({"", "application/json", "application/octet-stream", "text/plain"})
 _SCHEMA1_TYPES = frozenset({DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED})
@@ -58,6 +61,13 @@ def check_manifest(body: bytes, content_type: str | None) -> str:
     media_type = _resolve_type(doc, declared if declared in MANIFEST_MEDIA_TYPES else None)
     _check_fields(doc, media_type)
     return media_type
+
+
+async def check_manifest_off_loop(body: bytes, content_type: str | None) -> str:
+    """:func:`check_manifest`, in a worker thread for a large body so the event loop keeps going."""
+    if len(body) > _OFF_LOOP_BYTES:
+        return await asyncio.to_thread(check_manifest, body, content_type)
+    return check_manifest(body, content_type)
 
 
 def media_type_of(content_type: str | None) -> str:

@@ -20,9 +20,11 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TypeGuard
 
+from cachetools import LRUCache
+
 from mirror.accept import Accepted
 from mirror.errors import ManifestRejected, MirrorError
-from mirror.manifest_check import check_manifest
+from mirror.manifest_check import check_manifest_off_loop
 from mirror.metrics import Metrics
 from mirror.oci import MANIFEST_MEDIA_TYPES, Digest, parse_digest
 from mirror.storage import layout
@@ -31,6 +33,7 @@ from mirror.storage.base import Storage, StorageError
 log = logging.getLogger(__name__)
 
 _LATEST_TIME = 2**53  # a record's "checked" beyond this is not a time (nor a float)
+_CHECKED_KEYS = 100_000  # about 15 MB of keys at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +64,14 @@ class ManifestStore:
     def __init__(self, storage: Storage, metrics: Metrics) -> None:
         self._storage = storage
         self._metrics = metrics
+        # Key -> media type of manifests that passed the check in this process:
+        # a hit on them re-checks the digest only, not the (costlier) structure.
+        self._checked: LRUCache[str, str] = LRUCache(maxsize=_CHECKED_KEYS)
 
     async def get_manifest(self, upstream: str, digest: Digest) -> StoredManifest | None:
-        """A cached manifest whose bytes still hash to ``digest``."""
-        raw = await self._get(layout.manifest_key(upstream, digest))
+        """A cached manifest whose bytes still hash to ``digest`` and still pass the check."""
+        key = layout.manifest_key(upstream, digest)
+        raw = await self._get(key)
         if raw is None:
             return None
         media_type, sep, body = raw.partition(b"\n")
@@ -72,23 +79,29 @@ class ManifestStore:
             # Never serve a damaged entry: drop it and let the caller re-fetch.
             log.warning("cached manifest %s is damaged; discarding it", digest)
             self._metrics.digest_mismatch("manifest")
-            await self._delete(layout.manifest_key(upstream, digest))
+            await self._delete(key)
             return None
+        stored_type = media_type.decode("ascii", "replace")
+        if self._checked.get(key) == stored_type:
+            return StoredManifest(stored_type, body)
         try:
-            checked = check_manifest(body, media_type.decode("ascii", "replace"))
+            checked = await check_manifest_off_loop(body, stored_type)
         except ManifestRejected as exc:
             log.warning("cached manifest %s is not a manifest (%s); discarding it", digest,
                         exc.reason)  # fmt: skip
-            await self._delete(layout.manifest_key(upstream, digest))
+            await self._delete(key)
             return None
+        self._checked[key] = checked
         return StoredManifest(checked, body)
 
     async def put_manifest(
         self, upstream: str, digest: Digest, media_type: str, body: bytes
     ) -> None:
-        """Cache a manifest already verified against ``digest``."""
+        """Cache a manifest already checked, and verified against ``digest``."""
         data = media_type.encode() + b"\n" + body
-        await self._put(layout.manifest_key(upstream, digest), data)
+        key = layout.manifest_key(upstream, digest)
+        await self._put(key, data)
+        self._checked[key] = media_type
 
     async def get_tag(
         self, upstream: str, repository: str, tag: str, variant: str

@@ -32,7 +32,7 @@ from mirror.errors import (
     NameUnknown,
     is_retryable_upstream,
 )
-from mirror.manifest_check import check_manifest, media_type_of
+from mirror.manifest_check import check_manifest_off_loop, media_type_of
 from mirror.manifests import ManifestStore, StoredManifest, TagRecord
 from mirror.metrics import Metrics
 from mirror.oci import MANIFEST_MEDIA_TYPES, Digest, Reference, parse_digest, sha256_digest
@@ -319,7 +319,7 @@ class PullService:
         upstream = target.upstream
         got = await upstream.get_manifest(target.repository, reference, accept, ManifestUnknown)
         try:
-            media_type = check_manifest(got.body, got.media_type)
+            media_type = await check_manifest_off_loop(got.body, got.media_type)
         except ManifestRejected as exc:
             log.warning("%s/%s:%s: %s", upstream.name, target.repository, reference, exc.message)
             raise
