@@ -26,7 +26,6 @@ from mirror.cache.flight import SingleFlight
 from mirror.errors import (
     BlobUnknown,
     DigestMismatch,
-    ManifestRejected,
     ManifestUnknown,
     MirrorError,
     NameUnknown,
@@ -318,11 +317,8 @@ class PullService:
         """GET a manifest upstream, check that it is one and matches its digest, cache it."""
         upstream = target.upstream
         got = await upstream.get_manifest(target.repository, reference, accept, ManifestUnknown)
-        try:
-            media_type = await check_manifest_off_loop(got.body, got.media_type)
-        except ManifestRejected as exc:
-            log.warning("%s/%s:%s: %s", upstream.name, target.repository, reference, exc.message)
-            raise
+        # ManifestRejected goes up: a 502, or a stale answer, each logged once there.
+        media_type = await check_manifest_off_loop(got.body, got.media_type)
         digest = _verified_digest(got.body, got.digest, expected)
         if digest is None:
             self._metrics.digest_mismatch("manifest")
