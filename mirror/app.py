@@ -12,6 +12,7 @@ from mirror.cache.fills import FillManager
 from mirror.cache.manager import CacheManager, track
 from mirror.config import Config
 from mirror.metrics import Metrics
+from mirror.request_log import request_error_logger
 from mirror.routes.admin import AdminHandlers
 from mirror.routes.middleware import oci_errors
 from mirror.routes.ops import OpsHandlers
@@ -110,7 +111,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(config: Config, metrics: Metrics | None = None) -> web.Application:
     """A ready-to-run mirror application for ``config``."""
-    app = web.Application(middlewares=[oci_errors], client_max_size=1024)
+    app = web.Application(
+        middlewares=[oci_errors],
+        client_max_size=1024,
+        # Malformed HTTP is logged as one short line, rate-limited (not ERROR + traceback).
+        handler_args={"logger": request_error_logger()},
+    )
     app[CONFIG] = config
     app[METRICS] = metrics or Metrics()
     app[HANDLERS] = V2Handlers()

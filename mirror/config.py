@@ -28,6 +28,7 @@ from mirror.config_values import (
     ConfigError,
     parse_bool,
     parse_duration,
+    parse_fraction,
     parse_listen,
     parse_size,
     read_secret,
@@ -200,8 +201,8 @@ def _storage(raw: Mapping[str, Any]) -> StorageConfig:
 def _cache(raw: Mapping[str, Any]) -> CacheConfig:
     table = sub_table(raw, "cache", "")
     reject_unknown(table, "cache", set(CacheConfig.__dataclass_fields__))
-    high = float(table.get("high_watermark", 0.95))
-    low = float(table.get("low_watermark", 0.85))
+    high = parse_fraction(table.get("high_watermark", 0.95), "cache.high_watermark")
+    low = parse_fraction(table.get("low_watermark", 0.85), "cache.low_watermark")
     if not 0 < low < high <= 1:
         raise ConfigError(
             f"cache.low_watermark/high_watermark: need 0 < low < high <= 1, got {low}/{high}"

@@ -6,10 +6,13 @@ of the setting, for its error message.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from mirror.numbers import parse_count, parse_decimal
 
 _SIZE_UNITS = {
     "": 1, "b": 1,
@@ -19,6 +22,8 @@ _SIZE_UNITS = {
     "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
 }  # fmt: skip
 _DURATION_UNITS = {"": 1, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# A number (ASCII digits, bounded by mirror.numbers.parse_decimal) and a unit.
+_QUANTITY_RE = re.compile(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*")
 
 
 # Up to the last "@" of the URL: a password may hold "@" or "/" unescaped.
@@ -41,12 +46,13 @@ def parse_size(value: object, where: str) -> int:
     if isinstance(value, int):
         number, unit = float(value), ""
     else:
-        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
-        if match is None or match.group(2).lower() not in _SIZE_UNITS:
+        match = _QUANTITY_RE.fullmatch(str(value))
+        parsed = parse_decimal(match.group(1)) if match else None
+        if match is None or parsed is None or match.group(2).lower() not in _SIZE_UNITS:
             raise ConfigError(f"{where}: expected a size such as '50GiB', got {value!r}")
-        number, unit = float(match.group(1)), match.group(2).lower()
-    if number < 0:
-        raise ConfigError(f"{where}: must not be negative, got {value!r}")
+        number, unit = parsed, match.group(2).lower()
+    if not 0 <= number < math.inf:
+        raise ConfigError(f"{where}: must be a finite, non-negative size, got {value!r}")
     return int(number * _SIZE_UNITS[unit])
 
 
@@ -57,12 +63,13 @@ def parse_duration(value: object, where: str) -> float:
     if isinstance(value, int | float):
         seconds = float(value)
     else:
-        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|)\s*", str(value))
-        if match is None:
+        match = _QUANTITY_RE.fullmatch(str(value))
+        parsed = parse_decimal(match.group(1)) if match else None
+        if match is None or parsed is None or match.group(2) not in _DURATION_UNITS:
             raise ConfigError(f"{where}: expected a duration such as '5m', got {value!r}")
-        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if seconds < 0:
-        raise ConfigError(f"{where}: must not be negative, got {value!r}")
+        seconds = parsed * _DURATION_UNITS[match.group(2)]
+    if not 0 <= seconds < math.inf:  # TOML allows nan and inf
+        raise ConfigError(f"{where}: must be finite and not negative, got {value!r}")
     return seconds
 
 
@@ -82,10 +89,21 @@ def parse_listen(value: object, where: str) -> tuple[str, int]:
     """``"HOST:PORT"`` or ``":PORT"`` (all interfaces) -> (host, port)."""
     text = str(value)
     host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    port = parse_count(port_text, max_digits=5)
+    if not sep or port is None or port > 65535:
         raise ConfigError(f"{where}: expected HOST:PORT, got {value!r}")
     host = host.strip("[]") or "0.0.0.0"
-    return host, int(port_text)
+    return host, port
+
+
+def parse_fraction(value: object, where: str) -> float:
+    """A number from 0 to 1 such as ``0.95``."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a number from 0 to 1, got {value!r}")
+    number = float(value) if isinstance(value, int | float) else parse_decimal(str(value).strip())
+    if number is None or not 0 <= number <= 1:
+        raise ConfigError(f"{where}: expected a number from 0 to 1, got {value!r}")
+    return number
 
 
 def read_secret(path: object, where: str) -> str:

@@ -21,7 +21,8 @@
         ├── UpstreamRateLimited       429 TOOMANYREQUESTS (+ Retry-After)
         ├── UpstreamUnavailable       502 UNAVAILABLE (5xx, bad answer, digest mismatch)
         │   ├── UpstreamBusy          503 UNAVAILABLE (+ Retry-After: an upstream 503 said when)
-        │   └── DigestMismatch        502 (the upstream sent bytes that do not hash right)
+        │   ├── DigestMismatch        502 (the upstream sent bytes that do not hash right)
+        │   └── ManifestRejected      502 (the upstream sent something that is not a manifest)
         ├── UpstreamRefused           502 UNAVAILABLE (a redirect or token realm the policy refuses)
         └── UpstreamTimeout           504 UNAVAILABLE (connect error, timeout)
 
@@ -201,6 +202,18 @@ class UpstreamBusy(UpstreamUnavailable):
 
 class DigestMismatch(UpstreamUnavailable):
     """Upstream bytes did not hash to the digest they were asked for."""
+
+
+class ManifestRejected(UpstreamUnavailable):
+    """The upstream answered a manifest request with something that is not a manifest.
+
+    A captive portal's HTML page, a proxy's error page, a truncated or
+    mistyped document: never stored, never served (see :mod:`mirror.manifest_check`).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"upstream sent something that is not a manifest: {reason}")
+        self.reason = reason
 
 
 class UpstreamRefused(UpstreamError):

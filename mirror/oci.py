@@ -8,11 +8,11 @@ maps to the OCI error code a client expects, so routes never see a bare
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 
 from mirror.errors import DigestInvalid, NameInvalid, RangeNotSatisfiable, ReferenceInvalid
+from mirror.numbers import digits_value
 
 # Header names, spelled once.
 DIGEST_HEADER = "Docker-Content-Digest"
@@ -20,7 +20,7 @@ API_VERSION_HEADER = "Docker-Distribution-API-Version"
 API_VERSION = "registry/2.0"
 NAMESPACE_HEADER = "OCI-Namespace"
 
-# Media types of manifests the mirror knows how to sniff and serve.
+# Media types of the manifests the mirror serves (see mirror.manifest_check).
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -28,6 +28,9 @@ DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
 DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
 INDEX_MEDIA_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
+MANIFEST_MEDIA_TYPES = frozenset(
+    {OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST, DOCKER_SCHEMA1_SIGNED, DOCKER_SCHEMA1}
+)
 
 # What the mirror asks the upstream for when the client sent no Accept at all:
 # every modern manifest type, so the cached answer suits any later client.
@@ -42,7 +45,7 @@ _NAME_MAX = 255
 # Algorithms whose hex length we know; only sha256 and sha512 are ever verified.
 _HEX_LENGTHS = {"sha256": 64, "sha512": 128}
 _DIGEST_RE = re.compile(r"([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)")
-_RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE_RE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,11 @@ def parse_digest(value: str) -> Digest:
     if len(hex_part) != expected or not re.fullmatch(r"[0-9a-f]+", hex_part):
         raise DigestInvalid(f"{algorithm} digest must be {expected} lowercase hex characters")
     return Digest(algorithm, hex_part)
+
+
+def is_digest_syntax(value: str) -> bool:
+    """Whether ``value`` follows the OCI digest grammar (any algorithm, verifiable or not)."""
+    return _DIGEST_RE.fullmatch(value) is not None
 
 
 def sha256_digest(data: bytes) -> Digest:
@@ -145,10 +153,12 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     Returns None when the whole object should be sent (no header, or a header
     we ignore as RFC 9110 allows, such as several ranges). Raises
     :class:`RangeNotSatisfiable` for a well-formed range outside the object.
+    Positions are ASCII digits of any length, never converted whole (see
+    :func:`mirror.numbers.digits_value`).
     """
     if header is None:
         return None
-    match = _RANGE_RE.fullmatch(header.strip())
+    match = _RANGE_RE.fullmatch(header.strip(" \t"))
     if match is None:
         # Multi-range or other units: serving the full body is always allowed.
         return None
@@ -156,52 +166,18 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     if not first and not last:
         return None
     if not first:
-        suffix = int(last)
-        if suffix == 0:
-            raise RangeNotSatisfiable(size)
-        return ByteRange(max(size - suffix, 0), size - 1)
-    start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
-    if start >= size or (last and int(last) < start):
+        return _suffix_range(digits_value(last), size)
+    start = digits_value(first)
+    end = digits_value(last) if last else None
+    if start >= size or (end is not None and end < start):
         raise RangeNotSatisfiable(size)
-    return ByteRange(start, end)
+    return ByteRange(start, size - 1 if end is None else min(end, size - 1))
 
 
-def parse_accept(values: list[str]) -> tuple[str, ...]:
-    """Media types from every ``Accept`` line, in order, without parameters or duplicates."""
-    seen: dict[str, None] = {}
-    for line in values:
-        for part in line.split(","):
-            media_type = part.split(";", 1)[0].strip().lower()
-            if media_type:
-                seen.setdefault(media_type, None)
-    return tuple(seen)
-
-
-def accepts(accepted: tuple[str, ...], media_type: str) -> bool:
-    """Whether a client that sent ``accepted`` can take ``media_type``."""
-    if not accepted or "*/*" in accepted:
-        return True
-    # Old docker clients send only application/json for schema1.
-    return media_type in accepted
-
-
-def sniff_manifest_type(body: bytes, content_type: str | None) -> str:
-    """The media type of a manifest: the upstream's Content-Type, else its own field."""
-    if content_type:
-        clean = content_type.split(";", 1)[0].strip()
-        if clean and clean not in ("application/json", "application/octet-stream", "text/plain"):
-            return clean
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return content_type or OCI_MANIFEST
-    if isinstance(doc, dict):
-        declared = doc.get("mediaType")
-        if isinstance(declared, str) and declared:
-            return declared
-        if doc.get("schemaVersion") == 1:
-            return DOCKER_SCHEMA1_SIGNED if "signatures" in doc else DOCKER_SCHEMA1
-        if "manifests" in doc:
-            return OCI_INDEX
-    return OCI_MANIFEST
+def _suffix_range(suffix: int, size: int) -> ByteRange | None:
+    """The last ``suffix`` bytes; None (the whole, empty, object) when there are none."""
+    if suffix == 0:
+        raise RangeNotSatisfiable(size)
+    if size == 0:
+        return None
+    return ByteRange(max(size - suffix, 0), size - 1)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
 
+from mirror.accept import ALL_TYPES, VARIANT_TYPES, Accepted
 from mirror.cache.fills import Fill, FillManager
 from mirror.cache.flight import SingleFlight
 from mirror.errors import (
@@ -30,16 +31,10 @@ from mirror.errors import (
     NameUnknown,
     is_retryable_upstream,
 )
+from mirror.manifest_check import check_manifest_off_loop, media_type_of
 from mirror.manifests import ManifestStore, StoredManifest, TagRecord
 from mirror.metrics import Metrics
-from mirror.oci import (
-    DEFAULT_ACCEPT,
-    Digest,
-    Reference,
-    parse_digest,
-    sha256_digest,
-    sniff_manifest_type,
-)
+from mirror.oci import MANIFEST_MEDIA_TYPES, Digest, Reference, parse_digest, sha256_digest
 from mirror.routing import Target
 from mirror.storage import layout
 from mirror.storage.base import ObjectInfo, Storage, StorageError
@@ -155,22 +150,26 @@ class PullService:
     # -------------------------------------------------------------- manifests
 
     async def manifest(
-        self,
-        target: Target,
-        reference: Reference,
-        accept_lines: list[str],
-        accepted: tuple[str, ...],
-        *,
-        head: bool,
+        self, target: Target, reference: Reference, accepted: Accepted, *, head: bool
     ) -> ManifestAnswer:
-        """A manifest by digest (immutable) or by tag (revalidated after its TTL)."""
+        """A manifest by digest (immutable) or by tag (revalidated after its TTL).
+
+        By digest, the digest names the content: it is served whatever the
+        client's ``Accept``. By tag, the client gets only a type it takes.
+        """
         if reference.digest is not None:
-            return await self._manifest_by_digest(target, reference.digest, accept_lines, head)
+            return await self._manifest_by_digest(target, reference.digest, head)
         assert reference.tag is not None
-        return await self._manifest_by_tag(target, reference.tag, accept_lines, accepted, head)
+        answer = await self._manifest_by_tag(target, reference.tag, accepted, head)
+        if not accepted.allows(answer.media_type):
+            raise ManifestUnknown(
+                f"tag {reference.tag!r} is a {answer.media_type}, which the request's Accept "
+                "does not list"
+            )
+        return answer
 
     async def _manifest_by_digest(
-        self, target: Target, digest: Digest, accept_lines: list[str], head: bool
+        self, target: Target, digest: Digest, head: bool
     ) -> ManifestAnswer:
         upstream = target.upstream.name
         stored = await self._manifests.get_manifest(upstream, digest)
@@ -178,41 +177,37 @@ class PullService:
             return _answer(str(digest), stored, head, "hit")
         if self._offline:
             raise ManifestUnknown(f"{digest} is not cached and the mirror is offline")
-        fetched = await self._fetch_by_digest(target, digest, accept_lines)
+        fetched = await self._fetch_by_digest(target, digest)
         return _answer(str(digest), fetched, head, "miss")
 
-    async def _fetch_by_digest(
-        self, target: Target, digest: Digest, accept_lines: list[str]
-    ) -> StoredManifest:
-        """GET a manifest by digest upstream, once however many ask at the same time."""
+    async def _fetch_by_digest(self, target: Target, digest: Digest) -> StoredManifest:
+        """GET a manifest by digest upstream, once however many ask at the same time.
+
+        It asks for every known type: the cached copy serves every later client.
+        """
         fetched = await self._flight.run(
             ("manifest", target.upstream.name, str(digest)),
-            lambda: self._fetch_manifest(target, str(digest), accept_lines, digest),
+            lambda: self._fetch_manifest(target, str(digest), ALL_TYPES, digest),
         )
         assert isinstance(fetched, _Fetched)
         return fetched.stored
 
     async def _manifest_by_tag(
-        self,
-        target: Target,
-        tag: str,
-        accept_lines: list[str],
-        accepted: tuple[str, ...],
-        head: bool,
+        self, target: Target, tag: str, accepted: Accepted, head: bool
     ) -> ManifestAnswer:
         upstream = target.upstream
-        record = await self._manifests.get_tag(upstream.name, target.repository, tag, accepted)
+        variant = accepted.variant
+        record = await self._manifests.get_tag(upstream.name, target.repository, tag, variant)
         if self._offline:
             return await self._offline_tag(target, tag, accepted, record, head)
         if record is not None and record.age() < upstream.config.tag_ttl:
-            answer = await self._from_record(target, record, accept_lines, head, "hit")
+            answer = await self._from_record(target, record, head, "hit")
             if answer is not None:
                 return answer
-        flight_key = ("tag", upstream.name, target.repository, tag, *sorted(accepted), str(head))
+        flight_key = ("tag", upstream.name, target.repository, tag, variant, str(head))
         try:
             result = await self._flight.run(
-                flight_key,
-                lambda: self._refresh_tag(target, tag, accept_lines, accepted, record, head),
+                flight_key, lambda: self._refresh_tag(target, tag, variant, record, head)
             )
         except MirrorError as exc:
             stale = await self._stale_answer(target, tag, accepted, record, head, exc)
@@ -223,43 +218,32 @@ class PullService:
         return result
 
     async def _refresh_tag(
-        self,
-        target: Target,
-        tag: str,
-        accept_lines: list[str],
-        accepted: tuple[str, ...],
-        record: TagRecord | None,
-        head: bool,
+        self, target: Target, tag: str, variant: str, record: TagRecord | None, head: bool
     ) -> ManifestAnswer:
         """Ask the upstream what the tag points to now (HEAD first when we know it)."""
         upstream = target.upstream
-        lines = accept_lines or list(DEFAULT_ACCEPT)
+        lines = VARIANT_TYPES[variant]
         if record is not None or head:
             found = await upstream.head_manifest(target.repository, tag, lines, ManifestUnknown)
             new = _record_from_head(found)
             if new is not None and head and (record is None or new.digest != record.digest):
-                await self._save_tag(target, tag, accepted, new)
+                await self._save_tag(target, tag, variant, new)
                 return ManifestAnswer(new.digest, new.media_type, new.size, None, "miss")
             if record is not None and found.digest == record.digest:
                 renewed = TagRecord(record.digest, record.media_type, record.size, time.time())
-                await self._save_tag(target, tag, accepted, renewed)
-                answer = await self._from_record(target, renewed, accept_lines, head, "revalidated")
+                await self._save_tag(target, tag, variant, renewed)
+                answer = await self._from_record(target, renewed, head, "revalidated")
                 if answer is not None:
                     return answer
         fetched = await self._fetch_manifest(target, tag, lines, None)
         new = TagRecord(
             fetched.digest, fetched.stored.media_type, len(fetched.stored.body), time.time()
         )
-        await self._save_tag(target, tag, accepted, new)
+        await self._save_tag(target, tag, variant, new)
         return _answer(fetched.digest, fetched.stored, head, "miss")
 
     async def _from_record(
-        self,
-        target: Target,
-        record: TagRecord,
-        accept_lines: list[str],
-        head: bool,
-        result: str,
+        self, target: Target, record: TagRecord, head: bool, result: str
     ) -> ManifestAnswer | None:
         """Answer from a tag record; None when the manifest itself is gone and we are offline."""
         if head:
@@ -269,35 +253,33 @@ class PullService:
         if stored is None:
             if self._offline:
                 return None
-            stored = await self._fetch_by_digest(target, digest, accept_lines)
+            stored = await self._fetch_by_digest(target, digest)
         return _answer(record.digest, stored, head, result)
 
     async def _offline_tag(
         self,
         target: Target,
         tag: str,
-        accepted: tuple[str, ...],
+        accepted: Accepted,
         record: TagRecord | None,
         head: bool,
     ) -> ManifestAnswer:
         record = record or await self._last_known(target, tag, accepted)
         if record is not None:
-            answer = await self._from_record(target, record, [], head, "hit")
+            answer = await self._from_record(target, record, head, "hit")
             if answer is not None:
                 return answer
         raise ManifestUnknown(f"tag {tag!r} is not cached and the mirror is offline")
 
-    async def _last_known(
-        self, target: Target, tag: str, accepted: tuple[str, ...]
-    ) -> TagRecord | None:
-        """The newest record of a tag, for any Accept set this client can take."""
+    async def _last_known(self, target: Target, tag: str, accepted: Accepted) -> TagRecord | None:
+        """The newest record of a tag, for any Accept variant this client can take."""
         return await self._manifests.any_tag(target.upstream.name, target.repository, tag, accepted)
 
     async def _stale_answer(
         self,
         target: Target,
         tag: str,
-        accepted: tuple[str, ...],
+        accepted: Accepted,
         record: TagRecord | None,
         head: bool,
         error: MirrorError,
@@ -329,27 +311,23 @@ class PullService:
         self,
         target: Target,
         reference: str,
-        accept_lines: list[str],
+        accept: tuple[str, ...],
         expected: Digest | None,
     ) -> _Fetched:
-        """GET a manifest upstream, verify its digest, cache it."""
+        """GET a manifest upstream, check that it is one and matches its digest, cache it."""
         upstream = target.upstream
-        lines = accept_lines or list(DEFAULT_ACCEPT)
-        got = await upstream.get_manifest(target.repository, reference, lines, ManifestUnknown)
+        got = await upstream.get_manifest(target.repository, reference, accept, ManifestUnknown)
+        # ManifestRejected goes up: a 502, or a stale answer, each logged once there.
+        media_type = await check_manifest_off_loop(got.body, got.media_type)
         digest = _verified_digest(got.body, got.digest, expected)
         if digest is None:
             self._metrics.digest_mismatch("manifest")
             raise DigestMismatch(f"upstream manifest {reference} does not match its digest")
-        media_type = sniff_manifest_type(got.body, got.media_type)
         await self._manifests.put_manifest(upstream.name, digest, media_type, got.body)
         return _Fetched(str(digest), StoredManifest(media_type, got.body))
 
-    async def _save_tag(
-        self, target: Target, tag: str, accepted: tuple[str, ...], record: TagRecord
-    ) -> None:
-        await self._manifests.put_tag(
-            target.upstream.name, target.repository, tag, accepted, record
-        )
+    async def _save_tag(self, target: Target, tag: str, variant: str, record: TagRecord) -> None:
+        await self._manifests.put_tag(target.upstream.name, target.repository, tag, variant, record)
 
     # --------------------------------------------------------------- listings
 
@@ -378,11 +356,19 @@ class _Fetched:
 
 
 def _record_from_head(found: ManifestHead) -> TagRecord | None:
-    """A tag record from a HEAD answer, if it said both digest and size."""
-    if found.digest is None or found.size is None:
+    """A tag record from a HEAD answer that names a manifest type, a valid digest and a size.
+
+    Anything less (a generic or foreign ``Content-Type``, no digest) is no
+    record: the GET that follows gets the body and checks it.
+    """
+    media_type = media_type_of(found.media_type)
+    if found.digest is None or found.size is None or media_type not in MANIFEST_MEDIA_TYPES:
         return None
-    media_type = sniff_manifest_type(b"", found.media_type)
-    return TagRecord(found.digest, media_type, found.size, time.time())
+    try:
+        digest = parse_digest(found.digest)
+    except MirrorError:
+        return None
+    return TagRecord(str(digest), media_type, found.size, time.time())
 
 
 def _answer(digest: str, stored: StoredManifest, head: bool, result: str) -> ManifestAnswer:

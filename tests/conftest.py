@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,17 @@ from tests.support.fake_upstream import FakeUpstream
 from tests.support.images import ImageSet, build_default_images
 from tests.support.registry import UpstreamRegistry, running_registry
 from tests.support.s3 import MotoS3, running_moto
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Hypothesis: no example database, its caches outside the tree, no deadline under load."""
+    from hypothesis import settings
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    set_hypothesis_home_dir(str(Path(tempfile.gettempdir()) / "registry-mirror-hypothesis"))
+    settings.register_profile("mirror", database=None, deadline=None)
+    settings.load_profile("mirror")
+
 
 # ---------------------------------------------------------------------------
 # Real upstream registries (logic in tests/support/{images,registry,token_server}.py).

@@ -80,7 +80,7 @@ async def test_listing_shows_repositories_tags_sizes(
     assert tag["last_access"].endswith("+00:00")
     assert repos["team/two"]["size"] > 5000
     assert listing["size"] < repos["team/one"]["size"] + repos["team/two"]["size"]  # shared once
-    assert listing["entries"] == 6  # the shared layer once
+    assert listing["entries"] == 8  # the shared layer once, and the two tag records
     assert listing["untagged"] == {"entries": 0, "size": 0}
     async with http.get(mirror.url + "/admin/cache?repository=team/two", headers=AUTH) as resp:
         assert [r["repository"] for r in (await resp.json())["repositories"]] == ["team/two"]

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import aiohttp
 import pytest
+from yarl import URL
 
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.mirror_app import mirror_config, run_mirror
 
 GOOD_DIGEST = "sha256:" + "a" * 64
+RANGE_DATA = bytes(range(256)) * 8
 
 # (method, path, headers, expected status, expected OCI code)
 CASES: list[tuple[str, str, dict[str, str], int, str]] = [
@@ -72,21 +75,25 @@ async def test_bad_request_gets_oci_error(
     ["bytes=abc", "bytes=5-2", "items=0-1", "bytes=0-1,4-5", "bytes=", "bytes=-0", "bytes=999999-"],
 )
 async def test_odd_range_headers_never_fail_badly(tmp_path: Path, range_header: str) -> None:
-    data = bytes(range(256)) * 8
+    status, headers, body = await get_cached_range(tmp_path, range_header)
+    assert status in (200, 206, 416), body
+    if status == 200:
+        assert body == RANGE_DATA
+    if status == 416:
+        assert headers["Content-Range"] == f"bytes */{len(RANGE_DATA)}"
+
+
+async def get_cached_range(tmp_path: Path, range_header: str) -> tuple[int, dict[str, str], bytes]:
+    """Cache a 2 KiB blob, then GET it with ``Range: range_header``: status, headers, body."""
     async with FakeUpstream() as upstream:
-        digest = upstream.add_blob(data)
+        digest = upstream.add_blob(RANGE_DATA)
         config = mirror_config(tmp_path, upstream.url)
         async with run_mirror(config) as mirror, aiohttp.ClientSession() as session:
             url = f"{mirror.url}/v2/library/tiny/blobs/{digest}"
             async with session.get(url) as resp:  # cache it first
-                assert await resp.read() == data
+                assert await resp.read() == RANGE_DATA
             async with session.get(url, headers={"Range": range_header}) as resp:
-                body = await resp.read()
-                assert resp.status in (200, 206, 416), body
-                if resp.status == 200:
-                    assert body == data
-                if resp.status == 416:
-                    assert resp.headers["Content-Range"] == f"bytes */{len(data)}"
+                return resp.status, dict(resp.headers), await resp.read()
 
 
 async def test_library_prefix_only_for_docker_hub(tmp_path: Path) -> None:
@@ -101,3 +108,62 @@ async def test_library_prefix_only_for_docker_hub(tmp_path: Path) -> None:
                 assert resp.status == 200
                 assert await resp.read() == body
         assert upstream.count("GET", "/v2/alpine/manifests/3") == 1
+
+
+@pytest.mark.parametrize(
+    ("range_header", "status", "span"),
+    [
+        # Python refuses int() of more than 4,300 digits: these were 500s with a traceback.
+        ("bytes=" + "9" * 5000 + "-", 416, None),
+        ("bytes=0-" + "9" * 5000, 206, (0, 2048)),
+        ("bytes=-" + "9" * 5000, 206, (0, 2048)),
+        ("bytes=" + "0" * 3000 + "1-" + "0" * 3000 + "2", 206, (1, 3)),
+        ("bytes=18446744073709551616-", 416, None),
+        ("bytes=2047-18446744073709551616", 206, (2047, 2048)),
+    ],
+    ids=["huge-start", "huge-end", "huge-suffix", "leading-zeros", "2^64-start", "2^64-end"],
+)
+async def test_crafted_range_numbers_are_answered(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    range_header: str,
+    status: int,
+    span: tuple[int, int] | None,
+) -> None:
+    got, _, body = await get_cached_range(tmp_path, range_header)
+    assert got == status, body
+    if span is not None:
+        assert body == RANGE_DATA[span[0] : span[1]]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+@pytest.mark.parametrize(
+    "n",
+    ["%C2%B2", "%D9%A3", "%EF%BC%91", "1_0", "+5", "%205", "0x10", "1e3", "9" * 5000, "10001"],
+    ids=[
+        "superscript",
+        "arabic",
+        "fullwidth",
+        "underscore",
+        "plus",
+        "space",
+        "hex",
+        "exp",
+        "5000-digits",
+        "too-many",
+    ],
+)
+async def test_crafted_page_sizes_are_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, n: str
+) -> None:
+    """Only ASCII digits: '²'.isdigit() is true, int('٣') is 3, int('1_0') is 10."""
+    async with FakeUpstream() as upstream:
+        config = mirror_config(tmp_path, upstream.url)
+        async with run_mirror(config) as mirror, aiohttp.ClientSession() as session:
+            url = URL(f"{mirror.url}/v2/library/tiny/tags/list?n={n}", encoded=True)
+            async with session.get(url) as resp:
+                assert resp.status == 400, await resp.text()
+                document = await resp.json()
+        assert upstream.requests == []
+    assert document["errors"][0]["code"] == "PAGINATION_NUMBER_INVALID"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]

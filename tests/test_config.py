@@ -76,6 +76,14 @@ def test_cli_flags(tmp_path: Path) -> None:
         ({"offline": "perhaps"}, "offline"),
         ({"colour": "blue"}, "colour"),
         ({"storage": {"pth": "x"}}, "storage.pth"),
+        # Numbers only in ASCII digits and of a sane length: never a traceback.
+        ({"listen": "127.0.0.1:\u00b2"}, "listen"),
+        ({"listen": "127.0.0.1:" + "9" * 5000}, "listen"),
+        ({"cache": {"max_size": "9" * 5000}}, "cache.max_size"),
+        ({"cache": {"max_size": "\u0663GiB"}}, "cache.max_size"),
+        ({"cache": {"high_watermark": "most"}}, "cache.high_watermark"),
+        ({"upstreams": [{"url": "https://a", "tag_ttl": float("nan")}]}, "upstreams[0].tag_ttl"),
+        ({"upstreams": [{"url": "https://a", "max_stale": float("inf")}]}, "max_stale"),
     ],
 )
 def test_errors_name_the_field(raw: dict[str, object], field: str) -> None:

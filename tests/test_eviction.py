@@ -79,12 +79,13 @@ async def test_budget_evicts_least_recent_and_keeps_pins(
         on_disk = content_on_disk(tmp_path)
         assert sum(on_disk.values()) == cache.storage.index.size <= 65_000
         assert all(cached(tmp_path, up, pinned)), "pinned image was evicted"
+        assert [k for k in on_disk if "/tags/base/pinned/stable/" in k], "pinned tag's record"
         assert all(cached(tmp_path, up, a))
         assert all(cached(tmp_path, up, d))
         assert gone(tmp_path, up, b)
         assert gone(tmp_path, up, c)
         text = mirror.app[METRICS].render().decode()
-        pulled = 3 * 5  # manifest, config, layer of five images
+        pulled = 4 * 5  # tag record, manifest, config, layer of five images
         assert metric(text, "mirror_cache_evictions_total") == pulled - len(on_disk)
         assert metric(text, "mirror_cache_size_bytes") == cache.storage.index.size
         assert metric(text, "mirror_cache_entries") == len(on_disk)

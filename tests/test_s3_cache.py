@@ -28,9 +28,10 @@ def in_bucket(s3: MotoS3, bucket: str, up: FakeUpstream, image: FakeImage) -> li
 
 
 def content_bytes(s3: MotoS3, bucket: str) -> int:
-    """Bytes of blobs and manifests in the bucket (tag records are not budgeted)."""
+    """Bytes of blobs, manifests and tag records in the bucket: what the budget counts."""
     keys = s3.keys(bucket, f"{PREFIX}/")
-    return sum(size for key, size in keys.items() if "/blobs/" in key or "/manifests/" in key)
+    budgeted = ("/blobs/", "/manifests/", "/tags/")
+    return sum(size for key, size in keys.items() if any(kind in key for kind in budgeted))
 
 
 async def test_budget_and_pins_on_s3(

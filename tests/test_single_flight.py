@@ -26,6 +26,7 @@ from tests.support.pulls import (
     wait_idle,
 )
 from tests.support.registry import UpstreamRegistry
+from tests.support.small_images import minimal_manifest
 
 REPO = "team/app"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -191,7 +192,7 @@ async def test_range_alone_on_a_cold_miss_caches_the_whole_blob(
 async def test_concurrent_gets_of_one_tag_make_one_upstream_manifest_get(
     up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:
-    body = b'{"schemaVersion":2,"mediaType":"%s","layers":[]}' % OCI_MANIFEST.encode()
+    body = minimal_manifest()
     digest = up.add_manifest(REPO, body, OCI_MANIFEST, tag="v1")
     up.add_fault(Fault("/manifests/v1", first_byte_delay=0.5))
     headers = {"Accept": OCI_MANIFEST}
@@ -210,7 +211,7 @@ async def test_concurrent_gets_of_one_tag_make_one_upstream_manifest_get(
 async def test_concurrent_gets_of_one_manifest_digest_make_one_upstream_get(
     up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:
-    body = b'{"schemaVersion":2,"mediaType":"%s","layers":[]}' % OCI_MANIFEST.encode()
+    body = minimal_manifest()
     digest = up.add_manifest(REPO, body, OCI_MANIFEST)
     up.add_fault(Fault(digest, first_byte_delay=0.5))
     url = manifest_url(mirror.url, REPO, digest)
@@ -224,7 +225,7 @@ async def test_concurrent_gets_of_one_manifest_digest_make_one_upstream_get(
 async def test_manifest_fetch_survives_its_only_client_hanging_up(
     up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:
-    body = b'{"schemaVersion":2,"mediaType":"%s","layers":[]}' % OCI_MANIFEST.encode()
+    body = minimal_manifest()
     up.add_manifest(REPO, body, OCI_MANIFEST, tag="v1")
     up.add_fault(Fault("/manifests/v1", first_byte_delay=0.5))
     url = manifest_url(mirror.url, REPO, "v1")

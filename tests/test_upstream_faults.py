@@ -27,6 +27,7 @@ from tests.support.pulls import (
     wait_for,
     wait_idle,
 )
+from tests.support.small_images import minimal_manifest
 
 REPO = "team/app"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -216,7 +217,7 @@ async def test_blob_503_once_is_retried(
 async def test_manifest_503_once_is_retried(
     up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:
-    body = b'{"schemaVersion":2,"mediaType":"%s","layers":[]}' % OCI_MANIFEST.encode()
+    body = minimal_manifest()
     up.add_manifest(REPO, body, OCI_MANIFEST, tag="v1")
     up.add_fault(Fault("/manifests/v1", status=503, times=1))
 
@@ -245,7 +246,7 @@ async def test_persistent_503_gives_the_client_an_oci_error(
 async def test_429_is_passed_on_with_retry_after(
     up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession, kind: str
 ) -> None:
-    body = b'{"schemaVersion":2,"mediaType":"%s","layers":[]}' % OCI_MANIFEST.encode()
+    body = minimal_manifest()
     up.add_manifest(REPO, body, OCI_MANIFEST, tag="v1")
     digest = up.add_blob(b"y" * 100)
     up.add_fault(Fault(status=429, retry_after=37))

@@ -78,7 +78,10 @@ async def describe(
             entry = await _describe_repository(storage, upstream, repo, tags)
             tagged |= entry.pop("_keys")
             repositories.append(entry)
-    untagged = [e for e in index.entries() if e.key not in tagged and e.upstream in upstreams]
+    untagged = [
+        e for e in index.entries()
+        if e.key not in tagged and e.upstream in upstreams and e.kind != layout.TAGS
+    ]  # fmt: skip
     return {
         "size": index.size,
         "max_size": index.max_size,

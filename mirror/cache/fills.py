@@ -39,6 +39,7 @@ from mirror.errors import (
     UpstreamUnavailable,
 )
 from mirror.metrics import Metrics
+from mirror.numbers import parse_count
 from mirror.oci import Digest
 from mirror.storage.base import BlobWriter, Storage, StorageError
 from mirror.upstream.client import UpstreamClient
@@ -350,8 +351,7 @@ def _total_size(resp: aiohttp.ClientResponse) -> int | None:
     """The blob's whole size from a 200 or a 206 answer."""
     if resp.status == 206:
         content_range = resp.headers.get("Content-Range", "")
-        total = content_range.rpartition("/")[2]
-        return int(total) if total.isdigit() else None
+        return parse_count(content_range.rpartition("/")[2])
     return resp.content_length
 
 

@@ -1,7 +1,8 @@
 """The in-memory index of what the cache holds: a size-weighted LRU.
 
-Every blob and manifest in storage has one entry, keyed by its storage key,
-so a blob shared by many repositories of one upstream is counted once. The
+Every blob, manifest and tag record in storage has one entry, keyed by its
+storage key, so a blob shared by many repositories of one upstream is
+counted once. The
 entries live in a :class:`cachetools.LRUCache` whose ``getsizeof`` is the
 object's size: ``currsize`` is the bytes held and ``popitem`` yields the
 least recently used entry. Its own ``maxsize`` is unbounded on purpose:
@@ -11,9 +12,11 @@ is asynchronous (see :mod:`mirror.cache.eviction`).
 
 At start the index is rebuilt from ``storage.walk()`` in order of each
 object's modification time, which the backend advances on every hit
-(:meth:`Storage.touch`), so recency survives a restart. Tag records are tiny
-and are not indexed: they are not part of the budget and are never evicted
-(purge removes them).
+(:meth:`Storage.touch`), so recency survives a restart. Tag records are
+small, but a mirror can gather very many (one per tag and Accept variant,
+plus those older versions wrote per Accept spelling), so they count toward
+the budget and are evicted like the rest: an evicted record only means the
+next pull of that tag asks the upstream again.
 """
 
 from __future__ import annotations
@@ -34,19 +37,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class CacheEntry:
-    """One cached blob or manifest."""
+    """One cached blob, manifest or tag record."""
 
     key: str
     upstream: str
-    kind: str  # "blobs" or "manifests", as in the key layout
-    digest: str
+    kind: str  # "blobs", "manifests" or "tags", as in the key layout
+    digest: str  # "" for a tag record
     size: int
     accessed: float  # wall-clock seconds of the last hit or write
 
     @property
     def metric_kind(self) -> str:
-        """``blob`` or ``manifest``, the label used by metrics."""
-        return "blob" if self.kind == layout.BLOBS else "manifest"
+        """``blob``, ``manifest`` or ``tag``, the label used by metrics."""
+        return _METRIC_KINDS[self.kind]
+
+
+_METRIC_KINDS = {layout.BLOBS: "blob", layout.MANIFESTS: "manifest", layout.TAGS: "tag"}
 
 
 def _entry_size(entry: CacheEntry) -> int:
@@ -67,7 +73,7 @@ class _SizedLRU(LRUCache[str, CacheEntry]):
 
 
 class CacheIndex:
-    """Sizes and recency of every cached blob and manifest."""
+    """Sizes and recency of every cached blob, manifest and tag record."""
 
     def __init__(self, max_size: int = 0, metrics: Metrics | None = None) -> None:
         self._lru = _SizedLRU()
@@ -96,13 +102,13 @@ class CacheIndex:
         return self._lru.peek(key)
 
     def add(self, key: str, size: int, accessed: float | None = None) -> CacheEntry | None:
-        """Record a blob or manifest written (or found) at ``key``; other keys are ignored."""
-        parsed = layout.parse_content_key(key)
+        """Record an object written (or found) at ``key``; keys of no cached kind are ignored."""
+        parsed = indexed_kind(key)
         if parsed is None:
             return None
         upstream, kind, digest = parsed
         when = time.time() if accessed is None else accessed
-        entry = CacheEntry(key, upstream, kind, str(digest), size, when)
+        entry = CacheEntry(key, upstream, kind, digest, size, when)
         self._lru[key] = entry  # a re-write replaces the entry and makes it most recent
         self._report()
         return entry
@@ -145,10 +151,20 @@ class CacheIndex:
             self._metrics.cache_usage(self.size, len(self._lru), self._max_size)
 
 
+def indexed_kind(key: str) -> tuple[str, str, str] | None:
+    """``(upstream, kind, digest)`` of a key the index counts; the digest is "" for tags."""
+    content = layout.parse_content_key(key)
+    if content is not None:
+        upstream, kind, digest = content
+        return upstream, kind, str(digest)
+    tag = layout.parse_tag_key(key)
+    return (tag[0], layout.TAGS, "") if tag is not None else None
+
+
 async def rebuild_index(
     storage: Storage, upstreams: list[str], max_size: int = 0, metrics: Metrics | None = None
 ) -> CacheIndex:
-    """An index of everything under ``upstreams``, least recently modified first.
+    """An index of everything cached under ``upstreams``, least recently modified first.
 
     A storage that cannot be listed (S3 down at start) gives an empty index:
     pulls are served through meanwhile, and the budget counts what is
@@ -158,7 +174,7 @@ async def rebuild_index(
     try:
         for upstream in upstreams:
             async for info in storage.walk(f"{upstream}/"):
-                if layout.parse_content_key(info.key) is not None:
+                if indexed_kind(info.key) is not None:
                     found.append(info)
     except StorageError as exc:
         log.warning("cannot list the cache to rebuild its index: %s", exc)

@@ -10,9 +10,10 @@ The first component is an upstream when it is the name of a configured
 upstream (or a Docker Hub alias); otherwise the pin is for the default
 upstream. A tag pin follows the tag's cached records; a digest pin names the
 manifest itself. Either way the manifest, the child manifests of an index and
-every blob they refer to are never evicted. Pins are resolved against what is
-cached at each eviction pass, so an image pinned before its first pull is
-protected from the moment it arrives, and a moved tag protects its new target.
+every blob they refer to are never evicted, nor are a tag pin's records. Pins
+are resolved against what is cached at each eviction pass, so an image pinned
+before its first pull is protected from the moment it arrives, and a moved tag
+protects its new target.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def manifest_references(stored: bytes) -> References:
     _, _, body = stored.partition(b"\n")
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return References()
     if not isinstance(doc, dict):
         return References()
@@ -143,15 +144,15 @@ async def image_keys(storage: Storage, upstream: str, roots: list[Digest]) -> se
     return keys
 
 
-async def tag_digests(storage: Storage, upstream: str, repository: str, tag: str) -> list[Digest]:
-    """The manifests that the cached records of one tag point to (any Accept set)."""
-    found: list[Digest] = []
+async def records_of_tag(
+    storage: Storage, upstream: str, repository: str, tag: str
+) -> dict[str, Digest | None]:
+    """The cached records of one tag (any Accept variant): key -> the manifest it points to."""
+    found: dict[str, Digest | None] = {}
     async for info in storage.walk(layout.tag_prefix(upstream, repository, tag)):
         if layout.parse_tag_key(info.key) != (upstream, repository, tag):
             continue  # a deeper repository sharing the prefix
-        digest = await record_digest(storage, info.key)
-        if digest is not None:
-            found.append(digest)
+        found[info.key] = await record_digest(storage, info.key)
     return found
 
 
@@ -161,18 +162,24 @@ async def record_digest(storage: Storage, key: str) -> Digest | None:
         raw = await storage.get(key)
         doc = json.loads(raw) if raw is not None else None
         return parse_digest(doc["digest"]) if isinstance(doc, dict) else None
-    except (StorageError, ValueError, KeyError, TypeError, MirrorError):
+    except (StorageError, ValueError, KeyError, TypeError, RecursionError, MirrorError):
         return None
 
 
 async def pinned_keys(storage: Storage, pins: list[Pin]) -> set[str]:
-    """Every key the pins protect, resolved against what is cached now."""
+    """Every key the pins protect, resolved against what is cached now.
+
+    For a tag pin that includes the tag's records: without them the tag
+    would no longer lead to its image, offline or at the next pass.
+    """
     keys: set[str] = set()
     for pin in pins:
         if pin.digest is not None:
             roots = [pin.digest]
         else:
             assert pin.tag is not None
-            roots = await tag_digests(storage, pin.upstream, pin.repository, pin.tag)
+            records = await records_of_tag(storage, pin.upstream, pin.repository, pin.tag)
+            keys |= set(records)
+            roots = [digest for digest in records.values() if digest is not None]
         keys |= await image_keys(storage, pin.upstream, roots)
     return keys

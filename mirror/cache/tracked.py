@@ -3,8 +3,8 @@
 The pull path reads and writes through :class:`TrackedStorage`, so the index
 sees every commit and put (blobs from fills, manifests and tag records from
 :class:`mirror.manifests.ManifestStore`), every delete, and every hit:
-``touch`` (the blob hit path calls it) and ``get`` of a manifest. Nothing in
-the pull path has to remember to tell the index.
+``touch`` (the blob hit path calls it) and ``get`` of a manifest or tag
+record. Nothing in the pull path has to remember to tell the index.
 
 It also counts readers of streamed objects. Eviction must not delete an
 object a client is receiving. On disk that is safe anyway: a blob is sent
@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from mirror.cache.index import CacheIndex
-from mirror.storage import layout
 from mirror.storage.base import BlobWriter, DelegatingWriter, ObjectInfo, Storage
 
 Listener = Callable[[], None]
@@ -91,8 +90,8 @@ class TrackedStorage:
 
     async def get(self, key: str) -> bytes | None:
         data = await self.inner.get(key)
-        if data is not None and key in self.index and _is_manifest(key):
-            await self.touch(key)  # a manifest hit
+        if data is not None and key in self.index:
+            await self.touch(key)  # a manifest or tag record hit
         return data
 
     async def put(self, key: str, data: bytes) -> None:
@@ -121,8 +120,3 @@ class TrackedStorage:
 
     async def close(self) -> None:
         await self.inner.close()
-
-
-def _is_manifest(key: str) -> bool:
-    parsed = layout.parse_content_key(key)
-    return parsed is not None and parsed[1] == layout.MANIFESTS

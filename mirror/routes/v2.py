@@ -12,14 +12,15 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from mirror.accept import parse_accept
 from mirror.errors import MirrorError, NameInvalid, QueryInvalid, Unsupported
 from mirror.metrics import Metrics
+from mirror.numbers import parse_count
 from mirror.oci import (
     API_VERSION,
     API_VERSION_HEADER,
     DIGEST_HEADER,
     NAMESPACE_HEADER,
-    parse_accept,
     parse_digest,
     parse_reference,
 )
@@ -39,6 +40,7 @@ PATH_RE = re.compile(
     r")"
 )
 _READ_METHODS = ("GET", "HEAD")
+_MAX_PAGE = 10000  # tags per page a client may ask for
 
 
 class V2Handlers:
@@ -122,11 +124,10 @@ class V2Handlers:
         """GET/HEAD a manifest by tag or digest."""
         request[KIND] = "manifest"
         reference = parse_reference(match.group("reference"))
-        accept_lines = request.headers.getall("Accept", [])
+        accepted = parse_accept(request.headers.getall("Accept", []))
         answer = await self._service.manifest(
-            target, reference, accept_lines, parse_accept(accept_lines),
-            head=request.method == "HEAD",
-        )  # fmt: skip
+            target, reference, accepted, head=request.method == "HEAD"
+        )
         self._count(request, "manifest", answer.result)
         if answer.body is not None:
             source = "upstream" if answer.result == "miss" else "cache"
@@ -219,10 +220,11 @@ def _head_response(headers: dict[str, str], size: int | None) -> web.StreamRespo
 def _listing_query(request: web.Request) -> dict[str, str]:
     query: dict[str, str] = {}
     if "n" in request.query:
-        n = request.query["n"]
-        if not n.isdigit() or int(n) > 10000:
-            raise QueryInvalid(f"n must be a whole number up to 10000, got {n[:20]!r}")
-        query["n"] = str(int(n))
+        n = parse_count(request.query["n"], max_digits=5)
+        if n is None or n > _MAX_PAGE:
+            raise QueryInvalid(f"n must be a whole number up to {_MAX_PAGE}, "
+                               f"got {request.query['n'][:20]!r}")  # fmt: skip
+        query["n"] = str(n)
     if "last" in request.query:
         last = request.query["last"]
         if len(last) > 256:

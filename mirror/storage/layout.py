@@ -4,17 +4,21 @@
 
     <upstream>/blobs/<alg>/<hex[:2]>/<hex>            blob bytes
     <upstream>/manifests/<alg>/<hex[:2]>/<hex>        b"<media type>\\n" + manifest bytes
-    <upstream>/tags/<repository>/<tag>/<accept-key>   JSON tag record
+    <upstream>/tags/<repository>/<tag>/<variant>      JSON tag record
 
 Upstreams are kept apart (one upstream cannot be used to read what was pulled
 from another); within one upstream a blob is stored once, whatever
 repositories share it. Repository names and tags are validated by
 :mod:`mirror.oci` before they reach this module, so they are safe path parts.
+
+A tag has one record per ``Accept`` variant (``any``, ``manifest``,
+``schema1``; see :mod:`mirror.accept`), so at most three. Versions before
+the variants named records by a hash of the client's whole Accept set;
+such records are still read (offline, and as stale answers) and count
+toward the cache budget like any record, but are never written again.
 """
 
 from __future__ import annotations
-
-import hashlib
 
 from mirror.oci import Digest
 
@@ -42,15 +46,9 @@ def tag_prefix(upstream: str, repository: str, tag: str | None = None) -> str:
     return f"{upstream}/{TAGS}/{repository}/{tag}/"
 
 
-def accept_key(accepted: tuple[str, ...]) -> str:
-    """A short, order-independent name for a set of accepted media types."""
-    joined = "\n".join(sorted(set(accepted)))
-    return hashlib.sha256(joined.encode()).hexdigest()[:16]
-
-
-def tag_key(upstream: str, repository: str, tag: str, accepted: tuple[str, ...]) -> str:
-    """Where the record for (repository, tag, accepted media types) lives."""
-    return tag_prefix(upstream, repository, tag) + accept_key(accepted)
+def tag_key(upstream: str, repository: str, tag: str, variant: str) -> str:
+    """Where the record for (repository, tag, Accept variant) lives."""
+    return tag_prefix(upstream, repository, tag) + variant
 
 
 def parse_content_key(key: str) -> tuple[str, str, Digest] | None:

@@ -20,9 +20,10 @@ from mirror.errors import (
     UpstreamRateLimited,
     UpstreamUnavailable,
 )
+from mirror.numbers import parse_count
 from mirror.upstream.retry import parse_retry_after
 
-_RATELIMIT_RE = re.compile(r"\s*(\d+)")
+_RATELIMIT_RE = re.compile(r"[ \t]*([0-9]+)")
 
 
 def raise_for_status(
@@ -55,8 +56,9 @@ def ratelimit(resp: aiohttp.ClientResponse) -> tuple[int | None, int | None]:
 def _ratelimit_value(header: str | None) -> int | None:
     if not header:
         return None
+    # "100;w=21600": the count comes first; a number too long to be one is ignored.
     match = _RATELIMIT_RE.match(header)
-    return int(match.group(1)) if match else None
+    return parse_count(match.group(1)) if match else None
 
 
 def _retry_after_seconds(resp: aiohttp.ClientResponse) -> str | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import re
 import time
 from dataclasses import dataclass, replace
@@ -31,6 +32,8 @@ from mirror.upstream.egress import Egress, Origin
 # a request that takes a while to reach the upstream.
 _EXPIRY_MARGIN = 10.0
 _DEFAULT_EXPIRES_IN = 60.0  # what the token spec says when expires_in is absent
+_MAX_EXPIRES_IN = 86400  # renew at least daily, whatever the token service claims
+_QUOTED_PAIR_RE = re.compile(r"\\(.)")
 _PARAM_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))\s*,?')
 
 
@@ -52,7 +55,8 @@ def parse_challenge(header: str) -> Challenge:
         if match is None or match.end() == position:
             break
         quoted, bare = match.group(2), match.group(3)
-        value = quoted.replace('\\"', '"') if quoted is not None else (bare or "")
+        # RFC 9110 quoted-pair: a backslash takes the next character as it is (\" and \\).
+        value = _QUOTED_PAIR_RE.sub(r"\1", quoted) if quoted is not None else (bare or "")
         params[match.group(1).lower()] = value
         position = match.end()
     return Challenge(scheme.lower(), params)
@@ -176,7 +180,7 @@ class Authenticator:
             if refused is not None:
                 raise refused from exc
             raise UpstreamTimeout(f"token service unreachable: {type(exc).__name__}") from exc
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
             raise UpstreamUnavailable("token service sent no JSON") from exc
         return _token_from(document)
 
@@ -229,7 +233,19 @@ def _token_from(document: object) -> _Token:
     value = document.get("token") or document.get("access_token")
     if not isinstance(value, str) or not value:
         raise UpstreamUnavailable("token service sent no token")
-    expires_in = document.get("expires_in")
-    lifetime = float(expires_in) if isinstance(expires_in, int | float) else _DEFAULT_EXPIRES_IN
+    lifetime = _lifetime(document.get("expires_in"))
     lifetime = max(lifetime - _EXPIRY_MARGIN, lifetime / 2)
     return _Token(f"Bearer {value}", time.monotonic() + lifetime)
+
+
+def _lifetime(expires_in: object) -> float:
+    """The token's lifetime in seconds: ``expires_in`` when it is a sane number.
+
+    Compared before any conversion: ``float()`` of a 400-digit JSON integer
+    raises, and NaN, infinity or a negative value would never (or always) expire.
+    """
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int | float):
+        return _DEFAULT_EXPIRES_IN
+    if not 0 < expires_in < math.inf:  # also false for NaN
+        return _DEFAULT_EXPIRES_IN
+    return float(min(expires_in, _MAX_EXPIRES_IN))

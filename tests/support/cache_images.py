@@ -122,11 +122,15 @@ async def committed(app: web.Application, upstream: str, digest: str) -> None:
 
 
 def content_on_disk(cache_dir: Path) -> dict[str, int]:
-    """Size of every blob and manifest file under ``cache_dir``, by key."""
+    """Size of every blob, manifest and tag record file under ``cache_dir``, by key.
+
+    These are what the cache budget counts.
+    """
     found = {}
     for path in cache_dir.rglob("*"):
         parts = path.relative_to(cache_dir).parts
-        if path.is_file() and len(parts) == 5 and parts[1] in ("blobs", "manifests"):
+        content = len(parts) == 5 and parts[1] in ("blobs", "manifests")
+        if path.is_file() and (content or (len(parts) > 4 and parts[1] == "tags")):
             found["/".join(parts)] = path.stat().st_size
     return found
 

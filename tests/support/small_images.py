@@ -34,6 +34,23 @@ def _descriptor(media_type: str, data: bytes) -> dict[str, object]:
     }
 
 
+def minimal_manifest(note: str = "") -> bytes:
+    """The smallest valid OCI image manifest: the empty config, no layers.
+
+    ``note`` goes into an annotation, so that different notes give different digests.
+    """
+    empty = b"{}"
+    doc: dict[str, object] = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": _descriptor("application/vnd.oci.empty.v1+json", empty),
+        "layers": [],
+    }
+    if note:
+        doc["annotations"] = {"note": note}
+    return json.dumps(doc).encode()
+
+
 def add_small_image(
     up: FakeUpstream, repository: str, tag: str, seed: str, layer_size: int = 64 * 1024
 ) -> SmallImage:
