@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
+from mirror import __version__
 from mirror.cache.pins import parse_pins
 from mirror.config import Config, ConfigError, load_config, parse_upstream_flag
+from mirror.lifecycle import StartupError
 
 log = logging.getLogger("mirror")
 
@@ -47,6 +47,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     add("--log-format", choices=["text", "json"], help="log format (default text)")
     add("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     add("--metrics-listen", help="HOST:PORT for a separate /metrics listener")  # fmt: skip
+    add("--shutdown-grace", help="time SIGTERM leaves requests and downloads to finish (8s)")
 
 
 _FLAG_SETTINGS = {
@@ -65,6 +66,7 @@ _FLAG_SETTINGS = {
     "log_format": "log.format",
     "log_level": "log.level",
     "metrics_listen": "metrics.listen",
+    "shutdown_grace": "shutdown_grace",
 }
 
 
@@ -85,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="registry-mirror", description="Pull-through caching mirror for OCI registries."
     )
+    parser.add_argument("--version", action="version", version=f"registry-mirror {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the mirror")
     _add_config_flags(serve)
@@ -119,19 +122,24 @@ def setup_logging(config: Config) -> None:
 
 def describe(config: Config) -> list[str]:
     """Human-readable lines saying what the mirror will do."""
+    lines = [f"listening on http://{config.listen_host}:{config.listen_port}"]
+    if config.metrics_listen is not None:
+        host, port = config.metrics_listen
+        lines.append(f"metrics also on http://{host}:{port}/metrics")
+    return lines + describe_storage_and_upstreams(config)
+
+
+def describe_storage_and_upstreams(config: Config) -> list[str]:
+    """The lines of :func:`describe` that need no socket: cache, offline, upstreams."""
     where = (
         f"s3://{config.storage.s3.bucket}/{config.storage.s3.prefix}"
         if config.storage.backend == "s3"
         else str(config.storage.path.resolve())
     )
     lines = [
-        f"listening on http://{config.listen_host}:{config.listen_port}",
         f"cache: {config.storage.backend} at {where}"
         + (f", budget {config.cache.max_size} bytes" if config.cache.max_size else ""),
     ]
-    if config.metrics_listen is not None:
-        host, port = config.metrics_listen
-        lines.append(f"metrics also on http://{host}:{port}/metrics")
     if config.offline:
         lines.append("offline: no upstream will be contacted")
     for upstream in config.upstreams:
@@ -142,24 +150,19 @@ def describe(config: Config) -> list[str]:
 
 
 def serve(config: Config) -> int:
-    """Run the mirror until interrupted."""
-    from mirror.app import create_app
-    from mirror.routes.access import AccessLogger
+    """Run the mirror until SIGTERM or SIGINT; the exit status."""
+    from mirror.server import serve as run_server
 
     setup_logging(config)
-    startup = logging.getLogger("mirror.startup")
-    startup.setLevel(logging.INFO)  # shown even with --log-level warning
-    for line in describe(config):
-        startup.info("%s", line)
-    web.run_app(
-        create_app(config),
-        host=config.listen_host,
-        port=config.listen_port,
-        print=None,
-        access_log=logging.getLogger("mirror.access"),
-        access_log_class=AccessLogger,
-        handle_signals=True,
-    )
+    for name in ("mirror.startup", "mirror.shutdown"):
+        logging.getLogger(name).setLevel(logging.INFO)  # shown even with --log-level warning
+    for line in describe_storage_and_upstreams(config):
+        logging.getLogger("mirror.startup").info("%s", line)
+    try:
+        asyncio.run(run_server(config))
+    except StartupError as exc:
+        print(exc.line(), file=sys.stderr)
+        return exc.status
     return 0
 
 

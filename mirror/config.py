@@ -71,6 +71,7 @@ ENV_SETTINGS = {
     "MIRROR_S3_ENDPOINT_URL": "storage.s3.endpoint_url",
     "MIRROR_ADMIN_TOKEN": "admin.token",
     "MIRROR_METRICS_LISTEN": "metrics.listen",
+    "MIRROR_SHUTDOWN_GRACE": "shutdown_grace",
 }
 
 
@@ -164,6 +165,8 @@ class Config:
     log: LogConfig = LogConfig()
     admin_token: str | None = field(default=None, repr=False)
     metrics_listen: tuple[str, int] | None = None
+    #: seconds a SIGTERM/SIGINT leaves requests in flight and verified downloads to finish
+    shutdown_grace: float = 8.0
 
     @property
     def default_upstream(self) -> UpstreamConfig:
@@ -310,7 +313,7 @@ def _storage(raw: Mapping[str, Any]) -> StorageConfig:
         bucket=str(s3raw.get("bucket", "")),
         prefix=str(s3raw.get("prefix", "")).strip("/"),
         region=s3raw.get("region"),
-        endpoint_url=s3raw.get("endpoint_url"),
+        endpoint_url=_endpoint_url(s3raw.get("endpoint_url")),
         access_key_id=s3raw.get("access_key_id"),
         secret_access_key=s3raw.get("secret_access_key"),
         part_size=part_size,
@@ -320,6 +323,15 @@ def _storage(raw: Mapping[str, Any]) -> StorageConfig:
     if backend == "s3" and not s3.bucket:
         raise ConfigError("storage.s3.bucket: required when storage.backend is 's3'")
     return StorageConfig(backend=backend, path=Path(str(table.get("path", "./data"))), s3=s3)
+
+
+def _endpoint_url(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    parts = urlsplit(str(value))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"storage.s3.endpoint_url: expected an http(s) URL, got {value!r}")
+    return str(value)
 
 
 def _cache(raw: Mapping[str, Any]) -> CacheConfig:
@@ -371,7 +383,7 @@ def _log(raw: Mapping[str, Any]) -> LogConfig:
 _TOP_LEVEL = {
     "listen", "offline", "upstream", "upstreams", "upstream_username", "upstream_password",
     "tag_ttl", "max_stale", "storage", "cache", "fill", "log", "admin", "metrics",
-    "auths_file",
+    "auths_file", "shutdown_grace",
 }  # fmt: skip
 
 
@@ -404,6 +416,7 @@ def build_config(raw: Mapping[str, Any], environ: Mapping[str, str] | None = Non
         log=_log(raw),
         admin_token=str(token) if token else None,
         metrics_listen=metrics_listen,
+        shutdown_grace=parse_duration(raw.get("shutdown_grace", 8), "shutdown_grace"),
     )
 
 
