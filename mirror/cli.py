@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--quarantine", action="store_true",
         help="keep damaged objects under _quarantine/ instead of deleting them",
     )  # fmt: skip
+    health = commands.add_parser(
+        "healthcheck", help="exit 0 when the mirror on the configured listen address is alive"
+    )
+    _add_config_flags(health)
     warm = commands.add_parser(
         "warm", help="pull whole images (every platform) through a running mirror to cache them"
     )
@@ -182,11 +187,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in describe(config):
             print("  " + line)
         return 0
+    if args.command == "healthcheck":
+        return healthcheck(config)
     if args.command == "gc":
         return gc(config)
     if args.command == "verify":
         return verify(config, quarantine=args.quarantine)
     return serve(config)
+
+
+def healthcheck(config: Config) -> int:
+    """``registry-mirror healthcheck``: GET ``/healthz`` on ``listen`` (a container's probe)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(config.listen_host, config.listen_host)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{config.listen_port}/healthz"
+    # No proxy: HTTP_PROXY in a container's environment is for the upstreams, not for this.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=5) as resp:
+            resp.read()
+    except (OSError, ValueError) as exc:
+        print(f"registry-mirror healthcheck: {url}: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def warm(mirror_url: str, references: list[str], listing: Path | None) -> int:

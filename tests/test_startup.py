@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.mirror_process import ROOT
+from tests.support.mirror_process import ROOT, start_mirror_process
 
 PYPROJECT_VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
@@ -130,3 +130,15 @@ def test_bad_shutdown_grace(args: tuple[str, ...], env: dict[str, str], message:
         env={**os.environ, **env},
     )  # fmt: skip
     assert_one_error_line(done, 2, message)
+
+
+def test_healthcheck_command(tmp_path: Path) -> None:
+    mirror = start_mirror_process(tmp_path, {"storage": {"path": str(tmp_path / "cache")}})
+    listen = mirror.url.removeprefix("http://")
+    try:
+        assert run("healthcheck", "--listen", listen).returncode == 0
+    finally:
+        assert mirror.process.stop() == 0
+    done = run("healthcheck", "--listen", listen)
+    assert done.returncode == 1
+    assert f"registry-mirror healthcheck: http://{listen}/healthz:" in done.stderr
