@@ -91,9 +91,8 @@ async def test_sigterm_with_stalled_upstream_exits_within_grace(
     body_stalls = [up.add_blob(rng.randbytes(8 * MIB)) for _ in range(2)]
     for digest in body_stalls:
         up.add_fault(Fault(match=digest, method="GET", stall_after=6 * MIB))
-    mirror = await asyncio.to_thread(
-        start_mirror_process, tmp_path, settings(up, storage_settings, "2s")
-    )
+    mirror = start_mirror_process(tmp_path, settings(up, storage_settings, "2s"), wait=False)
+    await asyncio.to_thread(mirror.wait_ready)
     connector = aiohttp.TCPConnector(force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
         waiting = asyncio.ensure_future(session.get(f"{mirror.url}/v2/a/blobs/{headers_stall}"))
@@ -131,9 +130,8 @@ async def test_sigterm_lets_active_downloads_finish_and_commit(
     digests = [up.add_blob(blob) for blob in blobs]
     for digest in digests:  # about 3 s each
         up.add_fault(Fault(match=digest, method="GET", rate=MIB))
-    mirror = await asyncio.to_thread(
-        start_mirror_process, tmp_path, settings(up, storage_settings, "60s")
-    )
+    mirror = start_mirror_process(tmp_path, settings(up, storage_settings, "60s"), wait=False)
+    await asyncio.to_thread(mirror.wait_ready)
     connector = aiohttp.TCPConnector(force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
         responses = [await session.get(f"{mirror.url}/v2/a/blobs/{d}") for d in digests]
@@ -158,7 +156,8 @@ async def test_second_signal_stops_without_waiting(up: FakeUpstream, tmp_path: P
     digest = up.add_blob(b"x" * 4096)
     up.add_fault(Fault(match=digest, method="GET", first_byte_delay=math.inf))
     storage = {"path": str(tmp_path / "cache")}
-    mirror = await asyncio.to_thread(start_mirror_process, tmp_path, settings(up, storage, "5m"))
+    mirror = start_mirror_process(tmp_path, settings(up, storage, "5m"), wait=False)
+    await asyncio.to_thread(mirror.wait_ready)
     async with aiohttp.ClientSession() as session:
         waiting = asyncio.ensure_future(session.get(f"{mirror.url}/v2/a/blobs/{digest}"))
         await wait_for(lambda: up.count("GET", digest) > 0, "the upstream GET")

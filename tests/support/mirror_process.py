@@ -26,6 +26,10 @@ class MirrorProcess:
     process: ManagedProcess
     url: str
 
+    def wait_ready(self) -> None:
+        """Block until ``/healthz`` answers (the process may not exit first)."""
+        wait_for_http(self.url + "/healthz", self.process, timeout=30)
+
     def log(self) -> str:
         """Everything the process wrote to stdout and stderr so far."""
         return self.process.log_path.read_text(errors="replace")
@@ -59,9 +63,14 @@ def start_mirror_process(
     name: str = "mirror",
     env: Mapping[str, str] | None = None,
     wait: bool = True,
+    port: int | None = None,
 ) -> MirrorProcess:
-    """Write ``<workdir>/<name>.toml`` and serve it on a free loopback port."""
-    port = free_port()
+    """Write ``<workdir>/<name>.toml`` and serve it on ``port`` (default: a free one).
+
+    Call it from a thread that outlives the process (the main one): the child
+    gets SIGTERM when the thread that started it ends.
+    """
+    port = port or free_port()
     config = workdir / f"{name}.toml"
     config.write_text(toml_text({"listen": f"127.0.0.1:{port}", **settings}))
     process = start_process(
@@ -73,5 +82,5 @@ def start_mirror_process(
     )
     mirror = MirrorProcess(process, f"http://127.0.0.1:{port}")
     if wait:
-        wait_for_http(mirror.url + "/healthz", process, timeout=30)
+        mirror.wait_ready()
     return mirror
