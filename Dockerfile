@@ -42,15 +42,6 @@ RUN /opt/registry-mirror/bin/pip install --quiet --no-deps /src \
         echo "VERSION=${VERSION} but the package says: ${installed}" >&2; exit 1; fi
 
 FROM ${BASE}
-ARG VERSION
-ARG REVISION
-ARG SOURCE_URL
-LABEL org.opencontainers.image.title="registry-mirror" \
-      org.opencontainers.image.description="Pull-through caching mirror for OCI / Docker registries, with a verified disk or S3 cache" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.source="${SOURCE_URL}"
 COPY --from=build /opt/registry-mirror /opt/registry-mirror
 COPY deploy/image/mirror.toml /etc/registry-mirror/mirror.toml
 # A fixed, unprivileged UID (65532, as distroless' "nonroot"); the cache volume
@@ -69,3 +60,14 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
     CMD ["registry-mirror", "healthcheck"]
 ENTRYPOINT ["registry-mirror"]
 CMD ["serve"]
+# Last: the commit changes with every build, and nothing after it must rebuild.
+ARG VERSION
+ARG REVISION
+ARG SOURCE_URL
+LABEL org.opencontainers.image.title="registry-mirror" \
+      org.opencontainers.image.description="Pull-through caching mirror for OCI / Docker registries, with a verified disk or S3 cache" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE_URL}"
+

@@ -97,15 +97,25 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         return
 
 
+# The wheels' URL is a build argument, and a changed build argument reruns every
+# step after it: a fixed address keeps the dependency layer cached. Any 127.x
+# address is loopback; this one is unlikely to be taken.
+WHEELS_ADDRESS = ("127.16.0.1", 8080)
+
+
 @contextlib.contextmanager
 def serving(folder: Path) -> Iterator[str]:
     """``folder`` as a directory listing on loopback (pip's find-links); its URL."""
     handler = functools.partial(_QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    try:
+        server = http.server.ThreadingHTTPServer(WHEELS_ADDRESS, handler)
+    except OSError:  # another test run serves there: build without the layer cache
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
+        host, port = server.server_address[:2]
+        yield f"http://{host!s}:{port}/"
     finally:
         server.shutdown()
         server.server_close()
