@@ -11,6 +11,7 @@ from aiohttp import web
 from mirror.cache.fills import FillManager
 from mirror.cache.manager import CacheManager, track
 from mirror.config import Config
+from mirror.lifecycle import CONFIG_ERROR, ShutdownClock, StartupError
 from mirror.metrics import Metrics
 from mirror.request_log import request_error_logger
 from mirror.routes.admin import AdminHandlers
@@ -38,17 +39,31 @@ HANDLERS = web.AppKey("handlers", V2Handlers)
 CACHE = web.AppKey("cache", CacheManager)
 ADMIN = web.AppKey("admin", AdminHandlers)
 OPS = web.AppKey("ops", OpsHandlers)
+SHUTDOWN = web.AppKey("shutdown", ShutdownClock)
 
 
 async def open_storage(config: Config, metrics: Metrics) -> Storage:
-    """The configured storage backend, ready for use."""
+    """The configured storage backend, ready for use; :class:`StartupError` if it cannot be."""
     if config.storage.backend == "s3":
+        from botocore.exceptions import InvalidRegionError
+
         from mirror.storage.s3 import S3Storage  # imported only when used
 
         # An upload younger than one fill's time limit may be another mirror's live fill.
         stale = config.fill.total_timeout + 600
-        return await S3Storage.open(config.storage.s3, stale_upload_age=stale)
-    return DiskStorage(config.storage.path)
+        try:
+            return await S3Storage.open(config.storage.s3, stale_upload_age=stale)
+        except ValueError as exc:  # botocore refuses the region or the endpoint URL
+            setting = "region" if isinstance(exc, InvalidRegionError) else "endpoint_url"
+            raise StartupError(f"storage.s3.{setting}: {exc}", CONFIG_ERROR) from None
+    try:
+        return DiskStorage(config.storage.path)
+    except OSError as exc:
+        raise StartupError(
+            f"storage.path: cannot create the cache directory {str(config.storage.path)!r}: "
+            f"{exc.strerror or exc}",
+            CONFIG_ERROR,
+        ) from None
 
 
 def spool_dir(config: Config) -> Path:
@@ -100,7 +115,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await fills.close()
+        await fills.close(app[SHUTDOWN].remaining())
         await cache.close()  # after the fills: their last commits may start a pass
         await service.close()
         for client in clients.values():
@@ -119,6 +134,7 @@ def create_app(config: Config, metrics: Metrics | None = None) -> web.Applicatio
     )
     app[CONFIG] = config
     app[METRICS] = metrics or Metrics()
+    app[SHUTDOWN] = ShutdownClock(config.shutdown_grace)
     app[HANDLERS] = V2Handlers()
     app[HANDLERS].register(app)
     if config.admin_token:

@@ -6,15 +6,16 @@ import argparse
 import asyncio
 import logging
 import sys
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
+from mirror import __version__
 from mirror.cache.pins import parse_pins
 from mirror.config import Config, ConfigError, UpstreamConfig, load_config, parse_upstream_flag
 from mirror.config_values import redact_url
+from mirror.lifecycle import StartupError
 
 log = logging.getLogger("mirror")
 
@@ -48,6 +49,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     add("--log-format", choices=["text", "json"], help="log format (default text)")
     add("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     add("--metrics-listen", help="HOST:PORT for a separate /metrics listener")  # fmt: skip
+    add("--shutdown-grace", help="time SIGTERM leaves requests and downloads to finish (8s)")
 
 
 _FLAG_SETTINGS = {
@@ -66,6 +68,7 @@ _FLAG_SETTINGS = {
     "log_format": "log.format",
     "log_level": "log.level",
     "metrics_listen": "metrics.listen",
+    "shutdown_grace": "shutdown_grace",
 }
 
 
@@ -86,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="registry-mirror", description="Pull-through caching mirror for OCI registries."
     )
+    parser.add_argument("--version", action="version", version=f"registry-mirror {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the mirror")
     _add_config_flags(serve)
@@ -101,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--quarantine", action="store_true",
         help="keep damaged objects under _quarantine/ instead of deleting them",
     )  # fmt: skip
+    health = commands.add_parser(
+        "healthcheck", help="exit 0 when the mirror on the configured listen address is alive"
+    )
+    _add_config_flags(health)
     warm = commands.add_parser(
         "warm", help="pull whole images (every platform) through a running mirror to cache them"
     )
@@ -120,19 +128,24 @@ def setup_logging(config: Config) -> None:
 
 def describe(config: Config) -> list[str]:
     """Human-readable lines saying what the mirror will do."""
+    lines = [f"listening on http://{config.listen_host}:{config.listen_port}"]
+    if config.metrics_listen is not None:
+        host, port = config.metrics_listen
+        lines.append(f"metrics also on http://{host}:{port}/metrics")
+    return lines + describe_storage_and_upstreams(config)
+
+
+def describe_storage_and_upstreams(config: Config) -> list[str]:
+    """The lines of :func:`describe` that need no socket: cache, offline, upstreams."""
     where = (
         f"s3://{config.storage.s3.bucket}/{config.storage.s3.prefix}"
         if config.storage.backend == "s3"
         else str(config.storage.path.resolve())
     )
     lines = [
-        f"listening on http://{config.listen_host}:{config.listen_port}",
         f"cache: {config.storage.backend} at {where}"
         + (f", budget {config.cache.max_size} bytes" if config.cache.max_size else ""),
     ]
-    if config.metrics_listen is not None:
-        host, port = config.metrics_listen
-        lines.append(f"metrics also on http://{host}:{port}/metrics")
     if config.offline:
         lines.append("offline: no upstream will be contacted")
     for upstream in config.upstreams:
@@ -154,24 +167,19 @@ def _redirects(upstream: UpstreamConfig) -> str:
 
 
 def serve(config: Config) -> int:
-    """Run the mirror until interrupted."""
-    from mirror.app import create_app
-    from mirror.routes.access import AccessLogger
+    """Run the mirror until SIGTERM or SIGINT; the exit status."""
+    from mirror.server import serve as run_server
 
     setup_logging(config)
-    startup = logging.getLogger("mirror.startup")
-    startup.setLevel(logging.INFO)  # shown even with --log-level warning
-    for line in describe(config):
-        startup.info("%s", line)
-    web.run_app(
-        create_app(config),
-        host=config.listen_host,
-        port=config.listen_port,
-        print=None,
-        access_log=logging.getLogger("mirror.access"),
-        access_log_class=AccessLogger,
-        handle_signals=True,
-    )
+    for name in ("mirror.startup", "mirror.shutdown"):
+        logging.getLogger(name).setLevel(logging.INFO)  # shown even with --log-level warning
+    for line in describe_storage_and_upstreams(config):
+        logging.getLogger("mirror.startup").info("%s", line)
+    try:
+        asyncio.run(run_server(config))
+    except StartupError as exc:
+        print(exc.line(), file=sys.stderr)
+        return exc.status
     return 0
 
 
@@ -191,11 +199,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in describe(config):
             print("  " + line)
         return 0
+    if args.command == "healthcheck":
+        return healthcheck(config)
     if args.command == "gc":
         return gc(config)
     if args.command == "verify":
         return verify(config, quarantine=args.quarantine)
     return serve(config)
+
+
+def healthcheck(config: Config) -> int:
+    """``registry-mirror healthcheck``: GET ``/healthz`` on ``listen`` (a container's probe)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(config.listen_host, config.listen_host)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{config.listen_port}/healthz"
+    # No proxy: HTTP_PROXY in a container's environment is for the upstreams, not for this.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=5) as resp:
+            resp.read()
+    except (OSError, ValueError) as exc:
+        print(f"registry-mirror healthcheck: {url}: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def warm(mirror_url: str, references: list[str], listing: Path | None) -> int:

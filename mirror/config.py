@@ -69,6 +69,7 @@ ENV_SETTINGS = {
     "MIRROR_S3_ENDPOINT_URL": "storage.s3.endpoint_url",
     "MIRROR_ADMIN_TOKEN": "admin.token",
     "MIRROR_METRICS_LISTEN": "metrics.listen",
+    "MIRROR_SHUTDOWN_GRACE": "shutdown_grace",
 }
 
 
@@ -138,6 +139,8 @@ class Config:
     log: LogConfig = LogConfig()
     admin_token: str | None = field(default=None, repr=False)
     metrics_listen: tuple[str, int] | None = None
+    #: seconds a SIGTERM/SIGINT leaves requests in flight and verified downloads to finish
+    shutdown_grace: float = 8.0
 
     @property
     def default_upstream(self) -> UpstreamConfig:
@@ -160,10 +163,13 @@ class Config:
 
 def _endpoint_url(value: object, where: str) -> str | None:
     """An S3 endpoint: keys authenticate, so ``user:password@`` in it is a mistake to stop."""
-    if value is None:
+    if value is None or value == "":
         return None
     url = str(value)
-    if "@" in urlsplit(url).netloc:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where}: expected an http(s) URL, got {redact_url(url)!r}")
+    if "@" in parts.netloc:
         raise ConfigError(
             f"{where}: URL must not carry credentials (use access_key_id and "
             f"secret_access_key): {redact_url(url)!r}"
@@ -247,7 +253,7 @@ def _log(raw: Mapping[str, Any]) -> LogConfig:
 _TOP_LEVEL = {
     "listen", "offline", "upstream", "upstreams", "upstream_username", "upstream_password",
     "tag_ttl", "max_stale", "storage", "cache", "fill", "log", "admin", "metrics",
-    "auths_file",
+    "auths_file", "shutdown_grace",
 }  # fmt: skip
 
 
@@ -280,6 +286,7 @@ def build_config(raw: Mapping[str, Any], environ: Mapping[str, str] | None = Non
         log=_log(raw),
         admin_token=str(token) if token else None,
         metrics_listen=metrics_listen,
+        shutdown_grace=parse_duration(raw.get("shutdown_grace", 8), "shutdown_grace"),
     )
 
 

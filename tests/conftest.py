@@ -10,6 +10,13 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.support.container_image import (
+    BuiltImage,
+    ImageEngine,
+    build_with_wheels,
+    missing_image_tools,
+    running_engine,
+)
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.images import ImageSet, build_default_images
 from tests.support.registry import UpstreamRegistry, running_registry
@@ -115,3 +122,25 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(connector=connector) as client:
         yield client
+
+
+# ---------------------------------------------------------------------------
+# The container image (logic in tests/support/container_image.py): a dockerd of
+# the tests' own, and the image built by it once per session.
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def image_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageEngine]:
+    """A dockerd (loopback only) whose registry mirror is the container under test."""
+    missing = missing_image_tools()
+    if missing:
+        pytest.skip(f"cannot build images here: {', '.join(missing)}")
+    with running_engine(tmp_path_factory.mktemp("image-engine")) as engine:
+        yield engine
+
+
+@pytest.fixture(scope="session")
+def mirror_image(image_engine: ImageEngine) -> BuiltImage:
+    """The project's image, built from the Dockerfile on the offline Debian base."""
+    return build_with_wheels(image_engine)

@@ -47,7 +47,6 @@ from mirror.upstream.client import UpstreamClient
 log = logging.getLogger(__name__)
 
 MAX_RESUMES = 5
-_COMMIT_GRACE = 30.0  # seconds a shutdown waits for verified fills to publish
 _READ_CHUNK = 256 * 1024
 # Received bytes go to the spool and the storage backend one batch at a time:
 # whatever arrived while the previous batch was being written, so a slow disk
@@ -106,18 +105,24 @@ class FillManager:
         task.add_done_callback(self._forget)
         return fill, False
 
-    async def close(self) -> None:
-        """At shutdown: let verified fills finish publishing, cancel the rest.
+    async def close(self, grace: float) -> None:
+        """At shutdown: give verified fills up to ``grace`` s to publish, cancel the rest.
 
         A fill whose bytes were all verified is only committing; dropping it
-        would throw away a whole download that clients already received.
+        would throw away a whole download that clients already received. A
+        cancelled fill discards its partial object.
         """
         committing = [t for t, f in self._tasks.items() if f.verified]
         if committing:
-            await asyncio.wait(committing, timeout=_COMMIT_GRACE)
-        for task in list(self._tasks):
+            await asyncio.wait(committing, timeout=grace)
+        cancelled = [t for t in self._tasks if not t.done()]
+        for task in cancelled:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*cancelled, return_exceptions=True)
+        if committing or cancelled:
+            committed = sum(1 for t in committing if t not in cancelled)
+            log.info("shutdown: %d verified downloads committed, %d downloads cancelled",
+                     committed, len(cancelled))  # fmt: skip
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from mirror.errors import MirrorError
+from mirror.lifecycle import bind_listener
 from mirror.metrics import CONTENT_TYPE, Metrics
 from mirror.storage import layout
 from mirror.storage.base import Storage, StorageError
@@ -88,7 +89,8 @@ class OpsHandlers:
             runner = web.AppRunner(side, access_log=None, handle_signals=False)
             await runner.setup()
             try:
-                await web.TCPSite(runner, host, port).start()
+                sock = bind_listener(host, port, "metrics.listen")
+                await web.SockSite(runner, sock).start()
                 yield
             finally:
                 await runner.cleanup()

@@ -38,6 +38,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
+from mirror import __version__
 from mirror.config import UpstreamConfig
 from mirror.errors import UpstreamRefused
 from mirror.metrics import Metrics
@@ -45,7 +46,7 @@ from mirror.upstream.addresses import AddressPolicy, ip_literal
 
 log = logging.getLogger(__name__)
 
-USER_AGENT = "registry-mirror/0.1 (+aiohttp)"
+USER_AGENT = f"registry-mirror/{__version__} (+aiohttp)"
 
 Origin = tuple[str, str, int]
 

@@ -178,21 +178,27 @@ def podman_registries_conf(mirror_host: str) -> str:
 class DockerDaemon:
     """dockerd with ``registry-mirrors`` pointing at the mirror."""
 
-    def __init__(self, workdir: Path, mirror_url: str) -> None:
+    def __init__(
+        self, workdir: Path, mirror_url: str, *, data_root: Path | None = None,
+        storage_driver: str | None = "vfs",
+    ) -> None:  # fmt: skip
+        """``data_root`` (default: in ``workdir``) may outlive the daemon, as a build cache;
+        ``storage_driver`` None lets dockerd choose (overlay2 where the kernel allows)."""
         self.workdir = workdir
         self.box = Contained(workdir)
         self.socket = workdir / "docker.sock"
         config = {
             "registry-mirrors": [mirror_url],
             "insecure-registries": [_host(mirror_url)],
-            "storage-driver": "vfs",
             "iptables": False, "ip6tables": False, "ip-forward": False, "ip-masq": False,
             "bridge": "none",
-            "data-root": str(workdir / "data"),
+            "data-root": str(data_root or workdir / "data"),
             "exec-root": str(workdir / "exec"),
             "pidfile": str(workdir / "docker.pid"),
             "hosts": [f"unix://{self.socket}"],
         }  # fmt: skip
+        if storage_driver is not None:
+            config["storage-driver"] = storage_driver
         (workdir / "daemon.json").write_text(json.dumps(config))
         self.cli = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
         self.env = {"DOCKER_HOST": f"unix://{self.socket}", "DOCKER_CONFIG": str(workdir / "cli")}
@@ -204,13 +210,14 @@ class DockerDaemon:
             self.stop()
             raise
 
-    def _docker(self, *args: str) -> str:
-        return self.box.run([self.cli, *args], self.env)
+    def docker(self, *args: str, timeout: float = PULL_TIMEOUT) -> str:
+        """``docker ARGS`` against this daemon; its stdout, or :class:`ClientError`."""
+        return self.box.run([self.cli, *args], self.env, timeout=timeout)
 
     def pull(self, reference: str) -> list[str]:
         """``docker pull <reference>``; the image's RepoDigests."""
-        self._docker("pull", "-q", reference)
-        out = self._docker("image", "inspect", "--format", "{{json .RepoDigests}}", reference)
+        self.docker("pull", "-q", reference)
+        out = self.docker("image", "inspect", "--format", "{{json .RepoDigests}}", reference)
         return [d.split("@", 1)[1] for d in json.loads(out) or []]
 
     def stop(self) -> None:
