@@ -57,8 +57,12 @@ def fleet(s3_server: MotoS3, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def add_image(fleet: Fleet, repositories: list[str], layer: bytes) -> str:
     """One manifest tagged ``latest`` in each repository, all with ``layer``; its digest."""
     digest = fleet.upstream.add_blob(layer)
+    config = b"{}"
+    config_digest = fleet.upstream.add_blob(config)
     body = json.dumps({
         "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                   "digest": config_digest, "size": len(config)},
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
                     "digest": digest, "size": len(layer)}],
     }).encode()  # fmt: skip
