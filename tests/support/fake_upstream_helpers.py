@@ -80,6 +80,8 @@ class Fault:
     retry_after: str | int | None = None
     #: send this many body bytes, then go silent until the server stops
     stall_after: int | None = None
+    #: send the body with chunked transfer encoding, without a Content-Length
+    chunked: bool = False
     #: extra response headers
     headers: Mapping[str, str] = field(default_factory=dict)
     hits: int = 0
@@ -92,7 +94,7 @@ class Fault:
     @property
     def shapes_body(self) -> bool:
         """Whether the rule changes how a content body is sent."""
-        return bool(self.rate or self.chunk_delay or self.corrupt) or (
+        return bool(self.rate or self.chunk_delay or self.corrupt or self.chunked) or (
             self.cut_after,
             self.stall_after,
         ) != (None, None)
