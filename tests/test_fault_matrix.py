@@ -3,8 +3,9 @@
 For each cell (see tests/support/fault_matrix.py): each client gets the exact
 bytes, or a cut / an error status, within a bounded time; ``/healthz``
 answers within 100 ms throughout and the event loop is never blocked for a
-second; nothing wrong is kept (``verify`` clean, no partial, no upload); the
-next pull, with the fault gone, gets the exact bytes and caches them.
+second; nothing wrong is kept (``verify`` clean, no partial, no upload) and
+no file is left open; the next pull, with the fault gone, gets the exact
+bytes and caches them.
 
 One line per fault in ROWS. ``expect`` lists the outcomes a client may see:
 ``exact`` (every byte, verified), ``cut`` (the transfer broke before its

@@ -7,8 +7,9 @@ and checks, in this order: every client ends within :data:`CLIENT_LIMIT`
 seconds with an allowed outcome; ``/healthz`` answered within 100 ms
 throughout (:class:`~tests.support.watchdog.HealthWatch`, which also breaks a
 blocked event loop); once the mirror is idle nothing wrong is kept (``verify``
-is clean, no partial file, no multipart upload); with the fault removed, the
-next pull gets the exact bytes and caches them.
+is clean, no partial file, no multipart upload) and no cache or spool file is
+left open; with the fault removed, the next pull gets the exact bytes and
+caches them.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from tests.support.fake_upstream import FakeUpstream, Fault
 from tests.support.fault_clients import BEHAVIOURS, HANG_UP_AFTER, Outcome, Running, session
 from tests.support.mirror_app import RunningMirror, mirror_config, run_mirror
 from tests.support.processes import ManagedProcess, free_port, start_process, wait_for_http
-from tests.support.pulls import blob_url, is_cached, pull, running_fill, wait_idle
+from tests.support.pulls import blob_url, is_cached, pull, running_fill, wait_for, wait_idle
 from tests.support.s3 import MotoS3
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.tmpfs import FILLER, fill_up, resize, small_disk
@@ -155,8 +156,20 @@ class StorageBed:
                 return
             await asyncio.sleep(0.005)
 
+    def open_files(self) -> list[str]:
+        """Files under the cache or spool directory this process still has open."""
+        found = []
+        for fd in Path("/proc/self/fd").iterdir():
+            with contextlib.suppress(OSError):  # closed while we looked
+                target = os.readlink(fd)
+                if target.startswith(str(self.local.resolve())):
+                    found.append(target)
+        return found
+
     async def assert_clean(self, config: Config) -> None:
         """Nothing wrong kept: verify is clean, no partial file, no upload, no spool file."""
+        # Followers close the spool as their requests end, just after their clients saw it.
+        await wait_for(lambda: not self.open_files(), f"files to be closed: {self.open_files()}")
         report = await run_verify(config, quarantine=False)
         assert report.ok, f"verify: damaged {report.damaged}, unreadable {report.unreadable}"
         partials = self.local / ".partial"
