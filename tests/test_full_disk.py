@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from mirror.app import FILLS
+from mirror.app import FILLS, METRICS
 from tests.support import fault_clients
 from tests.support.fake_upstream import FakeUpstream, Fault
 from tests.support.mirror_app import RunningMirror, mirror_config, run_mirror
@@ -87,6 +87,9 @@ async def test_cold_pulls_are_served_through_and_the_cache_recovers(
         # S3 still took the blob; a full disk cache could not.
         cached = storage_settings.get("backend") == "s3"
         assert await is_cached(mirror.app, up.host, large_digest) == cached
+        action = "spool" if cached else "write"  # what refused: the local spool, or the cache
+        errors = f'mirror_storage_errors_total{{action="{action}",backend="disk"}}'
+        assert errors in mirror.app[METRICS].render().decode()
 
         hit = await pull(session, blob_url(mirror.url, REPO, small_digest))
         assert hit.body == small

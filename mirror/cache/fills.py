@@ -184,6 +184,7 @@ class FillManager:
         try:
             fd = self._open_spool(run)
         except OSError as exc:
+            self._metrics.storage_error("disk", "spool")
             self._spool_failed(run, exc)
             return
         run.fill.attach_spool(fd)
@@ -326,6 +327,7 @@ class FillManager:
         try:
             await asyncio.to_thread(pwrite_all, fd, data, offset)
         except OSError as exc:
+            self._metrics.storage_error("disk", "spool")  # the local disk, whatever the backend
             self._spool_failed(run, exc)
 
     async def _store(self, run: FillRun, data: bytes) -> None:
