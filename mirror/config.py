@@ -110,11 +110,21 @@ class CacheConfig:
 
 @dataclass(frozen=True, slots=True)
 class FillConfig:
-    """Limits on one upstream blob download."""
+    """Limits on one upstream blob download.
+
+    ``idle_timeout`` bounds one silent read (then the download is resumed);
+    ``stall_timeout`` bounds the time without a byte, across resumes;
+    ``max_resumes`` counts resumes in a row that brought no byte;
+    ``memory_limit`` bounds what a download keeps in memory for its clients
+    when the cache disk refuses writes.
+    """
 
     idle_timeout: float = 60.0
     total_timeout: float = 3600.0
     chunk_size: int = 256 * 1024
+    stall_timeout: float = 120.0
+    max_resumes: int = 5
+    memory_limit: int = 4 * 1024**2
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,10 +241,23 @@ def _fill(raw: Mapping[str, Any]) -> FillConfig:
     chunk = parse_size(table.get("chunk_size", "256KiB"), "fill.chunk_size")
     if not 4096 <= chunk <= 16 * 1024**2:
         raise ConfigError(f"fill.chunk_size: expected 4KiB-16MiB, got {chunk}")
+    resumes = table.get("max_resumes", 5)
+    if not isinstance(resumes, int) or isinstance(resumes, bool) or not 0 <= resumes <= 100:
+        raise ConfigError(f"fill.max_resumes: expected a whole number 0-100, got {resumes!r}")
+    memory = parse_size(table.get("memory_limit", "4MiB"), "fill.memory_limit")
+    if not 64 * 1024 <= memory <= 1024**3:
+        raise ConfigError(f"fill.memory_limit: expected 64KiB-1GiB, got {memory}")
+    idle = parse_duration(table.get("idle_timeout", 60), "fill.idle_timeout")
+    stall = parse_duration(table.get("stall_timeout", 2 * idle), "fill.stall_timeout")
+    if stall < idle:
+        raise ConfigError(f"fill.stall_timeout: must be at least fill.idle_timeout ({idle:g}s)")
     return FillConfig(
-        idle_timeout=parse_duration(table.get("idle_timeout", 60), "fill.idle_timeout"),
+        idle_timeout=idle,
         total_timeout=parse_duration(table.get("total_timeout", "1h"), "fill.total_timeout"),
         chunk_size=chunk,
+        stall_timeout=stall,
+        max_resumes=resumes,
+        memory_limit=memory,
     )
 
 

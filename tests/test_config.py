@@ -22,6 +22,13 @@ def test_defaults_are_docker_hub_on_disk() -> None:
     assert upstream.url == "https://registry-1.docker.io"
     assert upstream.is_docker_hub
     assert not config.offline
+    fill = config.fill
+    assert (fill.idle_timeout, fill.stall_timeout, fill.total_timeout) == (60, 120, 3600)
+    assert (fill.max_resumes, fill.memory_limit) == (5, 4 * 1024**2)
+
+
+def test_stall_timeout_defaults_to_twice_the_idle_timeout() -> None:
+    assert build_config({"fill": {"idle_timeout": "10s"}}).fill.stall_timeout == 20
 
 
 def test_layers_win_in_order(tmp_path: Path) -> None:
@@ -84,6 +91,9 @@ def test_cli_flags(tmp_path: Path) -> None:
         ({"cache": {"high_watermark": "most"}}, "cache.high_watermark"),
         ({"upstreams": [{"url": "https://a", "tag_ttl": float("nan")}]}, "upstreams[0].tag_ttl"),
         ({"upstreams": [{"url": "https://a", "max_stale": float("inf")}]}, "max_stale"),
+        ({"fill": {"idle_timeout": "1m", "stall_timeout": "30s"}}, "fill.stall_timeout"),
+        ({"fill": {"max_resumes": -1}}, "fill.max_resumes"),
+        ({"fill": {"memory_limit": "1KiB"}}, "fill.memory_limit"),
     ],
 )
 def test_errors_name_the_field(raw: dict[str, object], field: str) -> None:

@@ -9,7 +9,6 @@ last byte held back until the digest is verified.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import random
 from pathlib import Path
@@ -18,18 +17,10 @@ import pytest
 
 from mirror.cache.fill import Fill
 from mirror.errors import DigestMismatch
-from mirror.oci import parse_digest
+from tests.support.spooled_fill import new_fill
 
 CHUNKS = [random.Random(n).randbytes(1000 + 37 * n) for n in range(12)]
 BLOB = b"".join(CHUNKS)
-
-
-def new_fill(tmp_path: Path) -> tuple[Fill, int]:
-    fill = Fill("key", parse_digest("sha256:" + hashlib.sha256(BLOB).hexdigest()))
-    fd = os.open(tmp_path / "spool", os.O_RDWR | os.O_CREAT, 0o600)
-    fill.attach_spool(os.dup(fd))
-    fill.set_size(len(BLOB))
-    return fill, fd
 
 
 async def collect(fill: Fill, start: int, end: int | None) -> bytes:
@@ -61,7 +52,7 @@ async def run_fill(fill: Fill, fd: int, batch: int) -> None:
 
 async def test_followers_get_exact_bytes_from_memory_and_spool(tmp_path: Path) -> None:
     for batch in (1, 3, 5):
-        fill, fd = new_fill(tmp_path)
+        fill, fd = new_fill(tmp_path, BLOB)
         ranges = [(0, None), (1, None), (1000, 5000), (len(BLOB) - 1, None), (2500, 2500)]
         readers = [asyncio.create_task(collect(fill, s, e)) for s, e in ranges]
         await run_fill(fill, fd, batch)
@@ -73,7 +64,7 @@ async def test_followers_get_exact_bytes_from_memory_and_spool(tmp_path: Path) -
 
 
 async def test_last_byte_waits_for_the_digest(tmp_path: Path) -> None:
-    fill, fd = new_fill(tmp_path)
+    fill, fd = new_fill(tmp_path, BLOB)
     reader = asyncio.create_task(collect(fill, 0, None))
     for chunk in CHUNKS:
         fill.receive(chunk)

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from mirror.config import FillConfig
 from tests.support.fake_upstream import FakeUpstream, Fault
 from tests.support.mirror_app import RunningMirror, mirror_config, run_mirror
 from tests.support.pulls import (
@@ -110,20 +111,37 @@ async def test_resume_against_an_upstream_that_ignores_range(
     assert await is_cached(mirror.app, up.host, digest)
 
 
-async def test_repeated_cuts_give_up_and_cache_nothing(
+async def test_resumes_that_bring_no_byte_give_up_and_cache_nothing(
     up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
 ) -> None:
     data = os.urandom(4 * 1024 * 1024)
     digest = up.add_blob(data)
-    # Every answer is cut after 64 KiB: resuming can never finish the blob.
-    up.add_fault(Fault(digest, method="GET", cut_after=64 * 1024))
+    # The first answer is cut after 64 KiB, every later one before its first byte.
+    up.add_fault(Fault(digest, method="GET", cut_after=64 * 1024, times=1))
+    up.add_fault(Fault(digest, method="GET", cut_after=0))
 
     pulled = await pull(session, blob_url(mirror.url, REPO, digest))
 
     assert_aborted(pulled, data)
     await wait_idle(mirror.app)
     assert not await is_cached(mirror.app, up.host, digest)
-    assert len(blob_gets(up, digest)) <= 10  # bounded resumes
+    assert len(blob_gets(up, digest)) == 1 + FillConfig().max_resumes
+
+
+async def test_cuts_that_each_bring_bytes_still_finish_the_blob(
+    up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+) -> None:
+    data = os.urandom(2 * 1024 * 1024)
+    digest = up.add_blob(data)
+    # Every answer is cut after 256 KiB: more cuts than max_resumes, each one progress.
+    up.add_fault(Fault(digest, method="GET", cut_after=256 * 1024))
+
+    pulled = await pull(session, blob_url(mirror.url, REPO, digest))
+
+    assert_intact(pulled, data)
+    assert len(blob_gets(up, digest)) > FillConfig().max_resumes + 1
+    await wait_idle(mirror.app)
+    assert await is_cached(mirror.app, up.host, digest)
 
 
 async def test_wrong_bytes_abort_every_follower_and_cache_nothing(
@@ -175,15 +193,20 @@ async def test_stalled_upstream_aborts_the_client_within_bounded_time(
 ) -> None:
     data = os.urandom(1024 * 1024)
     digest = up.add_blob(data)
-    up.add_fault(Fault(digest, method="GET", stall_after=100 * 1024))
+    # The first answer stalls after 100 KiB, every resume before its first byte.
+    up.add_fault(Fault(digest, method="GET", stall_after=100 * 1024, times=1))
+    up.add_fault(Fault(digest, method="GET", stall_after=0))
 
     started = time.monotonic()
     pulled = await asyncio.wait_for(pull(session, blob_url(mirror.url, REPO, digest)), 20)
     elapsed = time.monotonic() - started
 
     assert_aborted(pulled, data)
-    # Each stalled answer costs one idle timeout; resumes are bounded.
+    # fill.stall_timeout (twice idle_timeout here) since the last byte, resumes or not.
     assert elapsed < 15
+    # The first stall and a resume that stalls in turn (at most one more if its own idle
+    # timeout wins the race with stall_timeout); before, every resume restarted the clock.
+    assert len(blob_gets(up, digest)) <= 3
     await wait_idle(mirror.app)
     assert not await is_cached(mirror.app, up.host, digest)
 
@@ -311,3 +334,39 @@ async def test_upstream_that_never_answers_gives_a_504_in_bounded_time(
     assert pulled.status == 504
     assert json.loads(pulled.body)["errors"][0]["code"] == "UNAVAILABLE"
     assert time.monotonic() - started < 10
+
+
+async def test_without_content_length_wrong_bytes_never_reach_the_client_whole(
+    up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+) -> None:
+    data = os.urandom(1024 * 1024)
+    digest = up.add_blob(data)
+    up.add_fault(Fault(digest, method="GET", chunked=True, corrupt=True))
+
+    pulled = await pull(session, blob_url(mirror.url, REPO, digest))
+
+    # No size announced: the last byte received is held back until the digest is checked.
+    assert pulled.status == 200
+    assert "Content-Length" not in pulled.headers
+    assert isinstance(pulled.error, aiohttp.ClientPayloadError), pulled.error
+    assert pulled.size < len(data)
+    await wait_idle(mirror.app)
+    assert not await is_cached(mirror.app, up.host, digest)
+
+
+async def test_without_content_length_right_bytes_are_served_and_cached(
+    up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+) -> None:
+    data = os.urandom(1024 * 1024 + 3)
+    digest = up.add_blob(data)
+    up.add_fault(Fault(digest, method="GET", chunked=True, chunk_size=100_000, chunk_delay=0.001))
+
+    results = await asyncio.gather(
+        *(pull(session, blob_url(mirror.url, REPO, digest)) for _ in range(3))
+    )
+
+    for pulled in results:
+        assert_intact(pulled, data)
+    await wait_idle(mirror.app)
+    assert await is_cached(mirror.app, up.host, digest)
+    assert len(blob_gets(up, digest)) == 1

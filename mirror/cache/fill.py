@@ -8,9 +8,23 @@ the bytes sit in the page cache. Either way nothing is copied for a
 follower that keeps up, and the disk sees a few large writes instead of
 one per chunk.
 
+When the spool refuses writes (a full disk), the runner calls
+:meth:`Fill.stop_spooling` and the fill goes on in memory: bytes already in
+the spool are still read from it, newer ones stay in memory until every
+follower has taken them. The runner then waits before reading more from the
+upstream while more than a bound is held (:meth:`Fill.make_room`), so the
+download goes at the pace of its slowest follower and memory stays bounded.
+A follower that takes nothing for a while as the download waits for it is
+dropped (its client is cut), so one stuck client cannot stop the others.
+
 Integrity: until the digest has been checked (:meth:`Fill.succeed`), no
 follower is given the last byte of what it asked for, so a client can never
-see a complete body of wrong bytes.
+see a complete body of wrong bytes. When the size is not known in advance
+(a chunked upstream answer), the last byte received so far is held back.
+
+Liveness: a follower checks the fill's error before every read, never
+returns an empty chunk, and waits on an event when it has nothing to read,
+so a failed fill can never make a follower spin.
 """
 
 from __future__ import annotations
@@ -18,12 +32,15 @@ from __future__ import annotations
 import asyncio
 import bisect
 import os
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 
 from mirror.errors import MirrorError, UpstreamUnavailable
 from mirror.oci import Digest
 
 _READ_CHUNK = 256 * 1024
+_FELL_BEHIND = "client fell too far behind an uncached download"
+
+OnCut = Callable[[MirrorError], None]
 
 
 class Fill:
@@ -35,15 +52,17 @@ class Fill:
         self.size: int | None = None
         self.written = 0  # bytes received so far: readable by followers
         self.persisted = 0  # bytes of those already in the spool
+        self.spooling = True  # False once the spool refused a write
         self.verified = False
         self.error: MirrorError | None = None
         self.committed = False
         self.started: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._changed = asyncio.Event()
+        self._changed = asyncio.Event()  # new bytes, verified or failed: followers look again
+        self._freed = asyncio.Event()  # memory freed or a follower left: the runner looks again
         self._fd: int | None = None
-        self._readers = 0
+        self._cursors: set[_Cursor] = set()
         self._running = True
-        # Chunks covering bytes persisted..written, and the offset each starts at.
+        # Chunks covering (at least) the bytes not in the spool, and the offset each starts at.
         self._tail: list[bytes] = []
         self._tail_starts: list[int] = []
 
@@ -51,6 +70,11 @@ class Fill:
     def done(self) -> bool:
         """Whether the download has ended, verified or failed."""
         return self.verified or self.error is not None
+
+    @property
+    def held(self) -> int:
+        """Bytes held in memory for followers."""
+        return self.written - self._tail_starts[0] if self._tail else 0
 
     # ---------------------------------------------------------------- runner side
 
@@ -79,12 +103,29 @@ class Fill:
     def persist(self, count: int) -> None:
         """The oldest ``count`` bytes held in memory are now in the spool."""
         self.persisted += count
-        # The chunk holding the first byte not yet persisted stays; older ones go.
-        keep = bisect.bisect_right(self._tail_starts, self.persisted) - 1
-        if keep >= 0 and self._tail_starts[keep] + len(self._tail[keep]) <= self.persisted:
-            keep += 1
-        if keep > 0:
-            del self._tail[:keep], self._tail_starts[:keep]
+        self._trim(self.persisted)
+
+    def stop_spooling(self) -> None:
+        """The spool refused a write: from now on, bytes past :attr:`persisted` stay in memory."""
+        self.spooling = False
+        self._trim(self._low_water())
+
+    async def make_room(self, limit: int, patience: float) -> None:
+        """Without a spool, wait until the slowest follower is at most ``limit`` bytes behind.
+
+        Memory then holds ``limit`` bytes plus the chunk that follower is in.
+        Followers free memory as they read. When none does for ``patience``
+        seconds, the slowest are dropped; with no follower left the download
+        has nobody to serve and nowhere to go, so this raises.
+        """
+        while not self.spooling and self.written - self._low_water() > limit:
+            self._freed.clear()
+            try:
+                async with asyncio.timeout(patience):
+                    await self._freed.wait()
+            except TimeoutError as exc:
+                if not self._drop_slowest():
+                    raise FollowersGone("no client reads this uncached download") from exc
 
     def succeed(self) -> None:
         """The digest matched: followers may read the last bytes."""
@@ -92,18 +133,23 @@ class Fill:
         self._notify()
 
     def fail(self, error: MirrorError) -> None:
-        """Abort the download and every follower."""
+        """Abort the download and every follower (no-op once the bytes were verified)."""
+        if self.verified:
+            return  # every byte is proven good: followers may finish
         self.error = error
         if not self.started.done():
             self.started.set_exception(error)
             self.started.exception()  # nobody may be waiting: mark it seen
         self._notify()
+        for cursor in list(self._cursors):
+            cursor.cut(error)
 
     def finish(self) -> None:
-        """The runner is done with the spool; close it when the last reader leaves."""
+        """The runner is done; the spool and verified bytes in memory go with the last reader."""
         self._running = False
-        self._tail.clear()
-        self._tail_starts.clear()
+        if not self.verified:
+            self._tail.clear()
+            self._tail_starts.clear()
         self._release()
 
     def _notify(self) -> None:
@@ -111,57 +157,174 @@ class Fill:
         self._changed = asyncio.Event()
 
     def _release(self) -> None:
-        if not self._running and self._readers == 0 and self._fd is not None:
+        if self._running or self._cursors:
+            return
+        self._tail.clear()
+        self._tail_starts.clear()
+        if self._fd is not None:
             os.close(self._fd)
             self._fd = None
 
+    def _low_water(self) -> int:
+        """The first byte some follower may still need from memory."""
+        if self.spooling:
+            return self.persisted
+        # The spool still serves the bytes before `persisted`. Without followers
+        # keep everything after them: a client that was handed this fill may
+        # not have started reading yet.
+        positions = [c.position for c in self._cursors if not c.dropped]
+        return max(self.persisted, min(positions)) if positions else self.persisted
+
+    def _trim(self, low: int) -> None:
+        """Drop the chunks that end at or before ``low``."""
+        keep = bisect.bisect_right(self._tail_starts, low) - 1
+        if keep >= 0 and self._tail_starts[keep] + len(self._tail[keep]) <= low:
+            keep += 1
+        if keep > 0:
+            del self._tail[:keep], self._tail_starts[:keep]
+            self._freed.set()
+
+    def _drop_slowest(self) -> bool:
+        """Drop the followers furthest behind; False when there is none."""
+        live = [c for c in self._cursors if not c.dropped]
+        if not live:
+            return False
+        slowest = min(c.position for c in live)
+        for cursor in live:
+            if cursor.position == slowest:
+                cursor.dropped = True
+                cursor.cut(UpstreamUnavailable(_FELL_BEHIND))
+        self._trim(self._low_water())
+        self._notify()
+        return True
+
     # ---------------------------------------------------------------- follower side
 
-    async def follow(self, start: int, end: int | None) -> AsyncIterator[bytes]:
+    def follow(self, start: int, end: int | None, on_cut: OnCut | None = None) -> Follower:
         """Bytes ``start``..``end`` (inclusive; None: to the end) as they arrive.
 
-        Raises the fill's error if the download fails before the range is
-        complete; the last byte of the range waits for the digest check.
+        The follower is registered at once (memory it needs is kept from now
+        on); close it with :meth:`Follower.aclose` if you stop before the end.
+        ``on_cut`` is called at once when the fill fails or drops this
+        follower, so its client can be cut even while a write to it waits.
         """
-        self._readers += 1
-        try:
-            position = start
-            while True:
-                limit = self._readable(end)
-                if position < limit:
-                    data = self._read(position, limit)
-                    position += len(data)
-                    yield data
-                    continue
-                if self.error is not None:
-                    raise self.error
-                if self.verified:
-                    return
-                await self._changed.wait()
-        finally:
-            self._readers -= 1
-            self._release()
+        cursor = _Cursor(start, on_cut)
+        self._cursors.add(cursor)
+        return Follower(self, cursor, end)
+
+    def _leave(self, cursor: _Cursor) -> None:
+        self._cursors.discard(cursor)
+        if not self.spooling:
+            self._trim(self._low_water())
+        self._freed.set()
+        self._release()
+
+    def _advance(self, cursor: _Cursor, count: int) -> None:
+        cursor.position += count
+        if not self.spooling:
+            self._trim(self._low_water())
+            self._freed.set()  # the runner waits for positions, not for whole chunks
 
     def _readable(self, end: int | None) -> int:
         """How far a follower asking for bytes up to ``end`` may read now."""
         stop = self.written if end is None else min(self.written, end + 1)
         if self.verified:
             return stop
-        # Hold back the final byte of the request until the digest is known.
-        last = end if end is not None else (self.size - 1 if self.size is not None else None)
-        return stop if last is None else min(stop, last)
+        # Hold back the final byte of the request until the digest is known;
+        # with no size announced, any byte may be the last one.
+        if end is not None:
+            last = end
+        elif self.size is not None:
+            last = self.size - 1
+        else:
+            last = self.written - 1
+        return min(stop, last)
 
     def _read(self, offset: int, limit: int) -> bytes:
-        """Bytes from ``offset`` (before ``limit``): from memory, else from the spool."""
-        if offset >= self.persisted and self._tail:
+        """Bytes from ``offset`` (before ``limit``): from memory, else from the spool.
+
+        Never empty: bytes that can be read from neither raise.
+        """
+        if self._tail and offset >= self._tail_starts[0]:
             index = bisect.bisect_right(self._tail_starts, offset) - 1
             chunk, begins = self._tail[index], self._tail_starts[index]
             if offset == begins and begins + len(chunk) <= limit:
                 return chunk  # the common case: a whole chunk, no copy
             return chunk[offset - begins : limit - begins]
-        if self._fd is None:
-            raise UpstreamUnavailable("download spool is gone")
         length = min(limit, self.persisted) - offset
-        # The bytes were written moments ago and sit in the page cache: a
-        # pread here costs microseconds, less than a thread hop.
-        return os.pread(self._fd, min(length, _READ_CHUNK), offset)
+        if self._fd is None or length <= 0:
+            raise UpstreamUnavailable(f"bytes from {offset} on are no longer held")
+        try:
+            # The bytes were written moments ago and sit in the page cache: a
+            # pread here costs microseconds, less than a thread hop.
+            data = os.pread(self._fd, min(length, _READ_CHUNK), offset)
+        except OSError as exc:
+            raise UpstreamUnavailable(f"download spool unreadable: {exc.strerror}") from exc
+        if not data:
+            raise UpstreamUnavailable(f"download spool ends before byte {offset}")
+        return data
+
+
+class FollowersGone(UpstreamUnavailable):
+    """A download held in memory has no follower left to take its bytes: it ends."""
+
+
+class _Cursor:
+    """Where one follower has got to."""
+
+    __slots__ = ("dropped", "on_cut", "position")
+
+    def __init__(self, position: int, on_cut: OnCut | None) -> None:
+        self.position = position
+        self.dropped = False
+        self.on_cut = on_cut
+
+    def cut(self, reason: MirrorError) -> None:
+        """Tell the follower's owner, once, that it will get no more bytes."""
+        if self.on_cut is not None:
+            on_cut, self.on_cut = self.on_cut, None
+            on_cut(reason)
+
+
+class Follower:
+    """An async iterator over one follower's bytes; see :meth:`Fill.follow`."""
+
+    def __init__(self, fill: Fill, cursor: _Cursor, end: int | None) -> None:
+        self._fill = fill
+        self._cursor = cursor
+        self._end = end
+        self._open = True
+
+    def __aiter__(self) -> Follower:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._next()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def _next(self) -> bytes:
+        fill, cursor = self._fill, self._cursor
+        while self._open:
+            # Checked before every read: after a failure nothing more goes out.
+            if fill.error is not None:
+                raise fill.error
+            if cursor.dropped:
+                raise UpstreamUnavailable(_FELL_BEHIND)
+            limit = fill._readable(self._end)
+            if cursor.position < limit:
+                data = fill._read(cursor.position, limit)
+                fill._advance(cursor, len(data))
+                return data
+            if fill.verified:
+                break
+            await fill._changed.wait()
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        """Stop following: the fill no longer keeps bytes for this follower."""
+        if self._open:
+            self._open = False
+            self._fill._leave(self._cursor)

@@ -13,6 +13,20 @@ can never see a complete body of wrong bytes: on a mismatch or an upstream
 failure every follower's connection is aborted and the partial object is
 discarded. A download that breaks is resumed with ``Range`` from the byte
 where it broke.
+
+Time bounds: a read that waits ``fill.idle_timeout`` for a byte breaks the
+stream and the download is resumed. The download fails when no byte has
+arrived for ``fill.stall_timeout`` (resumes do not restart that clock), after
+``fill.max_resumes`` resumes in a row that brought no byte, and in any case
+after ``fill.total_timeout``.
+
+Storage failures never fail a download that the upstream still delivers:
+when the backend refuses a write, the blob is served through uncached; when
+the spool refuses one as well (a full disk: on disk the partial object is
+the spool), the fill keeps going from memory, at the pace of its slowest
+follower (:meth:`Fill.make_room`), and takes no new followers: a client that
+arrives later starts a download of its own, which tries the cache again, so
+the cache recovers by itself once space returns.
 """
 
 from __future__ import annotations
@@ -28,13 +42,13 @@ from pathlib import Path
 
 import aiohttp
 
-from mirror.cache.fill import Fill
+from mirror.cache.fill import Fill, FollowersGone
+from mirror.cache.fill_run import FillRun, as_upstream_error, pwrite_all
 from mirror.config import FillConfig
 from mirror.errors import (
     BlobUnknown,
     DigestMismatch,
     MirrorError,
-    UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -46,7 +60,6 @@ from mirror.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
 
-MAX_RESUMES = 5
 _READ_CHUNK = 256 * 1024
 # Received bytes go to the spool and the storage backend one batch at a time:
 # whatever arrived while the previous batch was being written, so a slow disk
@@ -80,7 +93,8 @@ class FillManager:
         self._tasks: dict[asyncio.Task[None], Fill] = {}
 
     def __len__(self) -> int:
-        return len(self._fills)
+        """Downloads running, including those that take no new followers."""
+        return len(self._tasks)
 
     def running(self, key: str) -> Fill | None:
         """The fill of ``key`` in progress, if any."""
@@ -129,12 +143,13 @@ class FillManager:
 
     async def _run(self, fill: Fill, upstream: UpstreamClient, repository: str) -> None:
         self._metrics.fill_started()
-        run: _Run | None = None
+        run: FillRun | None = None
         try:
             # Inside the try: whatever opening the writer raises must fail the fill,
             # or its followers would wait for it forever.
-            run = _Run(fill, upstream, repository, await self._open_writer(fill.key))
-            fill.attach_spool(self._open_spool(run))
+            writer = await self._open_writer(fill.key)
+            run = FillRun(fill, upstream, repository, writer, self._config.stall_timeout)
+            self._attach_spool(run)
             async with asyncio.timeout(self._config.total_timeout):
                 await self._download(run)
             fill.succeed()
@@ -171,7 +186,16 @@ class FillManager:
             self._metrics.storage_error(self._storage.backend, "write")
             return None
 
-    def _open_spool(self, run: _Run) -> int:
+    def _attach_spool(self, run: FillRun) -> None:
+        try:
+            fd = self._open_spool(run)
+        except OSError as exc:
+            self._metrics.storage_error("disk", "spool")
+            self._spool_failed(run, exc)
+            return
+        run.fill.attach_spool(fd)
+
+    def _open_spool(self, run: FillRun) -> int:
         if not run.own_spool and run.writer is not None and run.writer.local_path is not None:
             return os.open(run.writer.local_path, os.O_RDONLY)
         self._spool_dir.mkdir(parents=True, exist_ok=True)
@@ -180,26 +204,26 @@ class FillManager:
         os.unlink(path)
         return fd
 
-    async def _download(self, run: _Run) -> None:
+    def _spool_failed(self, run: FillRun, exc: BaseException) -> None:
+        """Go on from memory; new clients start a download of their own (see the module doc)."""
+        if run.fill.spooling:
+            log.warning("spool of %s failed (%s); following from memory", run.fill.key, exc)
+            run.fill.stop_spooling()
+        if self._fills.get(run.fill.key) is run.fill:
+            del self._fills[run.fill.key]
+
+    async def _download(self, run: FillRun) -> None:
         fill = run.fill
-        resumes = 0
-        while True:
-            try:
-                await self._stream_once(run)
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError,
-                    UpstreamTimeout, UpstreamUnavailable) as exc:  # fmt: skip
-                if (
-                    isinstance(exc, DigestMismatch | CacheWriteFailed)
-                    or fill.size is None
-                    or (resumes >= MAX_RESUMES)
-                ):
-                    raise _as_upstream_error(exc) from exc
-                resumes += 1
-                self._metrics.resumed(run.upstream.name)
-                log.info("resuming %s at byte %d after %r", fill.digest, fill.written, exc)
-                continue
-            if fill.size is None or fill.written >= fill.size:
-                break
+        deadline = run.deadline
+        try:
+            async with deadline:
+                run.progressed()  # the first byte, too, must come within stall_timeout
+                await self._stream_with_resumes(run)
+        except TimeoutError as exc:
+            if not deadline.expired():
+                raise  # fill.total_timeout, handled by the caller
+            stall = self._config.stall_timeout
+            raise UpstreamTimeout(f"no byte from the upstream for {stall:g}s") from exc
         await self._drain(run)
         if fill.size is not None and fill.written != fill.size:
             self._metrics.digest_mismatch("blob")
@@ -208,7 +232,32 @@ class FillManager:
             self._metrics.digest_mismatch("blob")
             raise DigestMismatch(f"upstream bytes do not match {fill.digest}")
 
-    async def _stream_once(self, run: _Run) -> None:
+    async def _stream_with_resumes(self, run: FillRun) -> None:
+        """Stream the blob, resuming with ``Range`` as long as resumes bring bytes."""
+        fill = run.fill
+        fruitless = 0  # resumes in a row that brought no byte
+        while True:
+            before = fill.written
+            try:
+                await self._stream_once(run)
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError,
+                    UpstreamTimeout, UpstreamUnavailable) as exc:  # fmt: skip
+                if fill.written > before:
+                    fruitless = 0
+                if (
+                    isinstance(exc, DigestMismatch | FollowersGone)
+                    or fill.size is None
+                    or fruitless >= self._config.max_resumes
+                ):
+                    raise as_upstream_error(exc) from exc
+                fruitless += 1
+                self._metrics.resumed(run.upstream.name)
+                log.info("resuming %s at byte %d after %r", fill.digest, fill.written, exc)
+                continue
+            if fill.size is None or fill.written >= fill.size:
+                return
+
+    async def _stream_once(self, run: FillRun) -> None:
         fill = run.fill
         async with run.upstream.open_blob(
             run.repository, str(fill.digest), fill.written, BlobUnknown, self._config.idle_timeout
@@ -228,6 +277,7 @@ class FillManager:
                 if fill.size is not None and fill.written + len(chunk) > fill.size:
                     self._metrics.digest_mismatch("blob")
                     raise DigestMismatch("upstream sent more bytes than it announced")
+                run.progressed()
                 # Hashing here costs less than a thread hop per batch on two busy
                 # cores (measured, bench/analysis.md).
                 run.hasher.update(chunk)
@@ -235,8 +285,16 @@ class FillManager:
                 run.pending.append(chunk)
                 run.pending_size += len(chunk)
                 await self._spool(run)
+                if not fill.spooling:
+                    await self._make_room(run)
 
-    async def _spool(self, run: _Run, final: bool = False) -> None:
+    async def _make_room(self, run: FillRun) -> None:
+        """Without a spool, read on only as followers free memory (waiting is no stall)."""
+        run.deadline.reschedule(None)
+        await run.fill.make_room(self._config.memory_limit, self._config.idle_timeout)
+        run.progressed()
+
+    async def _spool(self, run: FillRun, final: bool = False) -> None:
         """Start persisting the pending bytes once the batch before them is done.
 
         Waits for that batch only when it is still running and too much is
@@ -251,39 +309,45 @@ class FillManager:
             batch, run.pending, run.pending_size = run.pending, [], 0
             run.inflight = asyncio.ensure_future(self._persist(run, batch))
 
-    async def _drain(self, run: _Run) -> None:
+    async def _drain(self, run: FillRun) -> None:
         """Persist and hash everything received (two rounds at most)."""
         while run.inflight is not None or run.pending:
             await self._spool(run, final=True)
 
-    async def _persist(self, run: _Run, batch: list[bytes]) -> None:
+    async def _persist(self, run: FillRun, batch: list[bytes]) -> None:
         """Write one batch to the spool and to the backend, side by side."""
         data = batch[0] if len(batch) == 1 else b"".join(batch)
         fill = run.fill
         self._metrics.fetched(run.upstream.name, len(data))
         jobs = [self._store(run, data)]
-        if run.own_spool and fill.spool_fd is not None:
-            jobs.append(asyncio.to_thread(_pwrite_all, fill.spool_fd, data, fill.persisted))
+        if run.own_spool and fill.spooling and fill.spool_fd is not None:
+            jobs.append(self._write_spool(run, fill.spool_fd, data, fill.persisted))
         # Wait for every job, even after one failed: no thread may outlive the batch.
         for outcome in await asyncio.gather(*jobs, return_exceptions=True):
             if isinstance(outcome, BaseException):
                 raise outcome
-        fill.persist(len(data))
+        if fill.spooling:
+            fill.persist(len(data))
 
-    async def _store(self, run: _Run, data: bytes) -> None:
+    async def _write_spool(self, run: FillRun, fd: int, data: bytes, offset: int) -> None:
+        try:
+            await asyncio.to_thread(pwrite_all, fd, data, offset)
+        except OSError as exc:
+            self._metrics.storage_error("disk", "spool")  # the local disk, whatever the backend
+            self._spool_failed(run, exc)
+
+    async def _store(self, run: FillRun, data: bytes) -> None:
         if run.writer is None:
             return
         try:
             await run.writer.write(data)
         except StorageError as exc:
             self._metrics.storage_error(self._storage.backend, "write")
-            if not run.own_spool:
-                # The spool is the partial object itself: nothing left to serve from.
-                raise CacheWriteFailed(f"cache storage failed: {exc}") from exc
-            # Keep serving followers from the spool; just do not cache.
             log.warning("cache write of %s failed (%s); serving it through", run.fill.key, exc)
             await self._abort(run.writer)
             run.writer = None
+            if not run.own_spool:
+                self._spool_failed(run, exc)  # the partial object was the spool
 
     async def _commit(self, fill: Fill, writer: BlobWriter) -> None:
         started = time.monotonic()
@@ -301,43 +365,6 @@ class FillManager:
     async def _abort(self, writer: BlobWriter) -> None:
         with contextlib.suppress(StorageError):
             await writer.abort()
-
-
-class _Run:
-    """The state of one fill's download."""
-
-    def __init__(
-        self, fill: Fill, upstream: UpstreamClient, repository: str, writer: BlobWriter | None
-    ) -> None:
-        self.fill = fill
-        self.upstream = upstream
-        self.repository = repository
-        self.writer = writer
-        # Backends without a readable local partial (S3) need a spool of our own.
-        self.own_spool = writer is None or writer.local_path is None
-        self.hasher = fill.digest.hasher()
-        self.pending: list[bytes] = []  # received, not yet handed to a batch
-        self.pending_size = 0
-        self.inflight: asyncio.Future[None] | None = None  # the batch being persisted
-
-    async def settle(self) -> None:
-        """Wait for the batch in flight, if any, whatever its outcome."""
-        if self.inflight is not None:
-            await asyncio.wait([self.inflight])
-            if not self.inflight.cancelled():
-                self.inflight.exception()  # seen: the failure was already handled
-            self.inflight = None
-
-
-class CacheWriteFailed(UpstreamUnavailable):
-    """Writing the partial object failed where it is also the spool: the fill must end."""
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
 
 
 def _read_size(resp: aiohttp.ClientResponse, size: int) -> None:
@@ -367,9 +394,3 @@ async def _skip(content: aiohttp.StreamReader, count: int) -> None:
         if not dropped:
             raise UpstreamUnavailable("upstream download broke off while skipping")
         count -= len(dropped)
-
-
-def _as_upstream_error(exc: BaseException) -> UpstreamError:
-    if isinstance(exc, UpstreamError):
-        return exc
-    return UpstreamUnavailable(f"upstream download broke off: {type(exc).__name__}")

@@ -54,9 +54,11 @@ def _start(
 
 def _abort(request: web.Request, reason: object) -> None:
     """Cut the connection so the client cannot take a short body as complete."""
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        return  # cut already
     log.warning("aborting %s %s: %s", request.method, request.path, reason)
-    if request.transport is not None:
-        request.transport.abort()
+    transport.abort()
 
 
 async def send_file(
@@ -122,7 +124,8 @@ async def send_fill(
     start = byte_range.start if byte_range else 0
     end = byte_range.end if byte_range else None
     count = byte_range.length if byte_range else answer.size
-    chunks = answer.fill.follow(start, end)
+    # Cut at once when the download fails, even while a write to a slow client waits.
+    chunks = answer.fill.follow(start, end, on_cut=lambda reason: _abort(request, reason))
     return await _send_stream(request, answer, byte_range, chunks, count, "upstream", metrics)
 
 
@@ -136,13 +139,14 @@ async def _send_stream(
     metrics: Metrics,
 ) -> web.StreamResponse:
     response = _start(request, answer, byte_range)
-    await response.prepare(request)
     sent = 0
     try:
+        await response.prepare(request)
         async for chunk in chunks:
             await response.write(chunk)
             sent += len(chunk)
     except (MirrorError, StorageError) as exc:
+        # At once: the fill has failed (or bytes went missing), nothing more may go out.
         _abort(request, exc)
         return response
     except (ConnectionError, RuntimeError) as exc:
@@ -151,6 +155,8 @@ async def _send_stream(
     finally:
         metrics.served(source, sent)
         request[BODY_BYTES] = sent
+        # Always, even if the client left before the first byte: a follower
+        # holds the fill's memory and spool until it is closed.
         await chunks.aclose()  # type: ignore[attr-defined]
     if count is not None and sent != count:
         _abort(request, f"sent {sent} of {count} bytes")

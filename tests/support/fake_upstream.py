@@ -266,6 +266,8 @@ class FakeUpstream:
             if fault.retry_after is not None:
                 reply.headers["Retry-After"] = str(fault.retry_after)
             reply.headers.update(fault.headers)
+            if fault.body is not None:
+                reply.body = fault.body
         if reply.kind == "manifest":
             reply.headers.update(self.manifest_headers)
         if not on_cdn:
@@ -455,7 +457,10 @@ class FakeUpstream:
         if delay and not await sleep_unless(self._stopping, delay):
             return abort(request)
         resp = web.StreamResponse(status=reply.status, headers=reply.headers)
-        resp.content_length = len(reply.body)
+        if fault is not None and fault.chunked and reply.content:
+            resp.enable_chunked_encoding()  # no Content-Length: the size is known at the end
+        else:
+            resp.content_length = len(reply.body)
         try:
             await resp.prepare(request)
             if request.method == "HEAD" or not reply.body:

@@ -80,8 +80,12 @@ class Fault:
     retry_after: str | int | None = None
     #: send this many body bytes, then go silent until the server stops
     stall_after: int | None = None
+    #: send the body with chunked transfer encoding, without a Content-Length
+    chunked: bool = False
     #: extra response headers
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: answer with these bytes instead (a captive portal's page, a proxy's error page)
+    body: bytes | None = None
     hits: int = 0
 
     @property
@@ -92,7 +96,7 @@ class Fault:
     @property
     def shapes_body(self) -> bool:
         """Whether the rule changes how a content body is sent."""
-        return bool(self.rate or self.chunk_delay or self.corrupt) or (
+        return bool(self.rate or self.chunk_delay or self.corrupt or self.chunked) or (
             self.cut_after,
             self.stall_after,
         ) != (None, None)
@@ -105,6 +109,7 @@ class Fault:
             or self.first_byte_delay
             or self.headers
             or self.retry_after is not None
+            or self.body is not None
         )
 
     def matches(self, method: str, path: str, kind: str, digest: str | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -37,17 +38,25 @@ def mirror_config(cache_dir: Path, upstream_url: str, **settings: Any) -> Config
 
 
 @asynccontextmanager
-async def run_mirror(config: Config) -> AsyncIterator[RunningMirror]:
-    """Start ``create_app(config)`` on a free loopback port; stop it on exit."""
+async def run_mirror(
+    config: Config, *, send_buffer: int | None = None
+) -> AsyncIterator[RunningMirror]:
+    """Start ``create_app(config)`` on a free loopback port; stop it on exit.
+
+    ``send_buffer`` fixes the kernel send buffer of client connections (the
+    listening socket passes it on). Loopback otherwise lets the kernel take
+    megabytes a slow client has not read yet, so only a small one makes such a
+    client fall behind inside the mirror with blobs of a test's size.
+    """
     app = create_app(config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server = site._server
-    assert server is not None
-    assert server.sockets
-    port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if send_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    await web.SockSite(runner, sock).start()
     try:
         yield RunningMirror(f"http://127.0.0.1:{port}", app, config)
     finally:
