@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import base64
-import datetime
 import hashlib
 import json
 
 import nacl.exceptions
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa, x25519
-from cryptography.x509.oid import NameOID
 
 from mirror.trust.keys import KeyFormatError, parse_public_key
 from tests.support.cosign import ENCRYPTED_LABEL, CosignKey
+from tests.support.sigstore_bundles import self_signed_ca
 
 
 def pem_of(public: object) -> bytes:
@@ -47,16 +45,7 @@ def test_a_digest_signature_verifies_for_ecdsa_and_rsa_only() -> None:
 
 
 def self_signed_certificate() -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(1)
-        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    return cert.public_bytes(serialization.Encoding.PEM)
+    return self_signed_ca().public_bytes(serialization.Encoding.PEM)
 
 
 def private_pkcs8() -> bytes:
