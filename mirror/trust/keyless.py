@@ -60,19 +60,27 @@ class TrustedRootFile:
     @cached_property
     def verifier(self) -> Verifier:
         """A sigstore verifier for this root (built once; it makes no network call)."""
-        from sigstore.verify import Verifier
-
-        return Verifier(trusted_root=load_trusted_root(self.data))
+        return load_trusted_root(self.data)
 
 
-def load_trusted_root(data: bytes) -> Any:
-    """Parse ``trusted_root.json``; ``ValueError`` (with pydantic's reason) when malformed."""
+def load_trusted_root(data: bytes) -> Verifier:
+    """A verifier for ``trusted_root.json``; ``ValueError`` saying what is wrong with it."""
+    from pydantic import ValidationError
     from sigstore.errors import Error
     from sigstore.models import TrustedRoot
+    from sigstore.verify import Verifier
     from sigstore_models.trustroot.v1 import TrustedRoot as TrustedRootDocument
 
     try:
-        return TrustedRoot(TrustedRootDocument.from_json(data))
+        document = TrustedRootDocument.from_json(data)
+        if not document.ctlogs:
+            raise ValueError("ctlogs: no certificate transparency log keys")
+        # The verifier checks that CA certificates and log keys are there.
+        return Verifier(trusted_root=TrustedRoot(document))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "document"
+        raise ValueError(f"{where}: {first['msg']}") from None
     except Error as exc:
         raise ValueError(str(exc)) from None
 
