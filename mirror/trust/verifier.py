@@ -90,7 +90,9 @@ class TrustVerifier:
 
     def __init__(self, settings: TrustSettings, cache: VerdictCache | None = None) -> None:
         self.settings = settings
-        self.cache = cache or VerdictCache(settings.cache_size, settings.refusal_ttl)
+        if cache is None:
+            cache = VerdictCache(settings.cache_size, settings.refusal_ttl)
+        self.cache = cache
 
     async def check(self, subject: Subject, source: SignatureSource) -> Verdict:
         """The verdict for ``subject`` under its policy; signatures come from ``source``."""
