@@ -28,12 +28,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from tests.support.oci_content import Content, descriptor
+from tests.support.oci_content import OCI_CONFIG, OCI_MANIFEST, Content, descriptor
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 ENCRYPTED_LABEL = "ENCRYPTED SIGSTORE PRIVATE KEY"
 SCRYPT_PARAMS = {"N": 32768, "r": 8, "p": 1}
 

@@ -14,16 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mirror.oci import OCI_INDEX, OCI_MANIFEST
+from mirror.trust.bundles import BUNDLE_V03
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.images import Manifest
 from tests.support.registry import RegistryClient
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 OCI_EMPTY = "application/vnd.oci.empty.v1+json"
-BUNDLE_V03 = "application/vnd.dev.sigstore.bundle.v0.3+json"
 
 
 def sha256(data: bytes) -> str:
