@@ -14,6 +14,7 @@ from typing import Any
 from mirror import __version__
 from mirror.cache.pins import parse_pins
 from mirror.config import Config, ConfigError, UpstreamConfig, load_config, parse_upstream_flag
+from mirror.config_trust import describe_trust
 from mirror.config_values import redact_url
 from mirror.lifecycle import StartupError
 
@@ -132,7 +133,7 @@ def describe(config: Config) -> list[str]:
     if config.metrics_listen is not None:
         host, port = config.metrics_listen
         lines.append(f"metrics also on http://{host}:{port}/metrics")
-    return lines + describe_storage_and_upstreams(config)
+    return lines + describe_storage_and_upstreams(config) + describe_trust(config.trust)
 
 
 def describe_storage_and_upstreams(config: Config) -> list[str]:
@@ -205,6 +206,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return gc(config)
     if args.command == "verify":
         return verify(config, quarantine=args.quarantine)
+    if config.trust.enforcing:
+        # Fail closed: a mirror that seemed to enforce a policy it ignores is worse than none.
+        print(
+            "registry-mirror: configuration error: trust: 'require' and 'warn' policies are "
+            "validated by check-config but not enforced by this version; use mode 'allow'",
+            file=sys.stderr,
+        )
+        return 2
     return serve(config)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from mirror.config_trust import parse_trust
 from mirror.config_upstreams import (
     DOCKER_HUB_NAME,
     DOCKER_HUB_URL,
@@ -36,6 +37,7 @@ from mirror.config_values import (
     reject_unknown,
     sub_table,
 )
+from mirror.trust.policy import TrustSettings
 
 __all__ = [
     "DOCKER_HUB_NAME",
@@ -151,6 +153,8 @@ class Config:
     metrics_listen: tuple[str, int] | None = None
     #: seconds a SIGTERM/SIGINT leaves requests in flight and verified downloads to finish
     shutdown_grace: float = 8.0
+    #: signature policies, keys and trusted roots (``[trust]``, mirror.config_trust)
+    trust: TrustSettings = field(default_factory=TrustSettings)
 
     @property
     def default_upstream(self) -> UpstreamConfig:
@@ -276,7 +280,7 @@ def _log(raw: Mapping[str, Any]) -> LogConfig:
 _TOP_LEVEL = {
     "listen", "offline", "upstream", "upstreams", "upstream_username", "upstream_password",
     "tag_ttl", "max_stale", "storage", "cache", "fill", "log", "admin", "metrics",
-    "auths_file", "shutdown_grace",
+    "auths_file", "shutdown_grace", "trust",
 }  # fmt: skip
 
 
@@ -298,11 +302,12 @@ def build_config(raw: Mapping[str, Any], environ: Mapping[str, str] | None = Non
     metrics_listen = (
         parse_listen(metrics["listen"], "metrics.listen") if metrics.get("listen") else None
     )
+    upstreams = parse_upstreams(raw, os.environ if environ is None else environ)
     return Config(
         listen_host=host,
         listen_port=port,
         offline=parse_bool(raw.get("offline", False), "offline"),
-        upstreams=parse_upstreams(raw, os.environ if environ is None else environ),
+        upstreams=upstreams,
         storage=_storage(raw),
         cache=_cache(raw),
         fill=_fill(raw),
@@ -310,6 +315,7 @@ def build_config(raw: Mapping[str, Any], environ: Mapping[str, str] | None = Non
         admin_token=str(token) if token else None,
         metrics_listen=metrics_listen,
         shutdown_grace=parse_duration(raw.get("shutdown_grace", 8), "shutdown_grace"),
+        trust=parse_trust(raw, tuple(u.name for u in upstreams)),
     )
 
 
