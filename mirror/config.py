@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from mirror.config_security import SecurityConfig, parse_security
 from mirror.config_upstreams import (
     DOCKER_HUB_NAME,
     DOCKER_HUB_URL,
@@ -151,6 +152,8 @@ class Config:
     metrics_listen: tuple[str, int] | None = None
     #: seconds a SIGTERM/SIGINT leaves requests in flight and verified downloads to finish
     shutdown_grace: float = 8.0
+    #: ``[tls]``, ``[auth]``, ``[rate_limit]`` (mirror.config_security)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
     @property
     def default_upstream(self) -> UpstreamConfig:
@@ -276,7 +279,7 @@ def _log(raw: Mapping[str, Any]) -> LogConfig:
 _TOP_LEVEL = {
     "listen", "offline", "upstream", "upstreams", "upstream_username", "upstream_password",
     "tag_ttl", "max_stale", "storage", "cache", "fill", "log", "admin", "metrics",
-    "auths_file", "shutdown_grace",
+    "auths_file", "shutdown_grace", "tls", "auth", "rate_limit",
 }  # fmt: skip
 
 
@@ -310,6 +313,7 @@ def build_config(raw: Mapping[str, Any], environ: Mapping[str, str] | None = Non
         admin_token=str(token) if token else None,
         metrics_listen=metrics_listen,
         shutdown_grace=parse_duration(raw.get("shutdown_grace", 8), "shutdown_grace"),
+        security=parse_security(raw),
     )
 
 
