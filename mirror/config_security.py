@@ -27,6 +27,7 @@ from mirror.security.keys import KeyProblem, check_key_path
 from mirror.security.tls import build_server_context
 
 AUTH_DEFAULTS = ("anonymous-pull", "authenticated-pull", "deny")
+UNKNOWN_USERS = ("refuse", "anonymous")
 ACTIONS = ("pull", "admin")
 # Characters that may stand in a quoted WWW-Authenticate parameter without escaping.
 _TOKEN_NAME_RE = re.compile(r"[A-Za-z0-9._:@/-]{1,200}")
@@ -80,6 +81,9 @@ class AuthConfig:
 
     htpasswd: Path | None = None
     default: str = "anonymous-pull"
+    #: a login of a user not in the htpasswd file: ``refuse`` (401) or ``anonymous``
+    #: (dockerd sends its Docker Hub login to a registry mirror)
+    unknown_users: str = "refuse"
     groups: Mapping[str, frozenset[str]] = field(default_factory=dict)
     rules: tuple[AccessRule, ...] = ()
     token: TokenConfig | None = None
@@ -265,7 +269,9 @@ def _token(raw: dict[str, Any]) -> TokenConfig:
 
 
 def _auth(raw: dict[str, Any]) -> AuthConfig:
-    reject_unknown(raw, "auth", {"htpasswd", "default", "groups", "rules", "token"})
+    reject_unknown(
+        raw, "auth", {"htpasswd", "default", "unknown_users", "groups", "rules", "token"}
+    )
     htpasswd = _path(raw["htpasswd"], "auth.htpasswd") if "htpasswd" in raw else None
     if htpasswd is not None:
         try:
@@ -277,6 +283,11 @@ def _auth(raw: dict[str, Any]) -> AuthConfig:
         raise ConfigError(
             f"auth.default: expected one of {', '.join(AUTH_DEFAULTS)}, got {default!r}"
         )
+    unknown_users = raw.get("unknown_users", "refuse")
+    if unknown_users not in UNKNOWN_USERS:
+        raise ConfigError(
+            f"auth.unknown_users: expected 'refuse' or 'anonymous', got {unknown_users!r}"
+        )
     groups = _groups(raw)
     rules = raw.get("rules", [])
     if not isinstance(rules, list):
@@ -285,6 +296,7 @@ def _auth(raw: dict[str, Any]) -> AuthConfig:
     return AuthConfig(
         htpasswd=htpasswd,
         default=default,
+        unknown_users=unknown_users,
         groups=groups,
         rules=tuple(_rule(r, f"auth.rules[{i}]", groups) for i, r in enumerate(rules)),
         token=_token(token) if token is not None else None,
@@ -346,6 +358,8 @@ def _describe_auth(auth: AuthConfig) -> list[str]:
         else "no users (anonymous only)"
     )
     lines = [f"auth: {users}; {len(auth.rules)} rules, then default {auth.default}"]
+    if auth.unknown_users == "anonymous":
+        lines.append("auth: logins of users not in the htpasswd file count as anonymous")
     token = auth.token
     if token is None:
         lines.append("auth: Basic credentials on every request")

@@ -193,6 +193,7 @@ def test_rules_groups_and_defaults(tmp_path: Path) -> None:
         ),
         ({"token": {"key": "KEY", "service": 'a"b'}}, "auth.token.service: expected letters"),
         ({"mode": "token"}, "auth.mode: unknown setting"),
+        ({"unknown_users": "allow"}, "auth.unknown_users: expected 'refuse' or 'anonymous'"),
     ],
 )
 def test_auth_errors_name_the_field(tmp_path: Path, auth: dict[str, Any], message: str) -> None:

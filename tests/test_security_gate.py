@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import ssl
 import time
@@ -219,6 +220,31 @@ async def test_basic_credentials_on_every_request(
         ("auth_failed", "password", "unknown_user"),
         ("auth_failed", "header", "malformed"),
     ]
+
+
+async def test_logins_of_unknown_users_may_count_as_anonymous(
+    tmp_path: Path, images: ImageSet
+) -> None:
+    # dockerd sends its Docker Hub login to a registry mirror (docs/security.md).
+    config = gate_config(tmp_path)
+    assert config.security.auth is not None
+    auth = dataclasses.replace(config.security.auth, unknown_users="anonymous")
+    config = dataclasses.replace(config, security=dataclasses.replace(config.security, auth=auth))
+    async with run_registry(config, images) as registry, aiohttp.ClientSession() as http:
+        hub_login = basic("hubuser", "my-docker-hub-password")
+        scopes = ("repository:library/tiny:pull", "repository:ghcr.io/library/tiny:pull")
+        token = await get_token(http, registry, *scopes, headers=hub_login)
+        assert jwt.decode(token, options={"verify_signature": False})["sub"] == ""
+        assert granted(token) == ["docker.io/library/tiny"]
+        assert (await status_of(http, registry.url + "/v2/", hub_login))[0] == 200
+        assert (await status_of(http, registry.url + TINY, hub_login))[0] == 200
+        assert (await status_of(http, registry.url + GHCR_TINY, hub_login))[0] == 401
+        # A known user with a wrong password is still refused.
+        assert (await status_of(http, registry.url + TINY, basic("alice", "wrong")))[0] == 401
+    assert registry.guard.events.named("auth_failed") == [
+        ("auth_failed", "password", "wrong_password")
+    ]
+    assert registry.guard.events.named("token_issued") == [("token_issued", "anonymous")]
 
 
 async def test_the_docker_login_flow_and_refresh_tokens(registry: RunningRegistry) -> None:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from mirror.config_security import TokenConfig
+from mirror.config_security import AuthConfig
 from mirror.errors import AuthenticationRequired, Denied, TooManyRequests
 from mirror.security.challenge import (
     BasicCredentials,
@@ -106,20 +106,22 @@ class ClientGate:
 
     def __init__(
         self,
+        auth: AuthConfig,
         *,
-        rules: AccessRules,
         users: Htpasswd | None,
         tokens: TokenAuthority | None,
-        token_config: TokenConfig | None,
         throttle: LoginThrottle,
         events: SecurityEvents,
         admin_token: str | None = None,
     ) -> None:
-        self.rules = rules
+        """``users`` is the htpasswd file of ``auth.htpasswd``, ``tokens`` the authority of
+        ``auth.token`` (None where not configured); ``admin_token`` the static ``admin.token``."""
+        self.rules = AccessRules(auth)
         self.users = users
         self.tokens = tokens
         self.events = events
-        self._token_config = token_config
+        self._token_config = auth.token
+        self._unknown_anonymous = auth.unknown_users == "anonymous"
         self._throttle = throttle
         self._admin_token = admin_token.encode() if admin_token else None
 
@@ -139,6 +141,12 @@ class ClientGate:
     async def check_password(self, request: web.BaseRequest, credentials: BasicCredentials,
                              credential: Credential = "password") -> Identity:  # fmt: skip
         """The identity behind a user name and password; 401 or 429 when refused."""
+        if self._unknown_anonymous and (
+            self.users is None or not self.users.has_user(credentials.user)
+        ):
+            # A login meant for someone else (dockerd sends its Docker Hub login to
+            # mirrors): no password to check, so nothing to count or slow down.
+            return ANONYMOUS
         if self.users is None:
             self._failed(request, credentials.user, credential, "no_users")
             raise self.refuse(request, "this mirror has no users")

@@ -163,6 +163,11 @@ class Htpasswd:
         self._users, self._dummy = users, None
         log.info("auth.htpasswd re-read: %d users", len(users))
 
+    def has_user(self, user: str) -> bool:
+        """Whether ``user`` is in the file (as it is now)."""
+        self.reload_if_changed()
+        return user in self._users
+
     def fingerprint(self, user: str) -> str | None:
         """A short digest of the user's entry: it changes when the password does."""
         self.reload_if_changed()

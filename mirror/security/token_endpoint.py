@@ -128,7 +128,7 @@ class TokenEndpoint:
             fingerprint = users.fingerprint(identity.user)
             if fingerprint is not None and self._tokens.refresh_enabled:
                 refresh = self._tokens.issue_refresh(identity.user, fingerprint)
-        self._gate.events.token_issued(grant)
+        self._gate.events.token_issued("anonymous" if identity.anonymous else grant)
         return web.json_response(issued.body(refresh), headers=_NO_STORE)
 
 

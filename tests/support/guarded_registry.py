@@ -21,9 +21,11 @@ import argparse
 import asyncio
 import base64
 import json
+import queue
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,6 @@ from mirror.security.gate import (
 from mirror.security.htpasswd import Htpasswd
 from mirror.security.keys import load_or_create_signing_key
 from mirror.security.limits import LoginThrottle, RateLimiter
-from mirror.security.rules import AccessRules
 from mirror.security.tls import CertificateReloader
 from mirror.security.token_endpoint import TokenEndpoint
 from mirror.security.tokens import TokenAuthority
@@ -189,8 +190,8 @@ def build_guard(
     if auth.token is not None:
         tokens = TokenAuthority(load_or_create_signing_key(auth.token.key), auth.token)
     gate = ClientGate(
-        rules=AccessRules(auth), users=users, tokens=tokens, token_config=auth.token,
-        throttle=throttle, events=events, admin_token="static-admin-token",
+        auth, users=users, tokens=tokens, throttle=throttle, events=events,
+        admin_token="static-admin-token",
     )  # fmt: skip
     return Guard(gate, tokens, events, throttle)
 
@@ -219,7 +220,7 @@ def create_registry_app(config: Config, images: ImageSet, guard: Guard) -> web.A
 
 @dataclass
 class RunningRegistry:
-    """A guarded registry on 127.0.0.1; ``url`` has no trailing slash."""
+    """A guarded registry on loopback; ``url`` has no trailing slash."""
 
     url: str
     app: web.Application
@@ -237,6 +238,7 @@ async def run_registry(
     config: Config,
     images: ImageSet,
     *,
+    host: str = "127.0.0.1",
     port: int = 0,
     throttle: LoginThrottle | None = None,
     htpasswd_interval: float = 2.0,
@@ -251,20 +253,49 @@ async def run_registry(
     reloader = CertificateReloader(tls, events) if tls is not None else None
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
-    site = web.TCPSite(
-        runner, "127.0.0.1", port, ssl_context=reloader.context if reloader else None
-    )
+    site = web.TCPSite(runner, host, port, ssl_context=reloader.context if reloader else None)
     await site.start()
     bound = runner.addresses[0][1]
     scheme = "https" if reloader else "http"
+    netloc = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
     try:
-        yield RunningRegistry(f"{scheme}://127.0.0.1:{bound}", app, guard, reloader)
+        yield RunningRegistry(f"{scheme}://{netloc}", app, guard, reloader)
     finally:
         await runner.cleanup()
 
 
-async def _serve_forever(config: Config, images: ImageSet, port: int, log: Path) -> None:
-    async with run_registry(config, images, port=port) as registry:
+@contextmanager
+def registry_in_thread(config: Config, images: ImageSet, host: str) -> Iterator[RunningRegistry]:
+    """:func:`run_registry` on its own event loop in a thread, for tests whose clients
+    block (subprocesses): the registry answers while they run."""
+    started: queue.Queue[RunningRegistry | BaseException] = queue.Queue()
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    async def serve() -> None:
+        try:
+            async with run_registry(config, images, host=host) as registry:
+                started.put(registry)
+                await stop.wait()
+        except BaseException as exc:  # handed to the waiting test
+            started.put(exc)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    result = started.get(timeout=60)
+    if isinstance(result, BaseException):
+        raise result
+    try:
+        yield result
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=30)
+        loop.close()
+
+
+async def _serve_forever(config: Config, images: ImageSet, listen: str, log: Path) -> None:
+    host, _, port = listen.rpartition(":")
+    async with run_registry(config, images, host=host.strip("[]"), port=int(port)) as registry:
         print(f"guarded registry on {registry.url}", flush=True)
         written = 0
         while True:
@@ -285,8 +316,7 @@ def main() -> None:
     parser.add_argument("--log", type=Path, required=True)
     args = parser.parse_args()
     images = build_images(default_image_dir(large_mb=1), large_mb=1)
-    port = int(args.listen.rpartition(":")[2])
-    asyncio.run(_serve_forever(load_config(args.config), images, port, args.log))
+    asyncio.run(_serve_forever(load_config(args.config), images, args.listen, args.log))
 
 
 if __name__ == "__main__":
