@@ -150,14 +150,15 @@ class ClientGate:
         if self.users is None:
             self._failed(request, credentials.user, credential, "no_users")
             raise self.refuse(request, "this mirror has no users")
-        if not self.users.known_good(credentials.user, credentials.password):
-            try:
-                waited = await self._throttle.wait_turn(request.remote)
-            except TooManyRequests:
-                self.events.login_throttled("refused")
-                raise
-            if waited:
-                self.events.login_throttled("delayed")
+        if self.users.known_good(credentials.user, credentials.password):
+            return self.rules.identity(credentials.user)  # the common case: no bcrypt, no wait
+        try:
+            waited = await self._throttle.wait_turn(request.remote)
+        except TooManyRequests:
+            self.events.login_throttled("refused")
+            raise
+        if waited:
+            self.events.login_throttled("delayed")
         verdict = await self.users.verify(credentials.user, credentials.password)
         if verdict is not Verdict.OK:
             self._throttle.failed(request.remote)

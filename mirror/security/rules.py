@@ -6,6 +6,7 @@ none matches, ``auth.default`` decides: ``anonymous-pull`` (everyone may
 pull, today's behaviour), ``authenticated-pull`` (any known user may pull)
 or ``deny``. The admin action is never granted by a default.
 
+Decisions are remembered (a bounded LRU), so a request costs one lookup.
 Patterns are shell globs matched on the whole name, case-sensitive: ``*``
 matches any characters including ``/``, so ``org/*`` covers ``org/a/b``.
 
@@ -21,6 +22,8 @@ import fnmatch
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from cachetools import LRUCache
 
 from mirror.config_security import AccessRule, AuthConfig
 
@@ -86,6 +89,11 @@ class AccessRules:
             _CompiledRule(r, _compile(r.upstream), _compile(r.repository)) for r in config.rules
         )
         self._groups_of = _invert(config.groups)
+        # The configuration does not change while the process runs, and a user's groups
+        # come from it, so each decision is made once (bounded: names come from clients).
+        self._decided: LRUCache[tuple[str | None, str, str | None, str | None], bool] = LRUCache(
+            16384
+        )
 
     def identity(self, user: str | None) -> Identity:
         """The identity of ``user`` (None: anonymous), with the groups it belongs to."""
@@ -101,6 +109,15 @@ class AccessRules:
         repository: str | None = None,
     ) -> bool:
         """Whether ``identity`` may ``pull`` from upstream/repository, or use ``admin``."""
+        key = (identity.user, action, upstream, repository)
+        known = self._decided.get(key)
+        if known is None:
+            known = self._decided[key] = self._evaluate(identity, action, upstream, repository)
+        return known
+
+    def _evaluate(
+        self, identity: Identity, action: str, upstream: str | None, repository: str | None
+    ) -> bool:
         for compiled in self._rules:
             if compiled.covers(identity) and compiled.matches(action, upstream, repository):
                 return compiled.rule.allow
