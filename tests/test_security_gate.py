@@ -211,6 +211,10 @@ async def test_basic_credentials_on_every_request(
                 assert challenge.startswith("Bearer realm=")
             status, *_ = await status_of(http, registry.url + TINY, {"Authorization": "Basic !!"})
             assert status == 401
+            # podman and skopeo without a login answer a Basic challenge with ":".
+            empty = {"Authorization": "Basic " + base64.b64encode(b":").decode()}
+            assert (await status_of(http, registry.url + TINY, empty))[0] == 200
+            assert (await status_of(http, registry.url + GHCR_TINY, empty))[0] == 401
     assert "failed login: user alice from 127.0.0.1 (password, wrong_password)" in caplog.text
     assert "failed login: user mallory from 127.0.0.1 (password, unknown_user)" in caplog.text
     for secret in ("guess-1", "guess-2", *PASSWORDS.values()):

@@ -20,6 +20,7 @@ TOKEN_PATH = "/auth/token"
 BASIC_REALM = "registry-mirror"
 _MAX_HEADER = 8192
 _UNQUOTED_RE = re.compile(r'[\x00-\x1f\x7f"\\]')
+_EMPTY_BASIC = base64.b64encode(b":").decode()
 
 
 class MalformedCredentials(ValueError):
@@ -57,14 +58,18 @@ def decode_basic(value: str) -> BasicCredentials:
 
 
 def parse_authorization(header: str | None) -> Credentials | None:
-    """The credentials of an ``Authorization`` header (None when absent)."""
+    """The credentials of an ``Authorization`` header (None when absent).
+
+    ``Basic`` of an empty user and password counts as absent: podman and skopeo
+    send it when they have no login for a registry that challenged them.
+    """
     if header is None or not header.strip():
         return None
     if len(header) > _MAX_HEADER:
         raise MalformedCredentials("Authorization header too long")
     scheme, _, value = header.strip().partition(" ")
     if scheme.lower() == "basic":
-        return decode_basic(value)
+        return None if value.strip() == _EMPTY_BASIC else decode_basic(value)
     if scheme.lower() == "bearer" and value.strip():
         return BearerCredentials(value.strip())
     raise MalformedCredentials("expected Basic or Bearer credentials")
