@@ -351,13 +351,16 @@ def describe_security(security: SecurityConfig, now: datetime.datetime) -> list[
     return lines
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def _describe_auth(auth: AuthConfig) -> list[str]:
-    users = (
-        f"{len(read_htpasswd(auth.htpasswd))} users from {auth.htpasswd}"
-        if auth.htpasswd
-        else "no users (anonymous only)"
-    )
-    lines = [f"auth: {users}; {len(auth.rules)} rules, then default {auth.default}"]
+    users = "no users (anonymous only)"
+    if auth.htpasswd is not None:
+        users = f"{_count(len(read_htpasswd(auth.htpasswd)), 'user')} from {auth.htpasswd}"
+    rules = _count(len(auth.rules), "rule")
+    lines = [f"auth: {users}; {rules}, then default {auth.default}"]
     if auth.unknown_users == "anonymous":
         lines.append("auth: logins of users not in the htpasswd file count as anonymous")
     token = auth.token

@@ -285,7 +285,7 @@ def test_check_config_describes_the_front_door_and_makes_no_key(
         and line.endswith("; chain of 2") for line in lines
     ), lines  # fmt: skip
     assert f"  tls: clients must show a certificate issued by {pki['ca']}" in lines
-    assert f"  auth: 2 users from {users}; 1 rules, then default deny" in lines
+    assert f"  auth: 2 users from {users}; 1 rule, then default deny" in lines
     assert (
         "  auth: token auth, service 'registry-mirror', realm https://mirror.example:5443/auth/"
         "token, tokens valid 300s, refresh tokens 604800s"
