@@ -106,7 +106,10 @@ def build_server_context(config: TlsFiles) -> tuple[ssl.SSLContext, ServerCertif
         ca_pem = _read(config.client_ca, "client_ca")
         check_client_ca(ca_pem, now)
         context.verify_mode = ssl.CERT_REQUIRED
-        context.load_verify_locations(cadata=ca_pem.decode("ascii", "replace"))
+        try:
+            context.load_verify_locations(cadata=ca_pem.decode("ascii", "replace"))
+        except ssl.SSLError as exc:
+            raise CertificateProblem("client_ca", f"OpenSSL refused the CAs: {exc}") from None
     return context, info
 
 
