@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import logging
 import sys
 import urllib.request
@@ -14,6 +15,7 @@ from typing import Any
 from mirror import __version__
 from mirror.cache.pins import parse_pins
 from mirror.config import Config, ConfigError, UpstreamConfig, load_config, parse_upstream_flag
+from mirror.config_security import SecurityConfig, describe_security
 from mirror.config_trust import describe_trust
 from mirror.config_values import redact_url
 from mirror.lifecycle import StartupError
@@ -129,11 +131,18 @@ def setup_logging(config: Config) -> None:
 
 def describe(config: Config) -> list[str]:
     """Human-readable lines saying what the mirror will do."""
-    lines = [f"listening on http://{config.listen_host}:{config.listen_port}"]
+    scheme = "https" if config.security.tls is not None else "http"
+    lines = [f"listening on {scheme}://{config.listen_host}:{config.listen_port}"]
     if config.metrics_listen is not None:
         host, port = config.metrics_listen
         lines.append(f"metrics also on http://{host}:{port}/metrics")
-    return lines + describe_storage_and_upstreams(config) + describe_trust(config.trust)
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        lines
+        + describe_storage_and_upstreams(config)
+        + describe_trust(config.trust)
+        + describe_security(config.security, now)
+    )
 
 
 def describe_storage_and_upstreams(config: Config) -> list[str]:
@@ -202,6 +211,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "healthcheck":
         return healthcheck(config)
+    if args.command == "serve" and config.security != SecurityConfig():
+        # Checked, not yet served: never listen in the clear, or without the
+        # authentication the operator asked for, as if they were in force.
+        print(
+            "registry-mirror: configuration error: [tls], [auth] and [rate_limit] are "
+            "validated by check-config but not served by this version",
+            file=sys.stderr,
+        )
+        return 2
     if args.command == "gc":
         return gc(config)
     if args.command == "verify":

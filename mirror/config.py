@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from mirror.config_security import SecurityConfig, parse_security
 from mirror.config_trust import parse_trust
 from mirror.config_upstreams import (
     DOCKER_HUB_NAME,
@@ -155,6 +156,8 @@ class Config:
     shutdown_grace: float = 8.0
     #: signature policies, keys and trusted roots (``[trust]``, mirror.config_trust)
     trust: TrustSettings = field(default_factory=TrustSettings)
+    #: ``[tls]``, ``[auth]``, ``[rate_limit]`` (mirror.config_security)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
     @property
     def default_upstream(self) -> UpstreamConfig:
@@ -280,7 +283,7 @@ def _log(raw: Mapping[str, Any]) -> LogConfig:
 _TOP_LEVEL = {
     "listen", "offline", "upstream", "upstreams", "upstream_username", "upstream_password",
     "tag_ttl", "max_stale", "storage", "cache", "fill", "log", "admin", "metrics",
-    "auths_file", "shutdown_grace", "trust",
+    "auths_file", "shutdown_grace", "trust", "tls", "auth", "rate_limit",
 }  # fmt: skip
 
 
@@ -316,6 +319,7 @@ def build_config(raw: Mapping[str, Any], environ: Mapping[str, str] | None = Non
         metrics_listen=metrics_listen,
         shutdown_grace=parse_duration(raw.get("shutdown_grace", 8), "shutdown_grace"),
         trust=parse_trust(raw, tuple(u.name for u in upstreams)),
+        security=parse_security(raw),
     )
 
 

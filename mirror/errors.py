@@ -14,7 +14,10 @@
     │   ├── Unsupported               405 UNSUPPORTED (push to a mirror)
     │   ├── QueryInvalid              400 PAGINATION_NUMBER_INVALID
     │   ├── Denied                    403 DENIED (e.g. an unconfigured upstream)
-    │   └── Unauthorized              401 UNAUTHORIZED (admin API without its token)
+    │   ├── Unauthorized              401 UNAUTHORIZED (admin API without its token)
+    │   │   └── AuthenticationRequired  401 UNAUTHORIZED with the client-auth challenge
+    │   ├── TokenRequestInvalid       400 UNSUPPORTED (a token request the mirror cannot read)
+    │   └── TooManyRequests           429 TOOMANYREQUESTS (+ Retry-After: a client's rate limit)
     └── UpstreamError                 the upstream failed us
         ├── UpstreamUnauthorized      401 UNAUTHORIZED (our credentials were refused)
         ├── UpstreamDenied            403 DENIED
@@ -132,6 +135,37 @@ class Unauthorized(ClientError):
 
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": 'Bearer realm="registry-mirror admin"'}
+
+
+class AuthenticationRequired(Unauthorized):
+    """The request needs (other) client credentials; ``challenge`` says how to get them."""
+
+    def __init__(self, message: str, challenge: str, detail: Any = None) -> None:
+        super().__init__(message, detail)
+        self.challenge = challenge
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": self.challenge}
+
+
+class TokenRequestInvalid(ClientError):
+    """A request to the mirror's token endpoint that it cannot read (OAuth ``invalid_request``)."""
+
+    code = "UNSUPPORTED"
+
+
+class TooManyRequests(ClientError):
+    """The client went over its rate limit (or its failed logins are being slowed down)."""
+
+    status = 429
+    code = "TOOMANYREQUESTS"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, {"retry_after": retry_after})
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class RangeNotSatisfiable(ClientError):
