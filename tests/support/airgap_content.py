@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections import Counter
@@ -21,19 +22,35 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mirror.airgap.content import SourceImage, StoredManifest, TagRecord
+from mirror.airgap.content import ContentSource, ImportSink, SourceImage, TagEntry
 from mirror.airgap.descriptors import Descriptor, manifest_links
+from mirror.airgap.export import ExportResult, export_layout
+from mirror.airgap.importer import ImportOptions, ImportReport, import_layout
+from mirror.airgap.names import Defaults
+from mirror.airgap.reader import open_layout
+from mirror.config import Config, build_config
+from mirror.manifests import StoredManifest
 from mirror.oci import OCI_MANIFEST, Digest, parse_digest
+from mirror.progress import make_reporter
 from mirror.storage import layout
 from mirror.storage.base import BlobWriter, DelegatingWriter
 from mirror.storage.disk import DiskStorage
 from tests.support.images import ImageSet
 
 UPSTREAM = "registry.example.internal"
+# Every test image but the 200 MiB one: an OCI and a Docker index, OCI and schema 2 manifests.
+SMALL_REFS = [
+    "library/medium:latest",
+    "library/multi:docker",
+    "library/multi:latest",
+    "library/tiny:docker",
+    "library/tiny:oci",
+]
 CONFIRMED = datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
 EMPTY_CONFIG = b"{}"
 EMPTY_CONFIG_TYPE = "application/vnd.oci.empty.v1+json"
 CHUNK = 1024 * 1024
+TOOL_TIMEOUT = 120  # seconds: skopeo copying the 200 MiB image on a loaded machine
 
 
 class ImageSetSource:
@@ -138,20 +155,21 @@ class DiskContent:
             key = f"{upstream}/referrers/{subject.hex}/{digest.hex}"
             await self.storage.put(key, json.dumps(entry).encode())
 
-    async def tag(self, upstream: str, repository: str, tag: str) -> TagRecord | None:
+    async def tag(self, upstream: str, repository: str, tag: str) -> TagEntry | None:
         raw = await self.storage.get(layout.tag_key(upstream, repository, tag, "airgap"))
         if raw is None:
             return None
         doc = json.loads(raw)
-        return TagRecord(
+        return TagEntry(
             upstream, repository, tag, parse_digest(doc["digest"]), doc["mediaType"],
-            datetime.fromisoformat(doc["confirmed"]),
+            doc["size"], datetime.fromisoformat(doc["confirmed"]),
         )  # fmt: skip
 
-    async def put_tag(self, record: TagRecord) -> None:
+    async def put_tag(self, record: TagEntry) -> None:
         doc = {
             "digest": str(record.digest),
             "mediaType": record.media_type,
+            "size": record.size,
             "confirmed": record.confirmed.isoformat(),
         }
         key = layout.tag_key(record.upstream, record.repository, record.tag, "airgap")
@@ -217,3 +235,51 @@ def _descriptor(media_type: str, digest: Digest, data: bytes) -> dict[str, objec
 
 def _sha256(data: bytes) -> Digest:
     return Digest("sha256", hashlib.sha256(data).hexdigest())
+
+
+def mirror_config(*names: str) -> Config:
+    """A configuration with the test upstream (and ``names``); never contacted."""
+    upstreams = [{"name": n, "url": "http://127.0.0.1:9"} for n in (UPSTREAM, *names)]
+    return build_config({"upstreams": upstreams})
+
+
+async def export_images(
+    source: ContentSource,
+    dest: Path | str,
+    *,
+    since: str | None = None,
+    referrers: bool = True,
+    form: str | None = None,
+) -> ExportResult:
+    """Export every tagged image of ``source`` to ``dest``, quietly, at a fixed time."""
+    images = [image async for image in source.images()]
+    reporter = make_reporter(quiet=True)
+    return await export_layout(
+        source, images, str(dest), reporter, since=since, referrers=referrers, form=form,
+        created=CONFIRMED,
+    )  # fmt: skip
+
+
+async def import_into(
+    sink: ImportSink,
+    src: Path | str,
+    defaults: Defaults | None = None,
+    config: Config | None = None,
+) -> ImportReport:
+    """Import the layout at ``src`` into ``sink``, quietly."""
+    options = ImportOptions(config or mirror_config(), defaults or Defaults(), datetime.now(UTC))
+    layout = open_layout(str(src))
+    try:
+        return await import_layout(layout, sink, options, make_reporter(quiet=True))
+    finally:
+        await layout.close()
+
+
+async def run_tool(*args: str, cwd: Path | None = None) -> tuple[int, str]:
+    """Run a command-line tool (sha256sum, tar, skopeo); its exit status and output."""
+    process = await asyncio.create_subprocess_exec(
+        *args, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=TOOL_TIMEOUT)
+    assert process.returncode is not None
+    return process.returncode, output.decode()

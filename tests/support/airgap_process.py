@@ -1,0 +1,78 @@
+"""Export and import as a separate process, for stdout/stdin streams, kill -9 and peak RSS.
+
+Phase 2 gives the mirror ``export`` and ``import`` commands; until then this
+driver runs the same library code over the test source and disk sink::
+
+    python -m tests.support.airgap_process export DEST REF...   (DEST may be "-")
+    python -m tests.support.airgap_process import SRC CACHE_DIR (SRC may be "-")
+
+``import`` prints its report as JSON on stdout and exits 1 unless it is ok.
+``$AIRGAP_TEST_WRITE_DELAY`` (seconds) slows each blob chunk written, so a
+test can kill the process in the middle of a large blob.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from mirror.airgap.content import ImportSink
+from mirror.airgap.export import export_layout
+from mirror.oci import Digest
+from mirror.progress import make_reporter, print_json
+from mirror.storage.base import BlobWriter, DelegatingWriter
+from tests.support.airgap_content import DiskContent, ImageSetSource, import_into
+from tests.support.images import build_default_images
+
+DELAY_ENV = "AIRGAP_TEST_WRITE_DELAY"
+
+
+class SlowSink(DiskContent):
+    """A disk sink whose blob writes each wait ``delay`` seconds."""
+
+    def __init__(self, root: Path, delay: float) -> None:
+        super().__init__(root)
+        self.delay = delay
+
+    async def blob_writer(self, upstream: str, digest: Digest) -> BlobWriter:
+        return _SlowWriter(await super().blob_writer(upstream, digest), self.delay)
+
+
+class _SlowWriter(DelegatingWriter):
+    def __init__(self, inner: BlobWriter, delay: float) -> None:
+        super().__init__(inner)
+        self.delay = delay
+
+    async def write(self, data: bytes) -> None:
+        await asyncio.sleep(self.delay)
+        await self.inner.write(data)
+
+
+async def run_export(dest: str, refs: list[str]) -> int:
+    source = ImageSetSource(build_default_images(), refs)
+    images = [image async for image in source.images()]
+    await export_layout(source, images, dest, make_reporter(quiet=True))
+    return 0
+
+
+async def run_import(source: str, cache_dir: Path) -> int:
+    delay = float(os.environ.get(DELAY_ENV, "0"))
+    sink: ImportSink = SlowSink(cache_dir, delay) if delay else DiskContent(cache_dir)
+    assert isinstance(sink, DiskContent)
+    await sink.storage.sweep_partials()  # what the cache does at start
+    report = await import_into(sink, source)
+    print_json(report.to_json())
+    return 0 if report.ok else 1
+
+
+def main(argv: list[str]) -> int:
+    command, *args = argv
+    if command == "export":
+        return asyncio.run(run_export(args[0], args[1:]))
+    return asyncio.run(run_import(args[0], Path(args[1])))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
