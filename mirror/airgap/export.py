@@ -36,6 +36,7 @@ from mirror.airgap.errors import ExportError, LayoutError
 from mirror.airgap.graph import ExportPlan, PlannedImage, plan_export
 from mirror.airgap.names import format_time
 from mirror.airgap.reader import open_layout
+from mirror.airgap.streams import Hashed
 from mirror.airgap.summary import (
     SUMMARY_FILE,
     SUMS_FILE,
@@ -177,16 +178,12 @@ async def _verified(
     chunks: AsyncIterator[bytes], digest: Digest, size: int, reporter: Reporter
 ) -> AsyncIterator[bytes]:
     """The source's chunks, stopped with :class:`ExportError` when they are not the blob."""
-    hasher = digest.hasher()
-    count = 0
-    async for chunk in chunks:
-        count += len(chunk)
-        if count > size:
+    hashed = Hashed(digest, reporter.advance)
+    async for chunk in hashed.chunks(chunks):
+        if hashed.count > size:
             raise ExportError(f"blob {digest}: the cache holds more than its {size} bytes")
-        hasher.update(chunk)
-        reporter.advance(len(chunk))
         yield chunk
-    if count != size or hasher.hexdigest() != digest.hex:
+    if hashed.count != size or not hashed.matches:
         raise ExportError(
             f"blob {digest}: the cache's copy does not match its digest "
             "(run registry-mirror verify, then export again)"

@@ -32,6 +32,7 @@ from mirror.airgap.errors import BaseMissing
 from mirror.airgap.layout_graph import LayoutGraph, Root
 from mirror.airgap.names import Defaults, parse_time
 from mirror.airgap.reader import Layout, LayoutBlob
+from mirror.airgap.streams import Hashed, write_overlapped
 from mirror.airgap.summary import ExportSummary
 from mirror.config import Config
 from mirror.oci import Digest
@@ -181,15 +182,9 @@ async def _copy_blob(
     writers: list[BlobWriter] = []
     try:
         writers = [await sink.blob_writer(name, blob.digest) for name in upstreams]
-        hasher = blob.digest.hasher()
-        count = 0
-        async for chunk in blob.chunks:
-            hasher.update(chunk)
-            count += len(chunk)
-            for writer in writers:
-                await writer.write(chunk)
-            reporter.advance(len(chunk))
-        problem = _blob_problem(count, expected, blob.size, hasher.hexdigest() == blob.digest.hex)
+        hashed = Hashed(blob.digest, reporter.advance)
+        await write_overlapped(hashed.chunks(blob.chunks), lambda chunk: _write(writers, chunk))
+        problem = _blob_problem(hashed.count, expected, blob.size, hashed.matches)
         if problem is None:
             for writer in writers:
                 await writer.commit()
@@ -199,6 +194,11 @@ async def _copy_blob(
     finally:
         for writer in writers:
             await writer.abort()
+
+
+async def _write(writers: list[BlobWriter], chunk: bytes) -> None:
+    for writer in writers:
+        await writer.write(chunk)
 
 
 def _blob_problem(count: int, expected: int | None, stored: int, matches: bool) -> str | None:

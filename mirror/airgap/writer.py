@@ -37,6 +37,7 @@ from typing import IO, BinaryIO, Protocol, cast
 import zstandard
 
 from mirror.airgap.errors import ExportError
+from mirror.airgap.streams import write_overlapped
 
 ZSTD_SUFFIXES = (".tar.zst", ".tzst")
 # zstd's default level: fast, and layers are compressed already, so higher levels gain little.
@@ -113,8 +114,7 @@ class DirectoryTarget:
         await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
         fd = await asyncio.to_thread(os.open, target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            async for chunk in chunks:
-                await asyncio.to_thread(_write_all, fd, chunk)
+            await write_overlapped(chunks, lambda chunk: asyncio.to_thread(_write_all, fd, chunk))
             await asyncio.to_thread(os.fsync, fd)
         finally:
             os.close(fd)
@@ -157,8 +157,7 @@ class TarTarget:
     async def add_blob(self, path: str, size: int, chunks: AsyncIterator[bytes]) -> None:
         await self._parents(path)
         await asyncio.to_thread(self._write, self._header(path, size))
-        async for chunk in chunks:
-            await asyncio.to_thread(self._write, chunk)
+        await write_overlapped(chunks, lambda chunk: asyncio.to_thread(self._write, chunk))
         await asyncio.to_thread(self._write, _pad(size))
 
     async def finish(self, summary: bytes) -> list[Path]:

@@ -87,8 +87,8 @@ class ImageSetSource:
         if isinstance(blob, bytes):
             yield blob
             return
-        with blob.open("rb") as handle:
-            while chunk := handle.read(CHUNK):
+        with blob.open("rb") as handle:  # the cache's disk reads run in threads too
+            while chunk := await asyncio.to_thread(handle.read, CHUNK):
                 yield chunk
 
     async def referrers(self, upstream: str, repository: str, digest: Digest) -> list[Descriptor]:

@@ -8,7 +8,9 @@ driver runs the same library code over the test source and disk sink::
 
 ``import`` prints its report as JSON on stdout and exits 1 unless it is ok.
 ``$AIRGAP_TEST_WRITE_DELAY`` (seconds) slows each blob chunk written, so a
-test can kill the process in the middle of a large blob.
+test can kill the process in the middle of a large blob; with
+``$AIRGAP_TEST_TIMING`` set to a file name, the seconds the export or import
+took (without the interpreter's start) are written there, for ``bench.airgap``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from pathlib import Path
 
 from mirror.airgap.content import ImportSink
@@ -24,9 +27,10 @@ from mirror.oci import Digest
 from mirror.progress import make_reporter, print_json
 from mirror.storage.base import BlobWriter, DelegatingWriter
 from tests.support.airgap_content import DiskContent, ImageSetSource, import_into
-from tests.support.images import build_default_images
+from tests.support.images import ImageSet, build_default_images
 
 DELAY_ENV = "AIRGAP_TEST_WRITE_DELAY"
+TIMING_ENV = "AIRGAP_TEST_TIMING"
 
 
 class SlowSink(DiskContent):
@@ -50,8 +54,8 @@ class _SlowWriter(DelegatingWriter):
         await self.inner.write(data)
 
 
-async def run_export(dest: str, refs: list[str]) -> int:
-    source = ImageSetSource(build_default_images(), refs)
+async def run_export(dest: str, refs: list[str], image_set: ImageSet) -> int:
+    source = ImageSetSource(image_set, refs)
     images = [image async for image in source.images()]
     await export_layout(source, images, dest, make_reporter(quiet=True))
     return 0
@@ -69,9 +73,15 @@ async def run_import(source: str, cache_dir: Path) -> int:
 
 def main(argv: list[str]) -> int:
     command, *args = argv
-    if command == "export":
-        return asyncio.run(run_export(args[0], args[1:]))
-    return asyncio.run(run_import(args[0], Path(args[1])))
+    image_set = build_default_images() if command == "export" else None  # checked, not timed
+    started = time.perf_counter()
+    if image_set is not None:
+        status = asyncio.run(run_export(args[0], args[1:], image_set))
+    else:
+        status = asyncio.run(run_import(args[0], Path(args[1])))
+    if os.environ.get(TIMING_ENV):
+        Path(os.environ[TIMING_ENV]).write_text(f"{time.perf_counter() - started}\n")
+    return status
 
 
 if __name__ == "__main__":
