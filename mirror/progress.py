@@ -131,7 +131,7 @@ class LineReporter(QuietReporter):
 class BarReporter:
     """A live bar on a terminal: bytes, rate, time left; items printed above it."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, *, clock: Callable[[], float] = time.monotonic) -> None:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -148,7 +148,9 @@ class BarReporter:
             DownloadColumn(),
             TransferSpeedColumn(),
             TimeRemainingColumn(),
-            console=Console(file=stream),
+            # make_reporter chose bars because the stream is a terminal; say so to rich.
+            console=Console(file=stream, force_terminal=True),
+            get_time=clock,
         )
         self.task: Any = None
         self.action = ""
