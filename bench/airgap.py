@@ -2,8 +2,8 @@
 
 ``python -m bench.airgap [--reps N]`` prints one Markdown table: wall time,
 the transfer's own time (ours without the Python interpreter's start), MB/s
-over that time (decimal, over the image's bytes) and peak RSS (``ru_maxrss``
-of the process, from ``wait4``), median of N runs, for
+over that time (decimal, over the image's bytes) and peak RSS (GNU time's
+``%M``: needs ``/usr/bin/time``), median of N runs, for
 
 - export, cache -> layout: our export (phase 1: from the test image set's
   files, as the disk cache would read them) to a directory, a tar and a
@@ -19,6 +19,7 @@ transfer is run once before it is measured).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -29,7 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.support.airgap_process import TIMING_ENV
+from tests.support.airgap_process import STATS_ENV
 from tests.support.images import build_default_images
 from tests.support.skopeo import POLICY
 
@@ -38,23 +39,24 @@ LARGE = "library/large:latest"
 SKOPEO = ["skopeo", "copy", "--policy", str(POLICY)]
 
 
-def measure(command: list[str], timing: Path) -> tuple[float, float, float]:
+def measure(command: list[str], work: Path) -> tuple[float, float, float]:
     """Wall seconds, seconds of the transfer itself, peak RSS (MiB) of one run of ``command``.
 
-    Our driver writes its own transfer time to ``timing``; skopeo's start-up
-    (a Go binary) is a few milliseconds, so its wall time stands for both.
+    The peak is the command's own: GNU time forks it from a small process
+    (a parent's ``wait4`` would count the memory the child had before
+    ``exec``, the parent's). Our driver also reports its transfer time
+    without the interpreter's start; skopeo (a Go binary) starts in a few
+    milliseconds, so its wall time stands for both.
     """
-    timing.unlink(missing_ok=True)
+    stats, rss = work / "stats.json", work / "rss"
+    stats.unlink(missing_ok=True)
+    env = {**os.environ, STATS_ENV: str(stats)}
     started = time.perf_counter()
-    env = {**os.environ, TIMING_ENV: str(timing)}
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env)
-    _, status, usage = os.wait4(process.pid, 0)
+    subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(rss), *command], env=env,
+                   stdout=subprocess.DEVNULL, check=True)  # fmt: skip
     elapsed = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise SystemExit(f"failed ({process.returncode}): {' '.join(command)}")
-    transfer = float(timing.read_text()) if timing.exists() else elapsed
-    return elapsed, transfer, usage.ru_maxrss / 1024
+    transfer = json.loads(stats.read_text())["seconds"] if stats.exists() else elapsed
+    return elapsed, transfer, int(rss.read_text().split()[-1]) / 1024
 
 
 def row(name: str, build: Callable[[Path], list[str]], work: Path, reps: int, size: int) -> str:
@@ -62,7 +64,7 @@ def row(name: str, build: Callable[[Path], list[str]], work: Path, reps: int, si
     runs = []
     for n in range(reps + 1):
         dest = work / f"out-{n}"
-        runs.append(measure(build(dest), work / "timing"))
+        runs.append(measure(build(dest), work))
         _remove(dest)
         for sidecar in work.glob(f"out-{n}.*"):
             _remove(sidecar)

@@ -18,7 +18,7 @@ from mirror.oci import parse_digest
 from mirror.storage import layout
 from mirror.storage.disk import PARTIAL_DIR
 from tests.support.airgap_content import UPSTREAM
-from tests.support.airgap_process import DELAY_ENV
+from tests.support.airgap_process import DELAY_ENV, STATS_ENV
 from tests.support.images import ImageSet
 
 pytestmark = pytest.mark.slow
@@ -39,23 +39,26 @@ class Finished:
     peak_rss_mib: float
 
 
-def run_measured(args: list[str], out: Path, env: dict[str, str] | None = None) -> Finished:
-    """Run the driver and reap it with wait4, for its own peak RSS."""
-    with out.open("wb") as stdout:
-        process = subprocess.Popen([*DRIVER, *args], stdout=stdout, env=env)
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-    return Finished(process.returncode, out.read_text(), usage.ru_maxrss / 1024)
+def run_driver(args: list[str], work: Path, env: dict[str, str] | None = None) -> Finished:
+    """Run the driver to its end; its exit status, output and own peak RSS."""
+    stats = work / "stats.json"
+    stats.unlink(missing_ok=True)
+    environment = {**(env or os.environ), STATS_ENV: str(stats)}
+    done = subprocess.run(
+        [*DRIVER, *args], capture_output=True, text=True, env=environment, check=False,
+        timeout=300,
+    )  # fmt: skip
+    peak = json.loads(stats.read_text())["peak_rss_mib"] if stats.exists() else -1.0
+    return Finished(done.returncode, done.stdout, peak)
 
 
 def test_large_image_export_and_import_in_bounded_memory(
     image_set: ImageSet, tmp_path: Path
 ) -> None:
-    exported = run_measured(["export", str(tmp_path / "large.tar.zst"), LARGE], tmp_path / "e")
+    exported = run_driver(["export", str(tmp_path / "large.tar.zst"), LARGE], tmp_path)
     assert exported.status == 0
-    imported = run_measured(
-        ["import", str(tmp_path / "large.tar.zst"), str(tmp_path / "cache")], tmp_path / "i"
-    )
+    imported = run_driver(["import", str(tmp_path / "large.tar.zst"), str(tmp_path / "cache")],
+                          tmp_path)  # fmt: skip
     assert imported.status == 0, imported.stdout
     assert json.loads(imported.stdout)["bytes_written"] >= image_set.large_layer().size
     assert exported.peak_rss_mib < RSS_BOUND_MIB
@@ -65,7 +68,7 @@ def test_large_image_export_and_import_in_bounded_memory(
 def test_kill_9_during_a_large_import_then_rerun_completes(
     image_set: ImageSet, tmp_path: Path
 ) -> None:
-    assert run_measured(["export", str(tmp_path / "layout"), LARGE], tmp_path / "e").status == 0
+    assert run_driver(["export", str(tmp_path / "layout"), LARGE], tmp_path).status == 0
     cache = tmp_path / "cache"
     layer = image_set.large_layer()
     key = layout.blob_key(UPSTREAM, parse_digest(layer.digest))
@@ -84,7 +87,7 @@ def test_kill_9_during_a_large_import_then_rerun_completes(
     assert not (cache / key).exists()
     assert not list((cache / UPSTREAM / "manifests").rglob("*"))  # no manifest before its blobs
 
-    rerun = run_measured(["import", str(tmp_path / "layout"), str(cache)], tmp_path / "second")
+    rerun = run_driver(["import", str(tmp_path / "layout"), str(cache)], tmp_path)
     assert rerun.status == 0, rerun.stdout
     report = json.loads(rerun.stdout)
     assert [i["status"] for i in report["images"]] == ["imported"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -207,3 +209,17 @@ def test_stream_to_stdout_and_import_from_stdin(tmp_path: Path) -> None:
     assert imported.returncode == 0, imported.stderr
     report = json.loads(imported.stdout)
     assert [i["status"] for i in report["images"]] == ["imported"] * 5
+
+
+def test_a_tar_stream_is_never_written_to_a_terminal(tmp_path: Path) -> None:
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "tests.support.airgap_process", "export", "-", SMALL_REFS[0]],
+            stdout=follower, stderr=subprocess.PIPE, text=True, check=False, timeout=120,
+        )  # fmt: skip
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert done.returncode != 0
+    assert "refusing to write a tar stream to a terminal" in done.stderr

@@ -64,7 +64,10 @@ class ExportSummary:
         found = set()
         for image in self.images:
             for line in image.get("absent", []):
-                found.add(parse_digest(line.split(" ", 1)[0]))
+                try:
+                    found.add(parse_digest(str(line).split(" ", 1)[0]))
+                except MirrorError:
+                    continue  # not a line this version wrote: the platform counts as missing
         return found
 
     def to_json(self) -> bytes:

@@ -75,6 +75,8 @@ def open_target(dest: str, *, mtime: int, form: str | None = None) -> LayoutTarg
     if dest == "-":
         if form == "dir":
             raise ExportError("standard output can only take a tar stream")
+        if sys.stdout.isatty():
+            raise ExportError("refusing to write a tar stream to a terminal: redirect it")
         return TarTarget(sys.stdout.buffer, mtime=mtime, zstd=form == "tar.zst")
     path = Path(dest)
     if path.exists() or path.is_symlink():

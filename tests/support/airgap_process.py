@@ -8,14 +8,18 @@ driver runs the same library code over the test source and disk sink::
 
 ``import`` prints its report as JSON on stdout and exits 1 unless it is ok.
 ``$AIRGAP_TEST_WRITE_DELAY`` (seconds) slows each blob chunk written, so a
-test can kill the process in the middle of a large blob; with
-``$AIRGAP_TEST_TIMING`` set to a file name, the seconds the export or import
-took (without the interpreter's start) are written there, for ``bench.airgap``.
+test can kill the process in the middle of a large blob. With
+``$AIRGAP_TEST_STATS`` set to a file name, the process writes there, as JSON,
+the seconds the export or import took (without the interpreter's start) and
+its peak RSS. The peak is ``VmHWM`` of its own memory: a parent's ``wait4``
+would also count the memory the child had before ``exec``, which is the
+parent's (a pytest process of several hundred MiB).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import time
@@ -30,7 +34,7 @@ from tests.support.airgap_content import DiskContent, ImageSetSource, import_int
 from tests.support.images import ImageSet, build_default_images
 
 DELAY_ENV = "AIRGAP_TEST_WRITE_DELAY"
-TIMING_ENV = "AIRGAP_TEST_TIMING"
+STATS_ENV = "AIRGAP_TEST_STATS"
 
 
 class SlowSink(DiskContent):
@@ -79,9 +83,18 @@ def main(argv: list[str]) -> int:
         status = asyncio.run(run_export(args[0], args[1:], image_set))
     else:
         status = asyncio.run(run_import(args[0], Path(args[1])))
-    if os.environ.get(TIMING_ENV):
-        Path(os.environ[TIMING_ENV]).write_text(f"{time.perf_counter() - started}\n")
+    if os.environ.get(STATS_ENV):
+        stats = {"seconds": time.perf_counter() - started, "peak_rss_mib": peak_rss_mib()}
+        Path(os.environ[STATS_ENV]).write_text(json.dumps(stats))
     return status
+
+
+def peak_rss_mib() -> float:
+    """``VmHWM`` of this process, in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 if __name__ == "__main__":
