@@ -1,0 +1,37 @@
+"""The air-gap exceptions, one tree; the CLI maps each to a line and an exit status.
+
+::
+
+    AirgapError                  (exit 1 unless said otherwise)
+    ├── SelectionError           a bad --image, --file, --upstream or --repository (exit 2)
+    ├── LayoutError              the layout cannot be read as one: no ``oci-layout``,
+    │                            no or unreadable ``index.json``, a bad summary (exit 1)
+    ├── BaseMissing              an incremental layout whose base this cache lacks (exit 1)
+    └── ExportError              the export cannot be made: the destination exists, the
+                                 cache's bytes do not match their digest (exit 1)
+
+Damaged objects inside a readable layout are not exceptions: the importer
+names them in its report and imports everything else.
+"""
+
+from __future__ import annotations
+
+
+class AirgapError(Exception):
+    """Base of every error an export or an import raises on purpose."""
+
+
+class SelectionError(AirgapError):
+    """A selection flag names no valid image, upstream or pattern."""
+
+
+class LayoutError(AirgapError):
+    """The layout as a whole cannot be read."""
+
+
+class BaseMissing(AirgapError):
+    """An incremental layout relies on blobs of an earlier export that are not here."""
+
+
+class ExportError(AirgapError):
+    """The export was stopped; a directory or file destination is left untouched."""
