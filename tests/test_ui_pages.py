@@ -26,6 +26,7 @@ from tests.support.ui_data import (
     XSS_PLATFORM,
     XSS_REPOSITORY,
     XSS_URL,
+    add_image,
     digest_of,
     sample_cache,
 )
@@ -246,15 +247,17 @@ async def test_an_admin_pins_and_unpins_a_tag(
         assert response.status == 303
     page = parse((await get_page(http, ui + response.headers["Location"], headers=ADMIN))[1])
     assert "Pinned library/alpine:3.20: eviction skips it." in page.all_text
-    pinned = [e for e in page.find("input", name="pinned") if e.attrs["value"] == "false"]
-    assert len(pinned) == 1  # the one Unpin button
+    unpin = page.find("button", form="unpin-tag")
+    assert [e.attrs["value"] for e in unpin] == ["3.20"]  # the one Unpin button
     budget = await cache.budget(1000)
     pinned_digest = cache.repos[("docker.io", "library/alpine")].tags["3.20"].detail.digest
     assert pinned_digest not in {c.name for c in budget.evicted_next}
     # A pin from the configuration has no button: only the configuration changes it.
     nginx = parse((await get_page(http, ui + "/ui/repositories/docker.io/library/nginx",
                                   headers=ADMIN))[1])  # fmt: skip
-    assert not nginx.find("form", action="/ui/actions/pin")
+    assert not nginx.find("button", form="pin-tag")
+    assert not nginx.find("button", form="unpin-tag")
+    assert nginx.find("button", form="purge-tag")
     assert "pinned in the configuration" in nginx.all_text
 
 
@@ -323,3 +326,27 @@ def test_the_package_ships_templates_and_assets(tmp_path: Path) -> None:
                if p.suffix in (".html", ".css", ".js", ".svg")}  # fmt: skip
     assert len(shipped) >= 8
     assert shipped <= built
+
+
+async def test_a_repository_with_many_tags_shows_them_a_page_at_a_time(
+    cache: MemoryCache, http: aiohttp.ClientSession
+) -> None:
+    for number in range(250):
+        add_image(cache, "docker.io", "ci/builds", f"commit-{number:03d}", seed=str(number),
+                  platforms=[("linux/amd64", [(digest_of(f"build {number}"), 1000)], True)],
+                  last_pulled=1_000_000.0 + number)  # fmt: skip
+    async with serve_ui(cache, cache) as ui:
+        url = ui + "/ui/repositories/docker.io/ci/builds"
+        first = parse((await get_page(http, url))[1])
+        rows = [e.attrs["data-tag"] for e in first.elements if "data-tag" in e.attrs]
+        assert rows == [f"commit-{n:03d}" for n in range(249, 149, -1)]  # last pulled first
+        assert [e.attrs["href"] for e in first.find("a", rel="next")] == [
+            "/ui/repositories/docker.io/ci/builds?tag_page=2"]  # fmt: skip
+        # The pull commands are for a tag of the page shown; tag links keep the page.
+        assert "ci/builds:commit-249" in first.all_text
+        last = parse((await get_page(http, url, params={"tag_page": "99"}))[1])
+        rows = [e.attrs["data-tag"] for e in last.elements if "data-tag" in e.attrs]
+        assert rows == [f"commit-{n:03d}" for n in range(49, -1, -1)]
+        assert not last.find("a", rel="next")
+        links = [e.attrs["href"] for e in last.find("a") if "tag=commit-049" in e.attrs["href"]]
+        assert links == ["/ui/repositories/docker.io/ci/builds?tag_page=3&tag=commit-049#pull"]

@@ -5,9 +5,23 @@ from __future__ import annotations
 import pytest
 
 from mirror.ui import format as fmt
-from mirror.ui.model import RepositoryQuery, RepositorySummary, SortKey
+from mirror.ui.model import (
+    PinState,
+    RepositoryQuery,
+    RepositorySummary,
+    SignatureStatus,
+    SortKey,
+    TagDetail,
+    TagQuery,
+)
 from mirror.ui.pull_commands import PLACEHOLDER_HOST, MirrorAddress, mirror_address, pull_commands
-from mirror.ui.query import is_glob, parse_query, select_repositories
+from mirror.ui.query import (
+    is_glob,
+    parse_query,
+    parse_tag_query,
+    select_repositories,
+    select_tags,
+)
 
 
 def repo(upstream: str, name: str, size: int = 0, pulls: int = 0,
@@ -152,3 +166,16 @@ def test_times_ratios_digests_and_links() -> None:
     for text in ("javascript:alert(1)", "JAVASCRIPT:alert(1)", "data:text/html,x", "//evil",
                  "https://", "https://a b", "http://x\u0000y", "ftp://host/file"):  # fmt: skip
         assert not fmt.is_web_url(text)
+
+
+def test_tags_are_listed_most_recently_pulled_first() -> None:
+    tags = [TagDetail(name, "sha256:" + "0" * 64, "", 0, last, PinState.UNPINNED, (),
+                      SignatureStatus(), ())
+            for name, last in (("b", 5.0), ("a", 5.0), ("never", None), ("new", 9.0))]  # fmt: skip
+    shown, page, pages = select_tags(tags, TagQuery(page=1, per_page=3))
+    assert [t.tag for t in shown] == ["new", "a", "b"]
+    assert (page, pages) == (1, 2)
+    shown, page, _ = select_tags(tags, TagQuery(page=7, per_page=3))
+    assert ([t.tag for t in shown], page) == (["never"], 2)
+    assert parse_tag_query({"tag_page": "2"}) == TagQuery(page=2)
+    assert parse_tag_query({"tag_page": "two"}) == TagQuery()

@@ -23,7 +23,7 @@ from mirror.errors import MirrorError
 from mirror.oci import validate_name, validate_tag
 from mirror.ui.errors import PageError
 from mirror.ui.keys import ACTIONS, VIEW, VIEWER
-from mirror.ui.model import CacheActions
+from mirror.ui.model import CacheActions, TagQuery
 
 Form = Mapping[str, object]  # a parsed form body (a MultiDictProxy)
 
@@ -46,7 +46,8 @@ async def purge(request: web.Request) -> web.Response:
     if outcome.tags == 0 and outcome.objects == 0:
         raise PageError(404, "Nothing of that is in the cache.")
     subject = f"{upstream}/{repository}" + (f":{tag}" if tag is not None else "")
-    if tag is not None and await request.app[VIEW].repository(upstream, repository) is not None:
+    left = await request.app[VIEW].repository(upstream, repository, TagQuery(per_page=1))
+    if tag is not None and left is not None:
         return _see_repository(request, upstream, repository, "purged", subject)
     target = request.app.router["ui.repositories"].url_for()
     return _see_other(target.with_query(notice="purged", subject=subject))

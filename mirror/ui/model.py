@@ -145,14 +145,24 @@ class TagDetail:
 
 
 @dataclass(frozen=True, slots=True)
+class TagQuery:
+    """Which tags the repository page shows: most recently pulled first, a page at a time."""
+
+    page: int = 1
+    per_page: int = 100
+
+
+@dataclass(frozen=True, slots=True)
 class RepositoryDetail:
     """Everything the repository page shows."""
 
-    summary: RepositorySummary
+    summary: RepositorySummary  # summary.tags counts every tag, on every page
     upstream_url: str
     default_upstream: bool  # unprefixed pulls go to this repository's upstream
     docker_hub: bool  # the upstream is Docker Hub (library/ names, registry-mirrors)
-    tags: tuple[TagDetail, ...]  # in tag order
+    tags: tuple[TagDetail, ...]  # one page of them (see TagQuery)
+    tag_page: int  # the page returned (a page past the end gives the last)
+    tag_pages: int
 
 
 class SortKey(enum.Enum):
@@ -223,8 +233,8 @@ class CacheView(Protocol):
         """One page of the repositories matching ``query``."""
         ...
 
-    async def repository(self, upstream: str, name: str) -> RepositoryDetail | None:
-        """One repository, or None when nothing of it is cached."""
+    async def repository(self, upstream: str, name: str, tags: TagQuery) -> RepositoryDetail | None:
+        """One repository with a page of its tags, or None when nothing of it is cached."""
         ...
 
 

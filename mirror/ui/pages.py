@@ -17,7 +17,7 @@ from mirror.ui.errors import PageError
 from mirror.ui.keys import ACTIONS, ADDRESS, RENDERER, VIEW, VIEWER
 from mirror.ui.model import FillProgress, RepositoryDetail, SortKey, TagDetail
 from mirror.ui.pull_commands import MirrorAddress, PullCommand, mirror_address, pull_commands
-from mirror.ui.query import parse_query
+from mirror.ui.query import parse_query, parse_tag_query
 
 EVICTED_NEXT = 10  # objects listed under "evicted next"
 SORT_LABELS = {SortKey.SIZE: "size", SortKey.LAST_PULLED: "last pulled", SortKey.PULLS: "pulls",
@@ -64,7 +64,7 @@ async def repository(request: web.Request) -> web.Response:
         validate_name(name)
     except MirrorError:
         raise PageError(404, "That is not a repository name.") from None
-    detail = await request.app[VIEW].repository(upstream, name)
+    detail = await request.app[VIEW].repository(upstream, name, parse_tag_query(request.query))
     if detail is None:
         raise PageError(404, "Nothing of this repository is in the cache.")
     tag = _chosen_tag(request, detail)
@@ -100,7 +100,10 @@ def _fill_json(fill: FillProgress) -> dict[str, object]:
 
 
 def _chosen_tag(request: web.Request, detail: RepositoryDetail) -> TagDetail | None:
-    """The tag the pull commands are for: ``?tag=``, else ``latest``, else the first."""
+    """The tag the pull commands are for: ``?tag=``, else ``latest``, else the first.
+
+    Only tags of the page shown count: the tag links carry their page.
+    """
     by_name = {tag.tag: tag for tag in detail.tags}
     wanted = request.query.get("tag", "")
     try:

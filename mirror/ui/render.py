@@ -69,6 +69,9 @@ class Renderer:
 
     def __init__(self) -> None:
         self.env = template_environment()
+        # Compiled now, so that no page request pays for it (and a broken one fails at start).
+        for name in self.env.list_templates(extensions=["html"]):
+            self.env.get_template(name)
         self.assets = load_assets()
 
     def page(

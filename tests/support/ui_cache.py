@@ -25,9 +25,10 @@ from mirror.ui.model import (
     RepositoryResults,
     RepositorySummary,
     TagDetail,
+    TagQuery,
     UpstreamStatus,
 )
-from mirror.ui.query import select_repositories
+from mirror.ui.query import select_repositories, select_tags
 
 RepoKey = tuple[str, str]  # (upstream, repository)
 
@@ -160,14 +161,15 @@ class MemoryCache:
     async def repositories(self, query: RepositoryQuery) -> RepositoryResults:
         return select_repositories(self._all_summaries(), query)
 
-    async def repository(self, upstream: str, name: str) -> RepositoryDetail | None:
+    async def repository(self, upstream: str, name: str, tags: TagQuery) -> RepositoryDetail | None:
         repo = self.repos.get((upstream, name))
         if repo is None:
             return None
         status = next(u for u in self.upstream_list if u.name == upstream)
-        tags = tuple(stored.detail for _, stored in sorted(repo.tags.items()))
+        shown, page, pages = select_tags((t.detail for t in repo.tags.values()), tags)
         return RepositoryDetail(self._summary(repo), status.url, status.default,
-                                status.url == "https://registry-1.docker.io", tags)  # fmt: skip
+                                status.url == "https://registry-1.docker.io", shown, page,
+                                pages)  # fmt: skip
 
     # -- CacheActions -----------------------------------------------------
 

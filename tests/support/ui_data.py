@@ -145,12 +145,24 @@ def synthetic_cache(objects: int = 100_000, repositories: int = 3_000, seed: int
     shared = {n: [(digest_of(f"{n} base {i}"), rng.randint(2, 80) * MiB) for i in range(400)]
               for n, _, _ in _UPSTREAMS}  # fmt: skip
     names = _repository_names(rng, repositories)
+    # Every repository gets a tag; a few get very many (CI images tagged per commit);
+    # then random repositories get more, up to the object count.
+    hot = [names[0]] * 1500 + [names[1]] * 300 + [names[2]] * 100
     serial = 0
-    # Every repository gets a tag, then random repositories more, up to the object count.
-    while serial < len(names) or len(cache.objects) < objects:
-        upstream_name, repository = names[serial] if serial < len(names) else rng.choice(names)
+    while serial < len(names) + len(hot) or len(cache.objects) < objects:
+        if serial < len(names):
+            upstream_name, repository = names[serial]
+        elif serial < len(names) + len(hot):
+            upstream_name, repository = hot[serial - len(names)]
+        else:
+            upstream_name, repository = rng.choice(names)
         _synthetic_tag(cache, rng, upstream_name, repository, serial, shared[upstream_name], now)
         serial += 1
+    for number, (upstream_name, repository) in enumerate(rng.sample(names, 3)):
+        total, rate = rng.randint(200, 900) * MiB, rng.randint(2, 20) * MiB
+        cache.simulated_fills.append(SimulatedFill(
+            upstream_name, repository, digest_of(f"fill {number}"), total, rate,
+            now - rng.randint(1, 30), followers=rng.randint(1, 4)))  # fmt: skip
     for repo in cache.repos.values():
         pulls = int(rng.paretovariate(1.2) * 3) - 3
         last = max((t.detail.last_pulled or 0.0) for t in repo.tags.values()) or None
