@@ -45,12 +45,13 @@ def digest_of(text: str) -> str:
 
 
 def upstream(name: str, url: str, *, default: bool = False, health: Health = Health.UP,
-             detail: str = "", hit_ratio: float | None = 0.9) -> UpstreamStatus:  # fmt: skip
+             detail: str = "", hit_ratio: float | None = 0.9,
+             requests: int = 12_345) -> UpstreamStatus:  # fmt: skip
     """An upstream's status with plausible counters."""
-    requests = 0 if hit_ratio is None else 12_345
-    return UpstreamStatus(name, url, default, health, detail, requests, hit_ratio,
-                          37 * GiB if hit_ratio else 0, 200 if url == HUB else None,
-                          187 if url == HUB else None)  # fmt: skip
+    requests = 0 if hit_ratio is None else requests
+    saved = int(requests * (hit_ratio or 0) * 3 * MiB)
+    return UpstreamStatus(name, url, default, health, detail, requests, hit_ratio, saved,
+                          200 if url == HUB else None, 187 if url == HUB else None)  # fmt: skip
 
 
 def add_image(cache: MemoryCache, upstream_name: str, repository: str, tag: str, *,
@@ -140,8 +141,15 @@ def synthetic_cache(objects: int = 100_000, repositories: int = 3_000, seed: int
     """A cache of at least ``objects`` objects in ``repositories`` repositories."""
     now = time.time() if now is None else now
     rng = random.Random(seed)
-    cache = MemoryCache([upstream(n, u, default=n == "docker.io") for n, u, _ in _UPSTREAMS],
-                        max_size=2000 * GiB)  # fmt: skip
+    statuses = [
+        upstream(n, u, default=n == "docker.io", hit_ratio=rng.uniform(0.6, 0.98),
+                 requests=rng.randint(1_000, 400_000)) for n, u, _ in _UPSTREAMS
+    ]  # fmt: skip
+    quay = statuses[2]
+    statuses[2] = upstream(quay.name, quay.url, health=Health.DOWN, hit_ratio=quay.hit_ratio,
+                           detail="connection to quay.io:443 timed out after 10 s",
+                           requests=quay.requests)  # fmt: skip
+    cache = MemoryCache(statuses, max_size=2000 * GiB)
     shared = {n: [(digest_of(f"{n} base {i}"), rng.randint(2, 80) * MiB) for i in range(400)]
               for n, _, _ in _UPSTREAMS}  # fmt: skip
     names = _repository_names(rng, repositories)
