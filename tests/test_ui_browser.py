@@ -273,11 +273,11 @@ async def test_screenshots_of_a_cache_of_100000_objects(browser: Browser, shots:
         await screenshot(page, shots, "ui-overview")
         await page.goto(ui + "/ui/repositories")
         assert "3,000 repositories" in await page.locator("#result-count").inner_text()
-        await screenshot(page, shots, "ui-repositories")
+        await screenshot(page, shots, "ui-repositories", full_page=False)
         top = largest.items[0]
         await page.goto(f"{ui}/ui/repositories/{top.upstream}/{top.name}")
         assert await page.locator("h1").inner_text() == f"{top.upstream}/{top.name}"
-        await screenshot(page, shots, "ui-repository")
+        await screenshot(page, shots, "ui-repository", full_page=False)
         assert traffic.problems() == []
     for name in ("ui-overview", "ui-repositories", "ui-repository"):
         assert (shots / f"{name}.png").stat().st_size > 10_000

@@ -132,8 +132,9 @@ def screenshot_dirs(base: Path) -> list[Path]:
     return [base, *([Path(extra)] if extra else [])]
 
 
-async def screenshot(page: Page, base: Path, name: str) -> None:
-    """Save the whole page as ``<name>.png`` in every :func:`screenshot_dirs` folder."""
+async def screenshot(page: Page, base: Path, name: str, *, full_page: bool = True) -> None:
+    """Save the page (or what the window shows) as ``<name>.png`` in every folder of
+    :func:`screenshot_dirs`."""
     for folder in screenshot_dirs(base):
         folder.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+        await page.screenshot(path=str(folder / f"{name}.png"), full_page=full_page)
