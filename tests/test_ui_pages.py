@@ -350,3 +350,19 @@ async def test_a_repository_with_many_tags_shows_them_a_page_at_a_time(
         assert not last.find("a", rel="next")
         links = [e.attrs["href"] for e in last.find("a") if "tag=commit-049" in e.attrs["href"]]
         assert links == ["/ui/repositories/docker.io/ci/builds?tag_page=3&tag=commit-049#pull"]
+
+
+async def test_an_upstream_cannot_make_a_page_grow_without_bound(
+    cache: MemoryCache, http: aiohttp.ClientSession
+) -> None:
+    flood = tuple((f"org.example.key{n:02d}", "v" * 10_000) for n in range(50))
+    add_image(cache, "docker.io", "big/annotations", "1", seed="flood", last_pulled=None,
+              platforms=[("linux/" + "x" * 10_000, [(digest_of("flood"), 10)], True)],
+              annotations=flood)  # fmt: skip
+    async with serve_ui(cache, cache) as ui:
+        status, html = await get_page(http, ui + "/ui/repositories/docker.io/big/annotations")
+    assert status == 200
+    assert len(html) < 40_000
+    page = parse(html)
+    assert [e.tag for e in page.elements].count("dt") == 5 + 20  # the facts, 20 annotations
+    assert "and 30 more" in page.all_text

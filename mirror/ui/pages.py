@@ -20,6 +20,8 @@ from mirror.ui.pull_commands import MirrorAddress, PullCommand, mirror_address, 
 from mirror.ui.query import parse_query, parse_tag_query
 
 EVICTED_NEXT = 10  # objects listed under "evicted next"
+# An upstream decides how many annotations a manifest has and how long they are.
+MAX_ANNOTATIONS = 20
 SORT_LABELS = {SortKey.SIZE: "size", SortKey.LAST_PULLED: "last pulled", SortKey.PULLS: "pulls",
                SortKey.NAME: "name"}  # fmt: skip
 # Notices a page shows after an admin action redirected to it. The query string
@@ -77,7 +79,7 @@ async def repository(request: web.Request) -> web.Response:
     viewer = request.app[VIEWER](request)
     return request.app[RENDERER].page(
         request, "repository.html", viewer, section="repositories", detail=detail,
-        chosen=tag, commands=commands, notice=_notice(request),
+        chosen=tag, commands=commands, notice=_notice(request), max_annotations=MAX_ANNOTATIONS,
         admin=viewer.can_admin and ACTIONS in request.app,
     )  # fmt: skip
 
