@@ -1,0 +1,1 @@
+"""Usage statistics the mirror keeps in its cache storage (per-repository pulls)."""
