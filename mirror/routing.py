@@ -21,14 +21,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mirror.config import DOCKER_HUB_NAME, Config
+from mirror.config import Config
+from mirror.docker_hub import official_repository
 from mirror.errors import Denied
 from mirror.oci import validate_name
 from mirror.upstream.client import UpstreamClient
-
-# Names clients use for Docker Hub besides "docker.io".
-_DOCKER_HUB_ALIASES = ("registry-1.docker.io", "index.docker.io", "registry.hub.docker.com")
-
 
 _LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
 _HOST_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*(?::[0-9]{{1,5}})?")
@@ -47,17 +44,14 @@ class Router:
     """Maps request names (and ``ns``) to configured upstreams."""
 
     def __init__(self, config: Config, clients: dict[str, UpstreamClient]) -> None:
+        self._config = config
         self._clients = clients
         self._default = clients[config.default_upstream.name]
-        self._aliases: dict[str, str] = {name: name for name in clients}
-        if DOCKER_HUB_NAME in clients:
-            for alias in _DOCKER_HUB_ALIASES:
-                self._aliases.setdefault(alias, DOCKER_HUB_NAME)
 
     def upstream_named(self, name: str) -> UpstreamClient | None:
-        """The configured upstream called ``name`` (or a known alias of it)."""
-        canonical = self._aliases.get(name.lower())
-        return self._clients.get(canonical) if canonical else None
+        """The configured upstream called ``name`` (or a Docker Hub alias of it)."""
+        found = self._config.upstream_named(name)
+        return self._clients.get(found.name) if found is not None else None
 
     def resolve(self, name: str, ns: str | None) -> Target:
         """Pick the upstream for a request for ``name`` (the path's repository part)."""
@@ -84,9 +78,7 @@ class Router:
 
     @staticmethod
     def _normalize(upstream: UpstreamClient, repository: str) -> str:
-        if upstream.config.is_docker_hub and "/" not in repository:
-            return f"library/{repository}"
-        return repository
+        return official_repository(repository, docker_hub=upstream.config.is_docker_hub)
 
 
 def _looks_like_registry(component: str) -> bool:

@@ -7,7 +7,7 @@ A pin names an image the way ``docker pull`` does, with the upstream first::
     alpine:3.20                      (default upstream; Docker Hub adds library/)
 
 The first component is an upstream when it is the name of a configured
-upstream (or a Docker Hub alias); otherwise the pin is for the default
+upstream (or a Docker Hub alias, see :mod:`mirror.docker_hub`); otherwise the pin is for the default
 upstream. A tag pin follows the tag's cached records; a digest pin names the
 manifest itself. Either way the manifest, the child manifests of an index and
 every blob they refer to are never evicted, nor are a tag pin's records. Pins
@@ -21,13 +21,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from mirror.config import DOCKER_HUB_NAME, Config, ConfigError
+from mirror.config import Config, ConfigError
+from mirror.docker_hub import official_repository
 from mirror.errors import MirrorError
 from mirror.oci import Digest, parse_digest, validate_name, validate_tag
 from mirror.storage import layout
 from mirror.storage.base import Storage, StorageError
-
-_DOCKER_HUB_ALIASES = ("registry-1.docker.io", "index.docker.io", "registry.hub.docker.com")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +63,10 @@ def _parse_pin(text: str, config: Config) -> Pin:
     digest = parse_digest(digest_text) if at else None
     upstream = config.default_upstream
     first, sep, rest = name.partition("/")
-    named = config.upstream(DOCKER_HUB_NAME if first in _DOCKER_HUB_ALIASES else first)
-    if sep and named is not None:
+    named = config.upstream_named(first) if sep else None
+    if named is not None:
         upstream, name = named, rest
-    repository = validate_name(name)
-    if upstream.is_docker_hub and "/" not in repository:
-        repository = f"library/{repository}"
+    repository = official_repository(validate_name(name), docker_hub=upstream.is_docker_hub)
     return Pin(upstream.name, repository, tag, digest)
 
 

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from mirror.cache.eviction import EvictionReport
 from mirror.cache.manager import CacheManager
+from mirror.docker_hub import official_repository
 from mirror.errors import ManifestUnknown, NameUnknown, QueryInvalid, Unauthorized
 from mirror.oci import Digest, parse_digest, validate_name, validate_tag
 from mirror.routing import Router
@@ -98,10 +99,9 @@ class AdminHandlers:
 
     def _repository(self, request: web.Request, upstream: UpstreamClient | None) -> str | None:
         repository = _optional(request, "repository", validate_name)
-        hub = upstream is not None and upstream.config.is_docker_hub
-        if repository is not None and hub and "/" not in repository:
-            repository = f"library/{repository}"
-        return repository
+        if repository is None or upstream is None:
+            return repository
+        return official_repository(repository, docker_hub=upstream.config.is_docker_hub)
 
 
 def _optional(request: web.Request, name: str, parse: Callable[[str], T]) -> T | None:
