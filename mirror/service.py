@@ -32,12 +32,13 @@ from mirror.errors import (
     is_retryable_upstream,
 )
 from mirror.manifest_check import check_manifest_off_loop, media_type_of
-from mirror.manifests import ManifestStore, StoredManifest, TagRecord
+from mirror.manifests import ManifestStore
 from mirror.metrics import Metrics
 from mirror.oci import MANIFEST_MEDIA_TYPES, Digest, Reference, parse_digest, sha256_digest
 from mirror.routing import Target
 from mirror.storage import layout
 from mirror.storage.base import ObjectInfo, Storage, StorageError
+from mirror.stored import StoredManifest, TagRecord
 from mirror.upstream.client import Listing, ManifestHead
 
 log = logging.getLogger(__name__)

@@ -27,6 +27,7 @@ from mirror.errors import MirrorError
 from mirror.oci import Digest, parse_digest, validate_name, validate_tag
 from mirror.storage import layout
 from mirror.storage.base import Storage, StorageError
+from mirror.stored import decode_manifest, decode_record
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +85,12 @@ class References:
 
 
 def manifest_references(stored: bytes) -> References:
-    """What a stored manifest (``media type\\n body``) refers to; nothing if unreadable."""
-    _, _, body = stored.partition(b"\n")
+    """What a stored manifest object refers to; nothing if unreadable."""
+    manifest = decode_manifest(stored)
+    if manifest is None:
+        return References()
     try:
-        doc = json.loads(body)
+        doc = json.loads(manifest.body)
     except (ValueError, RecursionError):
         return References()
     if not isinstance(doc, dict):
@@ -157,10 +160,10 @@ async def record_digest(storage: Storage, key: str) -> Digest | None:
     """The digest a tag record points to, None if it is gone or unreadable."""
     try:
         raw = await storage.get(key)
-        doc = json.loads(raw) if raw is not None else None
-        return parse_digest(doc["digest"]) if isinstance(doc, dict) else None
-    except (StorageError, ValueError, KeyError, TypeError, RecursionError, MirrorError):
+    except StorageError:
         return None
+    record = decode_record(raw) if raw is not None else None
+    return parse_digest(record.digest) if record is not None else None
 
 
 async def pinned_keys(storage: Storage, pins: list[Pin]) -> set[str]:
