@@ -8,18 +8,18 @@ from pathlib import Path
 
 from aiohttp import web
 
-from mirror.cache.fills import FillManager
 from mirror.cache.manager import CacheManager, track
 from mirror.config import Config
 from mirror.lifecycle import CONFIG_ERROR, ShutdownClock, StartupError
 from mirror.metrics import Metrics
+from mirror.proxy.downloads import Downloads
+from mirror.proxy.service import PullService
 from mirror.request_log import request_error_logger
 from mirror.routes.admin import AdminHandlers
 from mirror.routes.middleware import oci_errors
 from mirror.routes.ops import OpsHandlers
 from mirror.routes.v2 import V2Handlers
 from mirror.routing import Router
-from mirror.service import PullService
 from mirror.storage.base import Storage, StorageError
 from mirror.storage.disk import DiskStorage
 from mirror.storage.memo import MemoStorage
@@ -32,7 +32,7 @@ CONFIG = web.AppKey("config", Config)
 METRICS = web.AppKey("metrics", Metrics)
 STORAGE = web.AppKey("storage", Storage)
 SERVICE = web.AppKey("service", PullService)
-FILLS = web.AppKey("fills", FillManager)
+FILLS = web.AppKey("fills", Downloads)
 ROUTER = web.AppKey("router", Router)
 CLIENTS = web.AppKey("clients", dict[str, UpstreamClient])
 HANDLERS = web.AppKey("handlers", V2Handlers)
@@ -95,13 +95,13 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     storage = await track(MemoStorage(backend, config.cache.memory), config, metrics)
     session = client_session()  # for the configured upstreams' own origins
     clients = {u.name: UpstreamClient(u, session, metrics) for u in config.upstreams}
-    fills = FillManager(storage, spool_dir(config), config.fill, metrics)
+    fills = Downloads(storage, spool_dir(config), config.fill, metrics)
     service = PullService(
         storage, fills, metrics, offline=config.offline,
         redirect_blobs=config.storage.backend == "s3" and config.storage.s3.redirect,
     )  # fmt: skip
     router = Router(config, clients)
-    cache = CacheManager(storage, config, metrics, busy=fills.is_filling)
+    cache = CacheManager(storage, config, metrics, busy=fills.is_downloading)
     app[CACHE] = cache
     if ADMIN in app:
         app[ADMIN].bind(cache, router)

@@ -20,8 +20,8 @@ from aiohttp import web
 from mirror.errors import MirrorError
 from mirror.metrics import Metrics
 from mirror.oci import DIGEST_HEADER, ByteRange, parse_range
+from mirror.proxy.service import BlobAnswer
 from mirror.routes.keys import BODY_BYTES
-from mirror.service import BlobAnswer
 from mirror.storage.base import Storage, StorageError
 
 log = logging.getLogger(__name__)

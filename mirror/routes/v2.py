@@ -24,10 +24,10 @@ from mirror.oci import (
     parse_digest,
     parse_reference,
 )
+from mirror.proxy.service import ManifestAnswer, PullService
 from mirror.routes import blobs
 from mirror.routes.keys import CACHE_RESULT, KIND
 from mirror.routing import Router, Target
-from mirror.service import ManifestAnswer, PullService
 from mirror.storage.base import Storage
 
 PATH_RE = re.compile(

@@ -1,6 +1,6 @@
 """The state of one fill's download.
 
-:mod:`mirror.cache.fills` runs the download; this module holds what one run
+:mod:`mirror.proxy.downloads` runs the download; this module holds what one run
 keeps between its steps: the writer, the hash, the batch being persisted and
 the stall deadline.
 """
@@ -10,18 +10,18 @@ from __future__ import annotations
 import asyncio
 import os
 
-from mirror.cache.fill import Fill
 from mirror.errors import UpstreamError, UpstreamUnavailable
+from mirror.proxy.download import Download
 from mirror.storage.base import BlobWriter
 from mirror.upstream.client import UpstreamClient
 
 
-class FillRun:
+class DownloadRun:
     """The state of one fill's download."""
 
     def __init__(
         self,
-        fill: Fill,
+        fill: Download,
         upstream: UpstreamClient,
         repository: str,
         writer: BlobWriter | None,

@@ -1,8 +1,8 @@
 """Streamed single-flight blob downloads ("fills").
 
-One :class:`Fill` per (upstream, digest) downloads the blob once into a spool
+One :class:`Download` per (upstream, digest) downloads the blob once into a spool
 file and, at the same time, into the storage backend's partial object. Any
-number of clients follow it (:mod:`mirror.cache.fill`): fresh bytes from
+number of clients follow it (:mod:`mirror.proxy.download`): fresh bytes from
 memory, older ones from the spool, then they wait for more. Nobody waits
 for the whole blob and nobody opens a second upstream download. The fill runs
 in its own task, so a client hanging up never stops it.
@@ -24,7 +24,7 @@ Storage failures never fail a download that the upstream still delivers:
 when the backend refuses a write, the blob is served through uncached; when
 the spool refuses one as well (a full disk: on disk the partial object is
 the spool), the fill keeps going from memory, at the pace of its slowest
-follower (:meth:`Fill.make_room`), and takes no new followers: a client that
+follower (:meth:`Download.make_room`), and takes no new followers: a client that
 arrives later starts a download of its own, which tries the cache again, so
 the cache recovers by itself once space returns.
 """
@@ -42,8 +42,6 @@ from pathlib import Path
 
 import aiohttp
 
-from mirror.cache.fill import Fill, FollowersGone
-from mirror.cache.fill_run import FillRun, as_upstream_error, pwrite_all
 from mirror.config import FillConfig
 from mirror.errors import (
     BlobUnknown,
@@ -55,6 +53,8 @@ from mirror.errors import (
 from mirror.metrics import Metrics
 from mirror.numbers import parse_count
 from mirror.oci import Digest
+from mirror.proxy.download import Download, FollowersGone
+from mirror.proxy.download_run import DownloadRun, as_upstream_error, pwrite_all
 from mirror.storage.base import BlobWriter, Storage, StorageError
 from mirror.upstream.client import UpstreamClient
 
@@ -68,12 +68,12 @@ _READ_CHUNK = 256 * 1024
 # 37 MiB and saved no CPU).
 _MAX_PENDING = 2 * 1024 * 1024
 
-__all__ = ["Fill", "FillManager"]
+__all__ = ["Download", "Downloads"]
 
 CommitHook = Callable[[str, int], Awaitable[None]]
 
 
-class FillManager:
+class Downloads:
     """Starts fills, finds running ones, and runs them to the end."""
 
     def __init__(
@@ -89,30 +89,30 @@ class FillManager:
         self._config = config
         self._metrics = metrics
         self._on_commit = on_commit
-        self._fills: dict[str, Fill] = {}
-        self._tasks: dict[asyncio.Task[None], Fill] = {}
+        self._fills: dict[str, Download] = {}
+        self._tasks: dict[asyncio.Task[None], Download] = {}
 
     def __len__(self) -> int:
         """Downloads running, including those that take no new followers."""
         return len(self._tasks)
 
-    def running(self, key: str) -> Fill | None:
+    def running(self, key: str) -> Download | None:
         """The fill of ``key`` in progress, if any."""
         return self._fills.get(key)
 
-    def is_filling(self, key: str) -> bool:
+    def is_downloading(self, key: str) -> bool:
         """Whether ``key`` is being downloaded (eviction must leave it alone)."""
         return key in self._fills
 
     def start_or_join(
         self, upstream: UpstreamClient, repository: str, digest: Digest, key: str
-    ) -> tuple[Fill, bool]:
+    ) -> tuple[Download, bool]:
         """The fill for ``key``, and whether it was already running (a join)."""
         fill = self._fills.get(key)
         if fill is not None:
             self._metrics.follower_joined()
             return fill, True
-        fill = Fill(key, digest)
+        fill = Download(key, digest)
         self._fills[key] = fill
         task = asyncio.create_task(self._run(fill, upstream, repository))
         self._tasks[task] = fill
@@ -141,14 +141,14 @@ class FillManager:
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
 
-    async def _run(self, fill: Fill, upstream: UpstreamClient, repository: str) -> None:
+    async def _run(self, fill: Download, upstream: UpstreamClient, repository: str) -> None:
         self._metrics.fill_started()
-        run: FillRun | None = None
+        run: DownloadRun | None = None
         try:
             # Inside the try: whatever opening the writer raises must fail the fill,
             # or its followers would wait for it forever.
             writer = await self._open_writer(fill.key)
-            run = FillRun(fill, upstream, repository, writer, self._config.stall_timeout)
+            run = DownloadRun(fill, upstream, repository, writer, self._config.stall_timeout)
             self._attach_spool(run)
             async with asyncio.timeout(self._config.total_timeout):
                 await self._download(run)
@@ -186,7 +186,7 @@ class FillManager:
             self._metrics.storage_error(self._storage.backend, "write")
             return None
 
-    def _attach_spool(self, run: FillRun) -> None:
+    def _attach_spool(self, run: DownloadRun) -> None:
         try:
             fd = self._open_spool(run)
         except OSError as exc:
@@ -195,7 +195,7 @@ class FillManager:
             return
         run.fill.attach_spool(fd)
 
-    def _open_spool(self, run: FillRun) -> int:
+    def _open_spool(self, run: DownloadRun) -> int:
         if not run.own_spool and run.writer is not None and run.writer.local_path is not None:
             return os.open(run.writer.local_path, os.O_RDONLY)
         self._spool_dir.mkdir(parents=True, exist_ok=True)
@@ -204,7 +204,7 @@ class FillManager:
         os.unlink(path)
         return fd
 
-    def _spool_failed(self, run: FillRun, exc: BaseException) -> None:
+    def _spool_failed(self, run: DownloadRun, exc: BaseException) -> None:
         """Go on from memory; new clients start a download of their own (see the module doc)."""
         if run.fill.spooling:
             log.warning("spool of %s failed (%s); following from memory", run.fill.key, exc)
@@ -212,7 +212,7 @@ class FillManager:
         if self._fills.get(run.fill.key) is run.fill:
             del self._fills[run.fill.key]
 
-    async def _download(self, run: FillRun) -> None:
+    async def _download(self, run: DownloadRun) -> None:
         fill = run.fill
         deadline = run.deadline
         try:
@@ -232,7 +232,7 @@ class FillManager:
             self._metrics.digest_mismatch("blob")
             raise DigestMismatch(f"upstream bytes do not match {fill.digest}")
 
-    async def _stream_with_resumes(self, run: FillRun) -> None:
+    async def _stream_with_resumes(self, run: DownloadRun) -> None:
         """Stream the blob, resuming with ``Range`` as long as resumes bring bytes."""
         fill = run.fill
         fruitless = 0  # resumes in a row that brought no byte
@@ -257,7 +257,7 @@ class FillManager:
             if fill.size is None or fill.written >= fill.size:
                 return
 
-    async def _stream_once(self, run: FillRun) -> None:
+    async def _stream_once(self, run: DownloadRun) -> None:
         fill = run.fill
         async with run.upstream.open_blob(
             run.repository, str(fill.digest), fill.written, BlobUnknown, self._config.idle_timeout
@@ -288,13 +288,13 @@ class FillManager:
                 if not fill.spooling:
                     await self._make_room(run)
 
-    async def _make_room(self, run: FillRun) -> None:
+    async def _make_room(self, run: DownloadRun) -> None:
         """Without a spool, read on only as followers free memory (waiting is no stall)."""
         run.deadline.reschedule(None)
         await run.fill.make_room(self._config.memory_limit, self._config.idle_timeout)
         run.progressed()
 
-    async def _spool(self, run: FillRun, final: bool = False) -> None:
+    async def _spool(self, run: DownloadRun, final: bool = False) -> None:
         """Start persisting the pending bytes once the batch before them is done.
 
         Waits for that batch only when it is still running and too much is
@@ -309,12 +309,12 @@ class FillManager:
             batch, run.pending, run.pending_size = run.pending, [], 0
             run.inflight = asyncio.ensure_future(self._persist(run, batch))
 
-    async def _drain(self, run: FillRun) -> None:
+    async def _drain(self, run: DownloadRun) -> None:
         """Persist and hash everything received (two rounds at most)."""
         while run.inflight is not None or run.pending:
             await self._spool(run, final=True)
 
-    async def _persist(self, run: FillRun, batch: list[bytes]) -> None:
+    async def _persist(self, run: DownloadRun, batch: list[bytes]) -> None:
         """Write one batch to the spool and to the backend, side by side."""
         data = batch[0] if len(batch) == 1 else b"".join(batch)
         fill = run.fill
@@ -329,14 +329,14 @@ class FillManager:
         if fill.spooling:
             fill.persist(len(data))
 
-    async def _write_spool(self, run: FillRun, fd: int, data: bytes, offset: int) -> None:
+    async def _write_spool(self, run: DownloadRun, fd: int, data: bytes, offset: int) -> None:
         try:
             await asyncio.to_thread(pwrite_all, fd, data, offset)
         except OSError as exc:
             self._metrics.storage_error("disk", "spool")  # the local disk, whatever the backend
             self._spool_failed(run, exc)
 
-    async def _store(self, run: FillRun, data: bytes) -> None:
+    async def _store(self, run: DownloadRun, data: bytes) -> None:
         if run.writer is None:
             return
         try:
@@ -349,7 +349,7 @@ class FillManager:
             if not run.own_spool:
                 self._spool_failed(run, exc)  # the partial object was the spool
 
-    async def _commit(self, fill: Fill, writer: BlobWriter) -> None:
+    async def _commit(self, fill: Download, writer: BlobWriter) -> None:
         started = time.monotonic()
         try:
             await writer.commit()

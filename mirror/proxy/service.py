@@ -21,8 +21,6 @@ from email.utils import formatdate
 from pathlib import Path
 
 from mirror.accept import ALL_TYPES, VARIANT_TYPES, Accepted
-from mirror.cache.fills import Fill, FillManager
-from mirror.cache.flight import SingleFlight
 from mirror.errors import (
     BlobUnknown,
     DigestMismatch,
@@ -32,9 +30,11 @@ from mirror.errors import (
     is_retryable_upstream,
 )
 from mirror.manifest_check import check_manifest_off_loop, media_type_of
-from mirror.manifests import ManifestStore
 from mirror.metrics import Metrics
 from mirror.oci import MANIFEST_MEDIA_TYPES, Digest, Reference, parse_digest, sha256_digest
+from mirror.proxy.downloads import Download, Downloads
+from mirror.proxy.flight import SingleFlight
+from mirror.proxy.manifests import ManifestStore
 from mirror.routing import Target
 from mirror.storage import layout
 from mirror.storage.base import ObjectInfo, Storage, StorageError
@@ -65,7 +65,7 @@ class BlobAnswer:
     result: str  # hit or miss
     path: Path | None = None  # a local file to sendfile
     key: str | None = None  # a storage key to stream
-    fill: Fill | None = None  # a download to follow
+    fill: Download | None = None  # a download to follow
     redirect: str | None = None  # a URL to send the client to
 
 
@@ -75,7 +75,7 @@ class PullService:
     def __init__(
         self,
         storage: Storage,
-        fills: FillManager,
+        fills: Downloads,
         metrics: Metrics,
         *,
         offline: bool,

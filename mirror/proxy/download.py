@@ -1,23 +1,23 @@
 """One blob download in progress, readable by any number of followers as it grows.
 
 Bytes reach followers from memory while they are fresh: the runner hands
-each chunk received from the upstream to :meth:`Fill.receive` and writes it
-to the spool later, in batches (:meth:`Fill.persist`). A follower that has
+each chunk received from the upstream to :meth:`Download.receive` and writes it
+to the spool later, in batches (:meth:`Download.persist`). A follower that has
 fallen behind what is still held in memory reads the spool instead, where
 the bytes sit in the page cache. Either way nothing is copied for a
 follower that keeps up, and the disk sees a few large writes instead of
 one per chunk.
 
 When the spool refuses writes (a full disk), the runner calls
-:meth:`Fill.stop_spooling` and the fill goes on in memory: bytes already in
+:meth:`Download.stop_spooling` and the fill goes on in memory: bytes already in
 the spool are still read from it, newer ones stay in memory until every
 follower has taken them. The runner then waits before reading more from the
-upstream while more than a bound is held (:meth:`Fill.make_room`), so the
+upstream while more than a bound is held (:meth:`Download.make_room`), so the
 download goes at the pace of its slowest follower and memory stays bounded.
 A follower that takes nothing for a while as the download waits for it is
 dropped (its client is cut), so one stuck client cannot stop the others.
 
-Integrity: until the digest has been checked (:meth:`Fill.succeed`), no
+Integrity: until the digest has been checked (:meth:`Download.succeed`), no
 follower is given the last byte of what it asked for, so a client can never
 see a complete body of wrong bytes. When the size is not known in advance
 (a chunked upstream answer), the last byte received so far is held back.
@@ -43,7 +43,7 @@ _FELL_BEHIND = "client fell too far behind an uncached download"
 OnCut = Callable[[MirrorError], None]
 
 
-class Fill:
+class Download:
     """One blob download in progress, readable by followers as it grows."""
 
     def __init__(self, key: str, digest: Digest) -> None:
@@ -287,9 +287,9 @@ class _Cursor:
 
 
 class Follower:
-    """An async iterator over one follower's bytes; see :meth:`Fill.follow`."""
+    """An async iterator over one follower's bytes; see :meth:`Download.follow`."""
 
-    def __init__(self, fill: Fill, cursor: _Cursor, end: int | None) -> None:
+    def __init__(self, fill: Download, cursor: _Cursor, end: int | None) -> None:
         self._fill = fill
         self._cursor = cursor
         self._end = end

@@ -1,0 +1,1 @@
+"""The pull-through proxy: one store per resource (blobs, manifests, tags), cache first."""
