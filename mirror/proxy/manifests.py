@@ -1,51 +1,120 @@
-"""Manifests and tag records in storage.
+"""Manifests by digest: the cache first, else one upstream GET however many clients ask.
 
-A manifest is stored by digest, with its media type, in one object. A tag
-record maps (upstream, repository, tag, Accept variant) to the digest the
-upstream last answered, with the wall-clock time it was last confirmed.
-Both formats are :mod:`mirror.stored`'s.
+A manifest is stored by digest, with its media type, in one object
+(:mod:`mirror.stored`). Digests are immutable: a cached manifest is served
+until evicted, whatever the client's ``Accept`` (the digest names the
+content), and the upstream is asked for every known type, so the cached copy
+serves every later client.
 
-What is read back is checked as carefully as what came from the upstream:
-a manifest whose bytes no longer match its digest, or that is not a valid
-manifest (:mod:`mirror.manifest_check`; an older version may have cached
-an HTML page), is deleted and fetched again; a tag record that does not
-parse, or names a type that is not a manifest type, is ignored.
+Nothing is stored or served unchecked: an upstream answer must be a manifest
+(:mod:`mirror.manifest_check`) and match its digest; a cached copy is checked
+again on every read, and one that no longer matches its digest or is no
+manifest (an older version may have cached an HTML page) is deleted and
+fetched again.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from cachetools import LRUCache
 
-from mirror.accept import Accepted
-from mirror.errors import ManifestRejected
+from mirror.accept import ALL_TYPES
+from mirror.errors import DigestMismatch, ManifestRejected, MirrorError
 from mirror.manifest_check import check_manifest_off_loop
 from mirror.metrics import Metrics
-from mirror.oci import Digest
+from mirror.oci import Digest, parse_digest, sha256_digest
+from mirror.proxy.cache_io import CacheIO
+from mirror.proxy.flight import SingleFlight
+from mirror.routing import Target
 from mirror.storage import layout
-from mirror.storage.base import Storage, StorageError
-from mirror.stored import StoredManifest, TagRecord, decode_manifest, decode_record
+from mirror.storage.base import Storage
+from mirror.stored import StoredManifest, decode_manifest
 
 log = logging.getLogger(__name__)
 
 _CHECKED_KEYS = 100_000  # about 15 MB of keys at most
 
 
+@dataclass(frozen=True, slots=True)
+class ManifestAnswer:
+    """A manifest for the client; ``body`` is None for answers made for a HEAD only."""
+
+    digest: str
+    media_type: str
+    size: int
+    body: bytes | None
+    result: str  # hit, miss, stale, revalidated
+    warning: str | None = None
+
+    @classmethod
+    def of(cls, digest: str, stored: StoredManifest, result: str) -> ManifestAnswer:
+        """The answer that sends ``stored`` whole."""
+        return cls(digest, stored.media_type, len(stored.body), stored.body, result)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedManifest:
+    """A manifest the upstream sent, checked, verified and cached."""
+
+    digest: str
+    stored: StoredManifest
+
+
 class ManifestStore:
-    """Reads and writes manifests and tag records; storage failures are logged, not raised."""
+    """Reads, writes and fetches manifests by digest."""
 
     def __init__(self, storage: Storage, metrics: Metrics) -> None:
-        self._storage = storage
+        self._cache = CacheIO(storage, metrics)
         self._metrics = metrics
+        self._flight: SingleFlight[tuple[str, str], StoredManifest] = SingleFlight()
         # Key -> media type of manifests that passed the check in this process:
         # a hit on them re-checks the digest only, not the (costlier) structure.
         self._checked: LRUCache[str, str] = LRUCache(maxsize=_CHECKED_KEYS)
 
-    async def get_manifest(self, upstream: str, digest: Digest) -> StoredManifest | None:
+    async def close(self) -> None:
+        """Cancel upstream fetches still running (at shutdown)."""
+        await self._flight.close()
+
+    async def get(self, target: Target, digest: Digest) -> ManifestAnswer:
+        """The manifest ``digest``: cached (``hit``), else fetched once (``miss``)."""
+        stored = await self.cached(target.upstream.name, digest)
+        if stored is not None:
+            return ManifestAnswer.of(str(digest), stored, "hit")
+        return ManifestAnswer.of(str(digest), await self.fetch_by_digest(target, digest), "miss")
+
+    async def fetch_by_digest(self, target: Target, digest: Digest) -> StoredManifest:
+        """GET a manifest by digest upstream, once however many ask at the same time."""
+        return await self._flight.run(
+            (target.upstream.name, str(digest)),
+            lambda: self._fetch_stored(target, digest),
+        )
+
+    async def _fetch_stored(self, target: Target, digest: Digest) -> StoredManifest:
+        return (await self.fetch(target, str(digest), ALL_TYPES, digest)).stored
+
+    async def fetch(
+        self, target: Target, reference: str, accept: Sequence[str], expected: Digest | None
+    ) -> FetchedManifest:
+        """GET a manifest upstream, check that it is one and matches its digest, cache it."""
+        upstream = target.upstream
+        got = await upstream.get_manifest(target.repository, reference, accept)
+        # ManifestRejected goes up: a 502, or a stale answer, each logged once there.
+        media_type = await check_manifest_off_loop(got.body, got.media_type)
+        digest = _verified_digest(got.body, got.digest, expected)
+        if digest is None:
+            self._metrics.digest_mismatch("manifest")
+            raise DigestMismatch(f"upstream manifest {reference} does not match its digest")
+        stored = StoredManifest(media_type, got.body)
+        await self._put(upstream.name, digest, stored)
+        return FetchedManifest(str(digest), stored)
+
+    async def cached(self, upstream: str, digest: Digest) -> StoredManifest | None:
         """A cached manifest whose bytes still hash to ``digest`` and still pass the check."""
         key = layout.manifest_key(upstream, digest)
-        raw = await self._get(key)
+        raw = await self._cache.get(key)
         if raw is None:
             return None
         stored = decode_manifest(raw)
@@ -53,7 +122,7 @@ class ManifestStore:
             # Never serve a damaged entry: drop it and let the caller re-fetch.
             log.warning("cached manifest %s is damaged; discarding it", digest)
             self._metrics.digest_mismatch("manifest")
-            await self._delete(key)
+            await self._cache.delete(key)
             return None
         if self._checked.get(key) == stored.media_type:
             return stored
@@ -62,90 +131,27 @@ class ManifestStore:
         except ManifestRejected as exc:
             log.warning("cached manifest %s is not a manifest (%s); discarding it", digest,
                         exc.reason)  # fmt: skip
-            await self._delete(key)
+            await self._cache.delete(key)
             return None
         self._checked[key] = checked
         return StoredManifest(checked, stored.body)
 
-    async def put_manifest(
-        self, upstream: str, digest: Digest, media_type: str, body: bytes
-    ) -> None:
+    async def _put(self, upstream: str, digest: Digest, stored: StoredManifest) -> None:
         """Cache a manifest already checked, and verified against ``digest``."""
         key = layout.manifest_key(upstream, digest)
-        await self._put(key, StoredManifest(media_type, body).encode())
-        self._checked[key] = media_type
+        await self._cache.put(key, stored.encode())
+        self._checked[key] = stored.media_type
 
-    async def get_tag(
-        self, upstream: str, repository: str, tag: str, variant: str
-    ) -> TagRecord | None:
-        """The record for this Accept variant."""
-        raw = await self._get(layout.tag_key(upstream, repository, tag, variant))
-        return decode_record(raw) if raw is not None else None
 
-    async def any_tag(
-        self, upstream: str, repository: str, tag: str, accepted: Accepted
-    ) -> TagRecord | None:
-        """The newest record of the tag, for any Accept variant, that this client can take.
-
-        Used when the upstream cannot be asked (offline, or down) and this
-        variant was never seen. Records written by older versions count too.
-        """
-        best: TagRecord | None = None
+def _verified_digest(body: bytes, header: str | None, expected: Digest | None) -> Digest | None:
+    """The digest of ``body`` if it agrees with what was asked and announced, else None."""
+    if expected is not None:
+        return expected if expected.matches(body) else None
+    if header:
         try:
-            async for info in self._storage.walk(layout.tag_prefix(upstream, repository, tag)):
-                # The prefix also covers deeper repositories (repository/tag/...).
-                if layout.parse_tag_key(info.key) != (upstream, repository, tag):
-                    continue
-                raw = await self._get(info.key)
-                record = decode_record(raw) if raw is not None else None
-                if record is None or not accepted.allows(record.media_type):
-                    continue
-                if best is None or record.checked > best.checked:
-                    best = record
-        except StorageError as exc:
-            self._failed("walk", exc)
-        return best
-
-    async def put_tag(
-        self, upstream: str, repository: str, tag: str, variant: str, record: TagRecord
-    ) -> None:
-        """Remember what the tag points to now."""
-        await self._put(layout.tag_key(upstream, repository, tag, variant), record.encode())
-
-    async def known_tags(self, upstream: str, repository: str) -> list[str]:
-        """Every tag of a repository that has a record (for offline tag lists)."""
-        tags: set[str] = set()
-        try:
-            async for info in self._storage.walk(layout.tag_prefix(upstream, repository)):
-                parsed = layout.parse_tag_key(info.key)
-                if parsed is not None and parsed[1] == repository:
-                    tags.add(parsed[2])
-        except StorageError as exc:
-            self._failed("walk", exc)
-        return sorted(tags)
-
-    async def _get(self, key: str) -> bytes | None:
-        try:
-            with self._metrics.storage_timer(self._storage.backend, "get"):
-                return await self._storage.get(key)
-        except StorageError as exc:
-            self._failed("get", exc)
-            return None
-
-    async def _put(self, key: str, data: bytes) -> None:
-        try:
-            with self._metrics.storage_timer(self._storage.backend, "put"):
-                await self._storage.put(key, data)
-        except StorageError as exc:
-            self._failed("put", exc)
-
-    async def _delete(self, key: str) -> None:
-        try:
-            with self._metrics.storage_timer(self._storage.backend, "delete"):
-                await self._storage.delete(key)
-        except StorageError as exc:
-            self._failed("delete", exc)
-
-    def _failed(self, action: str, exc: StorageError) -> None:
-        log.warning("storage %s failed: %s", action, exc)
-        self._metrics.storage_error(self._storage.backend, action)
+            announced = parse_digest(header)
+        except MirrorError:
+            announced = None
+        if announced is not None:
+            return announced if announced.matches(body) else None
+    return sha256_digest(body)

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from mirror.app import FILLS, STORAGE
 from mirror.oci import parse_digest
-from mirror.proxy.downloads import Download
+from mirror.proxy.download import Download
 from mirror.storage import layout
 
 # Every helper loop is bounded by this many seconds.
