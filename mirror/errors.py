@@ -8,7 +8,7 @@
     │   ├── NameInvalid               400 NAME_INVALID
     │   ├── NameUnknown               404 NAME_UNKNOWN (no such upstream / repository)
     │   ├── DigestInvalid             400 DIGEST_INVALID
-    │   ├── ReferenceInvalid          400 MANIFEST_INVALID (bad tag syntax)
+    │   ├── ReferenceInvalid          400 MANIFEST_INVALID (bad tag syntax in the admin API, pins)
     │   ├── ManifestUnknown           404 MANIFEST_UNKNOWN
     │   ├── BlobUnknown               404 BLOB_UNKNOWN
     │   ├── NotCachedOffline          404 (the resource's *_UNKNOWN code: offline, not cached)
