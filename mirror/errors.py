@@ -53,13 +53,6 @@ class MirrorError(Exception):
         """Extra response headers this error must carry."""
         return {}
 
-    def body(self) -> dict[str, Any]:
-        """The OCI error document."""
-        entry: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.detail is not None:
-            entry["detail"] = self.detail
-        return {"errors": [entry]}
-
 
 class CacheUnreadable(MirrorError):
     """A cached blob could not be read to its end: the backend failed, or the file shrank.
