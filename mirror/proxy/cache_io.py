@@ -21,14 +21,14 @@ class CacheIO:
     """Storage calls that log and count failures instead of raising them."""
 
     def __init__(self, storage: Storage, metrics: Metrics) -> None:
-        self.storage = storage
+        self._storage = storage
         self._metrics = metrics
 
     async def stat(self, key: str) -> ObjectInfo | None:
         """Size and time of ``key``; None when it is missing or the cache cannot say."""
         try:
-            with self._metrics.storage_timer(self.storage.backend, "stat"):
-                return await self.storage.stat(key)
+            with self._metrics.storage_timer(self._storage.backend, "stat"):
+                return await self._storage.stat(key)
         except StorageError as exc:
             self._failed("stat", exc)
             return None
@@ -36,16 +36,16 @@ class CacheIO:
     async def touch(self, key: str) -> None:
         """Record a hit (LRU recency); a failure only loses that."""
         try:
-            with self._metrics.storage_timer(self.storage.backend, "touch"):
-                await self.storage.touch(key)
+            with self._metrics.storage_timer(self._storage.backend, "touch"):
+                await self._storage.touch(key)
         except StorageError as exc:
             log.debug("touch failed: %s", exc)
 
     async def get(self, key: str) -> bytes | None:
         """A small object; None when it is missing or unreadable."""
         try:
-            with self._metrics.storage_timer(self.storage.backend, "get"):
-                return await self.storage.get(key)
+            with self._metrics.storage_timer(self._storage.backend, "get"):
+                return await self._storage.get(key)
         except StorageError as exc:
             self._failed("get", exc)
             return None
@@ -53,27 +53,27 @@ class CacheIO:
     async def put(self, key: str, data: bytes) -> None:
         """Store a small object, or leave it uncached."""
         try:
-            with self._metrics.storage_timer(self.storage.backend, "put"):
-                await self.storage.put(key, data)
+            with self._metrics.storage_timer(self._storage.backend, "put"):
+                await self._storage.put(key, data)
         except StorageError as exc:
             self._failed("put", exc)
 
     async def delete(self, key: str) -> None:
         """Remove an object (a damaged one); a failure leaves it to be found again."""
         try:
-            with self._metrics.storage_timer(self.storage.backend, "delete"):
-                await self.storage.delete(key)
+            with self._metrics.storage_timer(self._storage.backend, "delete"):
+                await self._storage.delete(key)
         except StorageError as exc:
             self._failed("delete", exc)
 
     async def walk(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         """The objects under ``prefix``; ends early (as if there were no more) on a failure."""
         try:
-            async for info in self.storage.walk(prefix):
+            async for info in self._storage.walk(prefix):
                 yield info
         except StorageError as exc:
             self._failed("walk", exc)
 
     def _failed(self, action: str, exc: StorageError) -> None:
         log.warning("storage %s failed: %s", action, exc)
-        self._metrics.storage_error(self.storage.backend, action)
+        self._metrics.storage_error(self._storage.backend, action)

@@ -100,7 +100,7 @@ class UpstreamClient:
     ) -> ManifestHead:
         """HEAD a manifest: free against Docker Hub's pull limit."""
         resource = _manifest(repository, reference)
-        async with self.request("HEAD", resource, _accept(accept)) as resp:
+        async with self._request("HEAD", resource, _accept(accept)) as resp:
             return ManifestHead(
                 resp.headers.get("Content-Type"),
                 resp.headers.get(DIGEST_HEADER),
@@ -112,7 +112,7 @@ class UpstreamClient:
     ) -> ManifestBody:
         """GET a manifest's bytes (at most 4 MiB, as distribution allows)."""
         resource = _manifest(repository, reference)
-        async with self.request("GET", resource, _accept(accept)) as resp:
+        async with self._request("GET", resource, _accept(accept)) as resp:
             body = await _read_limited(resp, MAX_MANIFEST_BYTES)
             self._metrics.fetched(self.name, len(body))
             return ManifestBody(
@@ -121,7 +121,7 @@ class UpstreamClient:
 
     async def head_blob(self, repository: str, digest: str) -> int | None:
         """The size of a blob, from a HEAD."""
-        async with self.request("HEAD", _blob(repository, digest), CIMultiDict()) as resp:
+        async with self._request("HEAD", _blob(repository, digest), CIMultiDict()) as resp:
             return resp.content_length
 
     @asynccontextmanager
@@ -136,7 +136,7 @@ class UpstreamClient:
         if offset:
             headers["Range"] = f"bytes={offset}-"
         resource = _blob(repository, digest)
-        async with self.request("GET", resource, headers, read_timeout=idle_timeout) as resp:
+        async with self._request("GET", resource, headers, read_timeout=idle_timeout) as resp:
             yield BlobResponse(resp, offset, read_size)
 
     async def tags(self, repository: str, query: dict[str, str]) -> Listing:
@@ -151,7 +151,7 @@ class UpstreamClient:
 
     async def _listing(self, resource: _Resource, query: dict[str, str]) -> Listing:
         """GET a small JSON listing, passed through."""
-        async with self.request("GET", resource, CIMultiDict(), query=query) as resp:
+        async with self._request("GET", resource, CIMultiDict(), query=query) as resp:
             body = await _read_limited(resp, MAX_LISTING_BYTES)
             self._metrics.fetched(self.name, len(body))
             extra = {k: v for k, v in resp.headers.items() if k.lower().startswith("oci-")}
@@ -177,7 +177,7 @@ class UpstreamClient:
     # ---------------------------------------------------------------- machinery
 
     @asynccontextmanager
-    async def request(
+    async def _request(
         self,
         method: str,
         resource: _Resource,
