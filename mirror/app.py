@@ -80,7 +80,7 @@ async def open_storage(config: Config, metrics: Metrics) -> Storage:
 
 
 def spool_dir(config: Config) -> Path:
-    """Where fills keep spool files when the backend has no local partials."""
+    """Where downloads keep spool files when the backend has no local partials."""
     return config.storage.path / ".spool"
 
 

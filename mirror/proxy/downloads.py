@@ -83,13 +83,13 @@ class Downloads:
         return download
 
     async def close(self, grace: float) -> None:
-        """At shutdown: give verified fills up to ``grace`` s to publish, cancel the rest.
+        """At shutdown: give verified downloads up to ``grace`` s to publish, cancel the rest.
 
-        A fill whose bytes were all verified is only committing; dropping it
-        would throw away a whole download that clients already received. A
-        cancelled fill discards its partial object.
+        A download whose bytes were all verified is only committing; dropping
+        it would throw away a whole blob that clients already received. A
+        cancelled download discards its partial object.
         """
-        committing = [t for t, f in self._tasks.items() if f.verified]
+        committing = [t for t, d in self._tasks.items() if d.verified]
         if committing:
             await asyncio.wait(committing, timeout=grace)
         cancelled = [t for t in self._tasks if not t.done()]
