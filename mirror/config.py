@@ -19,13 +19,7 @@ from urllib.parse import urlsplit
 
 from mirror.config_security import SecurityConfig, parse_security
 from mirror.config_trust import parse_trust
-from mirror.config_upstreams import (
-    DOCKER_HUB_NAME,
-    DOCKER_HUB_URL,
-    UpstreamConfig,
-    parse_upstream_flag,
-    parse_upstreams,
-)
+from mirror.config_upstreams import UpstreamConfig, parse_upstream_flag, parse_upstreams
 from mirror.config_values import (
     ConfigError,
     parse_bool,
@@ -38,6 +32,7 @@ from mirror.config_values import (
     reject_unknown,
     sub_table,
 )
+from mirror.docker_hub import DOCKER_HUB_NAME, DOCKER_HUB_URL, registry_name
 from mirror.trust.policy import TrustSettings
 
 __all__ = [
@@ -173,6 +168,18 @@ class Config:
             if upstream.name == name:
                 return upstream
         return None
+
+    def upstream_named(self, registry: str) -> UpstreamConfig | None:
+        """The configured upstream a client means by ``registry`` (``ns``, a prefix, a pin).
+
+        Its name in any case, or for any of Docker Hub's host names the
+        upstream that is Docker Hub (see :mod:`mirror.docker_hub`).
+        """
+        name = registry_name(registry)
+        found = self.upstream(name)
+        if found is None and name == DOCKER_HUB_NAME:
+            found = next((u for u in self.upstreams if u.is_docker_hub), None)
+        return found
 
 
 # ---------------------------------------------------------------- parsing

@@ -30,10 +30,9 @@ from mirror.credentials import (
     parse_auths,
     resolve_credentials,
 )
+from mirror.docker_hub import DOCKER_HUB_NAME, DOCKER_HUB_URL, is_docker_hub_host, registry_name
 from mirror.upstream.addresses import parse_allow_entry
 
-DOCKER_HUB_URL = "https://registry-1.docker.io"
-DOCKER_HUB_NAME = "docker.io"
 REDIRECT_MODES = ("none", "blobs", "all")
 # Upstreams whose whole API answers with redirects by design: registry.k8s.io
 # sends every /v2/ request on to the Artifact Registry (or S3) nearest the
@@ -66,12 +65,9 @@ class UpstreamConfig:
 
     @property
     def is_docker_hub(self) -> bool:
-        """Docker Hub puts one-component names under ``library/``."""
-        return self.name == DOCKER_HUB_NAME or urlsplit(self.url).hostname in (
-            "registry-1.docker.io",
-            "index.docker.io",
-            "docker.io",
-        )
+        """Named or reached as Docker Hub (see :mod:`mirror.docker_hub`)."""
+        host = urlsplit(self.url).hostname or ""
+        return is_docker_hub_host(self.name) or is_docker_hub_host(host)
 
 
 # ---------------------------------------------------------------- parsing
@@ -96,8 +92,7 @@ def _parse_upstream_url(value: object, where: str) -> str:
 
 def _name_from_url(url: str) -> str:
     """The registry name an upstream answers to when none is given."""
-    host = urlsplit(url).netloc.lower()
-    return DOCKER_HUB_NAME if host in ("registry-1.docker.io", "index.docker.io") else host
+    return registry_name(urlsplit(url).netloc)
 
 
 def parse_upstream_flag(value: str) -> dict[str, Any]:

@@ -129,6 +129,7 @@ async def test_metrics_count_real_pulls_with_closed_label_sets(
     assert value(parsed, "mirror_upstream_ratelimit_limit", upstream=up.host) == 100
     assert value(parsed, "mirror_upstream_up", upstream=up.host) == 1
     assert value(parsed, "mirror_fills_in_flight") == 0
+    assert value(parsed, "mirror_fill_followers_total") == 0  # one client at a time
     assert value(parsed, "mirror_cache_size_bytes") >= pulled
     assert value(parsed, "mirror_cache_entries") >= 6  # 4 blobs, 2 manifests (+ tag records)
     for action in ("stat", "get", "put", "commit"):

@@ -6,7 +6,7 @@ below ``low_watermark * max_size``. The gap between the two marks keeps
 passes rare. A pass leaves alone:
 
 * pinned images (manifests, child manifests, blobs; see :mod:`mirror.cache.pins`);
-* keys being downloaded (``FillManager.is_filling``): a fill commits while
+* keys being downloaded (``Downloads.is_downloading``): a fill commits while
   still registered, and followers read its spool, never the key;
 * keys being streamed to a client (:meth:`TrackedStorage.is_reading`).
   A disk blob sent with sendfile needs no protection: the handler opens the

@@ -2,7 +2,7 @@
 
 The pull path reads and writes through :class:`TrackedStorage`, so the index
 sees every commit and put (blobs from fills, manifests and tag records from
-:class:`mirror.manifests.ManifestStore`), every delete, and every hit:
+:class:`mirror.proxy.manifests.ManifestStore`), every delete, and every hit:
 ``touch`` (the blob hit path calls it) and ``get`` of a manifest or tag
 record. Nothing in the pull path has to remember to tell the index.
 

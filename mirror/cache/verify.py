@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from mirror.oci import Digest
 from mirror.storage import layout
 from mirror.storage.base import ObjectInfo, ObjectNotFound, Storage, StorageError
+from mirror.stored import decode_manifest
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,8 @@ async def _manifest_matches(storage: Storage, key: str, digest: Digest) -> bool:
     raw = await storage.get(key)
     if raw is None:
         return True  # removed since the walk: nothing left to be wrong
-    _, sep, body = raw.partition(b"\n")
-    return bool(sep) and digest.matches(body)
+    stored = decode_manifest(raw)
+    return stored is not None and digest.matches(stored.body)
 
 
 async def _copy(storage: Storage, source: str, target: str) -> None:
