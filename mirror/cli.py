@@ -249,7 +249,7 @@ def warm(mirror_url: str, references: list[str], listing: Path | None) -> int:
 
 def gc(config: Config) -> int:
     """``registry-mirror gc``: 1 when some deletion failed."""
-    from mirror.cache.maintenance import run_gc
+    from mirror.cache.commands import run_gc
 
     setup_logging(config)
     result = asyncio.run(run_gc(config))
@@ -267,7 +267,7 @@ def gc(config: Config) -> int:
 
 def verify(config: Config, *, quarantine: bool) -> int:
     """``registry-mirror verify``: 1 when anything was damaged or unreadable."""
-    from mirror.cache.maintenance import run_verify
+    from mirror.cache.commands import run_verify
 
     setup_logging(config)
     report = asyncio.run(run_verify(config, quarantine=quarantine))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import aiohttp
 
-from mirror.cache.maintenance import run_verify
+from mirror.cache.commands import run_verify
 from mirror.config import build_config
 from tests.support.cache_images import FakeImage, add_image, noise, pull, settle, upstream_name
 from tests.support.fake_upstream import FakeUpstream

@@ -18,7 +18,7 @@ through :class:`TrackedStorage`, so the index and the gauges stay exact, and
 a later pull of an evicted object is simply a miss: it is fetched and
 verified again, never served empty.
 
-Passes (and purges, see :mod:`mirror.cache.contents`) run one at a time under
+Passes (and purges, see :mod:`mirror.cache.inventory`) run one at a time under
 :attr:`Evictor.lock`.
 """
 

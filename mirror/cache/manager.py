@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from mirror.cache.contents import PurgeReport, describe, purge
 from mirror.cache.eviction import Busy, EvictionReport, Evictor
 from mirror.cache.index import rebuild_index
+from mirror.cache.inventory import PurgeReport, describe, purge
 from mirror.cache.pins import parse_pins
 from mirror.cache.tracked import TrackedStorage
 from mirror.config import Config

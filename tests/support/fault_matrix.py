@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from mirror.app import FILLS
-from mirror.cache.maintenance import run_verify
+from mirror.cache.commands import run_verify
 from mirror.config import Config
 from mirror.oci import OCI_MANIFEST
 from tests.support.fake_upstream import FakeUpstream, Fault
