@@ -16,6 +16,7 @@ from mirror.cache.pins import parse_pins
 from mirror.config import Config, ConfigError, UpstreamConfig, load_config, parse_upstream_flag
 from mirror.config_values import redact_url
 from mirror.lifecycle import StartupError
+from mirror.storage.factory import BACKENDS
 
 log = logging.getLogger("mirror")
 
@@ -40,7 +41,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="never contact an upstream; serve only what is cached",
     )
-    add("--storage", choices=["disk", "s3"], help="cache backend (default disk)")
+    add("--storage", choices=sorted(BACKENDS), help="cache backend (default disk)")
     add("--s3-bucket", help="S3 bucket (storage s3)")
     add("--s3-prefix", help="key prefix inside the bucket")
     add("--s3-region", help="S3 region")

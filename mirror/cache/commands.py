@@ -16,6 +16,7 @@ from mirror.cache.manager import CacheManager, track
 from mirror.cache.verify import VerifyReport, verify
 from mirror.config import Config
 from mirror.metrics import Metrics
+from mirror.storage.factory import open_storage
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +31,6 @@ class GcResult:
 
 async def run_gc(config: Config) -> GcResult:
     """Remove crash leftovers, then evict down to the low watermark."""
-    from mirror.app import open_storage  # the app module owns backend selection
-
     metrics = Metrics()
     backend = await open_storage(config, metrics)
     try:
@@ -45,8 +44,6 @@ async def run_gc(config: Config) -> GcResult:
 
 async def run_verify(config: Config, *, quarantine: bool) -> VerifyReport:
     """Re-hash everything cached for the configured upstreams."""
-    from mirror.app import open_storage
-
     backend = await open_storage(config, Metrics())
     try:
         return await verify(backend, [u.name for u in config.upstreams], quarantine=quarantine)

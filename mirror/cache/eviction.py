@@ -163,7 +163,6 @@ class Evictor:
             await self._storage.delete(entry.key)
         except StorageError as exc:
             log.warning("cannot evict %s: %s", entry.key, exc)
-            self._metrics.storage_error(self._storage.backend, "delete")
             return False
         self._metrics.evicted(entry.metric_kind, entry.size)
         return True

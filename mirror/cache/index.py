@@ -178,8 +178,6 @@ async def rebuild_index(
                     found.append(info)
     except StorageError as exc:
         log.warning("cannot list the cache to rebuild its index: %s", exc)
-        if metrics is not None:
-            metrics.storage_error(storage.backend, "walk")
         found = []
     found.sort(key=lambda info: info.modified)
     index = CacheIndex(max_size, metrics)
