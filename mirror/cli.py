@@ -76,13 +76,15 @@ _FLAG_SETTINGS = {
 def config_from_args(args: argparse.Namespace) -> Config:
     """Load the configuration with the command line's flags on top."""
     overrides: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
     for attr, dotted in _FLAG_SETTINGS.items():
         value = getattr(args, attr, None)
         if value is not None:
             overrides[dotted] = value
+            spelled[dotted] = "--" + attr.replace("_", "-")
     if args.upstream:
         overrides["upstreams"] = [parse_upstream_flag(v) for v in args.upstream]
-    return load_config(args.config, overrides)
+    return load_config(args.config, overrides, spelled=spelled)
 
 
 def build_parser() -> argparse.ArgumentParser:
