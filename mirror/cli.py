@@ -263,6 +263,9 @@ def gc(config: Config) -> int:
           f"kept {report.kept} pinned or in use; {report.failed} failed")  # fmt: skip
     for entry in report.removed:
         print(f"  evicted {entry.key} ({entry.size} bytes)")
+    for upstream, usage in result.unconfigured.items():
+        print(f"  upstream {upstream} is not in the configuration: its {usage.objects} "
+              f"objects ({usage.bytes} bytes) count toward the budget and age out")  # fmt: skip
     print(f"cache: {report.size_after} bytes in {result.entries} objects, budget "
           f"{result.max_size}; {result.partials} partial objects swept")  # fmt: skip
     return 1 if report.failed else 0
@@ -279,6 +282,9 @@ def verify(config: Config, *, quarantine: bool) -> int:
         print(f"  damaged: {key}")
     for key in report.unreadable:
         print(f"  unreadable: {key}")
+    for upstream, objects in report.unconfigured.items():
+        print(f"  upstream {upstream} is not in the configuration: its {objects} blobs "
+              "and manifests were checked as well")  # fmt: skip
     print(f"{len(report.damaged)} damaged ({report.deleted} removed, {report.quarantined} "
           f"quarantined), {len(report.unreadable)} unreadable")  # fmt: skip
     return 0 if report.ok else 1

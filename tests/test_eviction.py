@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from mirror.app import CACHE, METRICS
 from mirror.oci import parse_digest
@@ -235,3 +237,28 @@ async def test_start_over_budget_evicts_at_once(
         await settle(mirror.app)
         assert sum(content_on_disk(tmp_path).values()) <= 50_000 * 0.65
         assert all(cached(tmp_path, up, all_images[-1]))
+
+
+async def test_objects_of_an_upstream_no_longer_configured_count_and_age_out(
+    up: FakeUpstream, http: aiohttp.ClientSession, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    old = images(up, 2)
+    async with run_mirror(mirror_config(tmp_path, up.url)) as mirror:
+        for image in old:
+            await pull(http, mirror.url, image)
+        await settle(mirror.app)
+    left_behind = sum(content_on_disk(tmp_path).values())
+    caplog.set_level(logging.INFO, logger="mirror.cache.manager")
+    async with FakeUpstream() as other:
+        new = [add_image(other, f"team/new{i}", "1", [noise(LAYER, 50 + i)]) for i in range(3)]
+        async with run_mirror(mirror_config(tmp_path, other.url, cache=BUDGET)) as mirror:
+            index = mirror.app[CACHE].storage.index
+            assert index.size == left_behind  # on disk, so counted
+            for image in new:
+                await pull(http, mirror.url, image)
+                await settle(mirror.app)
+            assert index.size == sum(content_on_disk(tmp_path).values()) <= BUDGET["max_size"]
+            assert all(gone(tmp_path, up, image) for image in old)  # the oldest, never used
+            assert all(cached(tmp_path, other, new[-1]))
+    assert f"of upstream {upstream_name(up)}, which the configuration does not name" in caplog.text

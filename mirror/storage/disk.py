@@ -202,7 +202,8 @@ class DiskStorage:
         found: list[ObjectInfo] = []
         for dirpath, dirnames, filenames in os.walk(start):
             if Path(dirpath) == self._root:
-                dirnames[:] = [d for d in dirnames if d != PARTIAL_DIR]
+                # Hidden folders are the backend's and the fills' own (partials, spools).
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for name in filenames:
                 path = Path(dirpath, name)
                 key = path.relative_to(self._root).as_posix()
