@@ -346,8 +346,8 @@ def load_config(
 
     ``overrides`` maps dotted setting paths to values; ``upstreams`` replaces
     the whole list. ``spelled`` says how the user wrote each override
-    (``tag_ttl`` -> ``--tag-ttl``): an error names the setting as the user
-    set it, the flag, the environment variable or the file's field.
+    (``tag_ttl`` -> ``--tag-ttl``): an error about a setting that a flag or an
+    environment variable set names that flag or variable too.
     """
     env = os.environ if environ is None else environ
     if path is None and env.get("MIRROR_CONFIG"):

@@ -53,11 +53,14 @@ class ConfigError(ValueError):
         return ConfigError(names[self.setting] + str(self)[len(self.setting) :])
 
     def sourced(self, sources: Mapping[str, str]) -> ConfigError:
-        """This error naming the flag or variable that set it: ``MIRROR_TAG_TTL (tag_ttl): ...``."""
+        """This error naming the flag or variable that set it: ``tag_ttl: ... (set by --tag-ttl)``.
+
+        ``sources`` maps a setting to the flag or environment variable that set it.
+        """
         source = sources.get(self.setting)
         if source is None or source == self.setting:
             return self
-        return self.renamed({self.setting: f"{source} ({self.setting})"})
+        return ConfigError(f"{self} (set by {source})")
 
 
 def parse_size(value: object, where: str) -> int:
