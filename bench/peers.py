@@ -101,9 +101,11 @@ def upstream_peer(registry: UpstreamRegistry) -> Peer:
     return Peer("upstream", registry.url, registry.process, registry.workdir)
 
 
-def start_mirror(workdir: Path, upstream_url: str) -> Peer:
-    """Our mirror over a fresh disk cache in ``workdir/mirror``."""
-    root = workdir / "mirror"
+def start_mirror(
+    workdir: Path, upstream_url: str, *, name: str = "mirror", source: Path = REPO_ROOT
+) -> Peer:
+    """Our mirror over a fresh disk cache in ``workdir/<name>``, run from the tree ``source``."""
+    root = workdir / name
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     argv = [
@@ -112,14 +114,14 @@ def start_mirror(workdir: Path, upstream_url: str) -> Peer:
         "--cache-dir", str(root / "cache"),
         "--upstream", upstream_url,
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    process = start_process("mirror", argv, log_path=root / "mirror.log", cwd=root, env=env)
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    process = start_process(name, argv, log_path=root / "mirror.log", cwd=root, env=env)
     wait_for_http(f"http://127.0.0.1:{port}/v2/", process, timeout=30)
 
     def holds(hex_digest: str, size: int) -> bool:
         return any(p.stat().st_size == size for p in (root / "cache").rglob(hex_digest))
 
-    return Peer("mirror", f"http://127.0.0.1:{port}", process, root, holds=holds)
+    return Peer(name, f"http://127.0.0.1:{port}", process, root, holds=holds)
 
 
 def start_mirror_s3(workdir: Path, upstream_url: str, s3: MotoS3) -> Peer:

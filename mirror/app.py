@@ -11,7 +11,7 @@ from aiohttp import web
 
 from mirror.cache.manager import CacheManager, track
 from mirror.config import Config, UpstreamConfig
-from mirror.lifecycle import CONFIG_ERROR, ShutdownClock, StartupError
+from mirror.lifecycle import ShutdownClock
 from mirror.metrics import Metrics
 from mirror.proxy.blobs import BlobStore
 from mirror.proxy.downloads import Downloads
@@ -37,7 +37,7 @@ from mirror.routes.keys import (
 from mirror.routes.middleware import oci_errors
 from mirror.routing import Router
 from mirror.storage.base import Storage, StorageError
-from mirror.storage.disk import DiskStorage
+from mirror.storage.factory import open_storage
 from mirror.storage.memo import MemoStorage
 from mirror.upstream.base import Upstream
 from mirror.upstream.client import UpstreamClient
@@ -55,42 +55,17 @@ FILLS = web.AppKey("fills", Downloads)  # the running downloads ("fills")
 SHUTDOWN = web.AppKey("shutdown", ShutdownClock)
 
 
-async def open_storage(config: Config, metrics: Metrics) -> Storage:
-    """The configured storage backend, ready for use; :class:`StartupError` if it cannot be."""
-    if config.storage.backend == "s3":
-        from botocore.exceptions import InvalidRegionError
-
-        from mirror.storage.s3 import S3Storage  # imported only when used
-
-        # An upload younger than one fill's time limit may be another mirror's live fill.
-        stale = config.fill.total_timeout + 600
-        try:
-            return await S3Storage.open(config.storage.s3, stale_upload_age=stale)
-        except ValueError as exc:  # botocore refuses the region or the endpoint URL
-            setting = "region" if isinstance(exc, InvalidRegionError) else "endpoint_url"
-            raise StartupError(f"storage.s3.{setting}: {exc}", CONFIG_ERROR) from None
-    try:
-        return DiskStorage(config.storage.path)
-    except OSError as exc:
-        raise StartupError(
-            f"storage.path: cannot create the cache directory {str(config.storage.path)!r}: "
-            f"{exc.strerror or exc}",
-            CONFIG_ERROR,
-        ) from None
-
-
 def spool_dir(config: Config) -> Path:
     """Where downloads keep spool files when the backend has no local partials."""
     return config.storage.path / ".spool"
 
 
-async def _sweep(storage: Storage, metrics: Metrics) -> None:
+async def _sweep(storage: Storage) -> None:
     try:
         swept = await storage.sweep_partials()
     except StorageError as exc:
         # A cache that is down at start must not stop the mirror: pulls are served through.
         log.warning("cannot sweep partial objects: %s", exc)
-        metrics.storage_error(storage.backend, "sweep")
         return
     if swept:
         log.info("removed %d partial objects left by an earlier run", swept)
@@ -111,12 +86,13 @@ def _upstream(
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     metrics = app[METRICS]
-    backend = await open_storage(config, metrics)
-    await _sweep(backend, metrics)
+    backend = await open_storage(config, metrics)  # instrumented: timed and counted
+    await _sweep(backend)
     # Everything below reads and writes through the tracked storage, so the
     # cache index sees every commit, hit and delete.
     # Small objects are also kept in memory; the memo sits under the tracker
-    # so that every delete (eviction, purge) goes through it and forgets the key.
+    # so that every delete (eviction, purge) goes through it and forgets the key,
+    # and above the instrumented backend, so a memory hit is not a storage operation.
     storage = await track(MemoStorage(backend, config.cache.memory), config, metrics)
     session = client_session()  # for the configured upstreams' own origins
     wired = {u.name: _upstream(config, u, session, metrics) for u in config.upstreams}
@@ -152,9 +128,9 @@ def _add_proxy(
     """The proxy's stores, one per resource, for the handlers."""
     config, metrics = app[CONFIG], app[METRICS]
     redirect = config.storage.backend == "s3" and config.storage.s3.redirect
-    app[BLOBS] = BlobStore(storage, downloads, metrics, redirect=redirect)
+    app[BLOBS] = BlobStore(storage, downloads, redirect=redirect)
     app[MANIFESTS] = ManifestStore(storage, metrics)
-    records = TagRecords(storage, metrics)
+    records = TagRecords(storage)
     app[TAGS] = TagService(records, app[MANIFESTS], policies)
     app[LISTINGS] = Listings(records, policies)
 

@@ -357,22 +357,31 @@ def load_config(
     path: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    spelled: Mapping[str, str] | None = None,
 ) -> Config:
     """Defaults < TOML file < ``MIRROR_*`` environment < ``overrides`` (CLI flags).
 
     ``overrides`` maps dotted setting paths to values; ``upstreams`` replaces
-    the whole list.
+    the whole list. ``spelled`` says how the user wrote each override
+    (``tag_ttl`` -> ``--tag-ttl``): an error about a setting that a flag or an
+    environment variable set names that flag or variable too.
     """
     env = os.environ if environ is None else environ
     if path is None and env.get("MIRROR_CONFIG"):
         path = Path(env["MIRROR_CONFIG"])
     tree: dict[str, Any] = read_toml(path) if path is not None else {}
+    names: dict[str, str] = {}
     for name, dotted in ENV_SETTINGS.items():
         if name in env:
             set_path(tree, dotted, env[name])
+            names[dotted] = name
     for dotted, value in (overrides or {}).items():
         set_path(tree, dotted, value)
+        names[dotted] = (spelled or {}).get(dotted, dotted)
     if "upstream" in tree and "upstreams" in tree and "upstreams" not in (overrides or {}):
         # A single --upstream/MIRROR_UPSTREAM URL replaces the file's list.
         del tree["upstreams"]
-    return build_config(tree, env)
+    try:
+        return build_config(tree, env)
+    except ConfigError as exc:
+        raise exc.sourced(names) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -274,3 +275,28 @@ async def test_a_blob_evicted_between_lookup_and_open_is_served_whole(
     assert raced == [path]
     assert status == 200
     assert body == data
+
+
+async def test_objects_of_an_upstream_no_longer_configured_count_and_age_out(
+    up: FakeUpstream, http: aiohttp.ClientSession, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    old = images(up, 2)
+    async with run_mirror(mirror_config(tmp_path, up.url)) as mirror:
+        for image in old:
+            await pull(http, mirror.url, image)
+        await settle(mirror.app)
+    left_behind = sum(content_on_disk(tmp_path).values())
+    caplog.set_level(logging.INFO, logger="mirror.cache.manager")
+    async with FakeUpstream() as other:
+        new = [add_image(other, f"team/new{i}", "1", [noise(LAYER, 50 + i)]) for i in range(3)]
+        async with run_mirror(mirror_config(tmp_path, other.url, cache=BUDGET)) as mirror:
+            index = mirror.app[CACHE].storage.index
+            assert index.size == left_behind  # on disk, so counted
+            for image in new:
+                await pull(http, mirror.url, image)
+                await settle(mirror.app)
+            assert index.size == sum(content_on_disk(tmp_path).values()) <= BUDGET["max_size"]
+            assert all(gone(tmp_path, up, image) for image in old)  # the oldest, never used
+            assert all(cached(tmp_path, other, new[-1]))
+    assert f"of upstream {upstream_name(up)}, which the configuration does not name" in caplog.text

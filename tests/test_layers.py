@@ -36,9 +36,6 @@ LAYERS: list[tuple[str, int, tuple[str, ...]]] = [
     ("storage", 2, ("mirror.storage",)),
     ("vocabulary", 1, ("mirror",)),  # oci, errors, config, metrics, stored, ...
 ]
-# Imports that cross a layer and will be gone when the storage factory lands
-# (issue 12, the storage side): maintenance opens the storage through the app.
-PENDING: set[tuple[str, str]] = {("mirror.cache.maintenance", "mirror.app")}
 # Routes hand over what the proxy answers; keys, descriptors and storage errors
 # stay below them.
 FORBIDDEN = [("mirror.routes", "mirror.storage")]
@@ -85,8 +82,6 @@ def edges() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(("source", "target"), edges())
 def test_imports_point_down(source: str, target: str) -> None:
-    if (source, target) in PENDING:
-        return
     source_layer, source_rank = layer_of(source)
     target_layer, target_rank = layer_of(target)
     assert source_layer == target_layer or target_rank < source_rank, (
@@ -100,7 +95,6 @@ def test_every_module_has_a_layer_and_the_table_is_read() -> None:
     assert len(MODULES) > 50
     for module in MODULES:
         layer_of(module)
-    assert all(edge in edges() for edge in PENDING), "a pending import is gone: drop it"
 
 
 def test_only_routes_and_the_app_touch_aiohttp_web() -> None:

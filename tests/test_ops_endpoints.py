@@ -18,6 +18,7 @@ from mirror.metrics import (
     SOURCES,
     STATUS_CLASSES,
 )
+from mirror.storage.instrumented import ACTIONS
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.mirror_app import mirror_config, run_mirror
 from tests.support.processes import free_port
@@ -46,7 +47,8 @@ EXPECTED_SAMPLES = {
     "mirror_cache_evictions_total",
     "mirror_cache_evicted_bytes_total",
 }
-STORAGE_ACTIONS = {"stat", "get", "put", "delete", "touch", "commit", "write", "walk"}
+# Every operation of the storage protocol, and the fill's local spool.
+STORAGE_ACTIONS = {*ACTIONS, "spool"}
 
 
 def closed_label_sets(upstream: str) -> dict[str, set[str]]:

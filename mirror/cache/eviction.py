@@ -18,7 +18,7 @@ through :class:`TrackedStorage`, so the index and the gauges stay exact, and
 a later pull of an evicted object is simply a miss: it is fetched and
 verified again, never served empty.
 
-Passes (and purges, see :mod:`mirror.cache.contents`) run one at a time under
+Passes (and purges, see :mod:`mirror.cache.inventory`) run one at a time under
 :attr:`Evictor.lock`.
 """
 
@@ -163,7 +163,6 @@ class Evictor:
             await self._storage.delete(entry.key)
         except StorageError as exc:
             log.warning("cannot evict %s: %s", entry.key, exc)
-            self._metrics.storage_error(self._storage.backend, "delete")
             return False
         self._metrics.evicted(entry.metric_kind, entry.size)
         return True

@@ -5,7 +5,10 @@ the storage itself changed them (a failing disk, a hand edit, a bug in a
 backend). A damaged object is deleted, or with ``quarantine`` first copied
 under :func:`mirror.storage.layout.quarantine_key` for inspection, so the
 next pull fetches a good copy. Only the storage protocol is used, so this
-works the same on disk and S3.
+works the same on disk and S3. The whole key space is checked, whatever
+upstreams the configuration names: a cache filled under another
+configuration is checked all the same. Quarantined objects are not checked
+again.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ class VerifyReport:
     unreadable: list[str] = field(default_factory=list)
     quarantined: int = 0
     deleted: int = 0
+    #: blobs and manifests checked of each upstream the configuration does not name
+    unconfigured: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -40,13 +45,21 @@ class VerifyReport:
 
 
 async def verify(storage: Storage, upstreams: list[str], *, quarantine: bool) -> VerifyReport:
-    """Check every blob and manifest of ``upstreams``."""
+    """Check every blob and manifest in ``storage``, of whatever upstream.
+
+    ``upstreams`` are the configured ones: objects of any other upstream are
+    checked as well, and counted in :attr:`VerifyReport.unconfigured`.
+    """
     report = VerifyReport()
-    for upstream in upstreams:
-        async for info in storage.walk(f"{upstream}/"):
-            parsed = layout.parse_content_key(info.key)
-            if parsed is not None:
-                await _check(storage, info, parsed[1], parsed[2], report, quarantine)
+    async for info in storage.walk(""):
+        parsed = layout.parse_content_key(info.key)
+        if parsed is None:
+            continue  # a tag record (nothing to hash), the probe, the quarantine
+        upstream, kind, digest = parsed
+        if upstream not in upstreams:
+            report.unconfigured[upstream] = report.unconfigured.get(upstream, 0) + 1
+        await _check(storage, info, kind, digest, report, quarantine)
+    report.unconfigured = dict(sorted(report.unconfigured.items()))
     return report
 
 

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from mirror.errors import CacheUnreadable
-from mirror.metrics import Metrics
 from mirror.oci import Digest
 from mirror.proxy.cache_io import CacheIO
 from mirror.proxy.download import Download, Follower, OnCut
@@ -138,11 +137,9 @@ BlobSource = CachedFile | StoredBlob | Redirect | Following
 class BlobStore:
     """Finds blobs in the cache, or starts (or joins) their download."""
 
-    def __init__(
-        self, storage: Storage, downloads: Downloads, metrics: Metrics, *, redirect: bool
-    ) -> None:
+    def __init__(self, storage: Storage, downloads: Downloads, *, redirect: bool) -> None:
         self._storage = storage
-        self._cache = CacheIO(storage, metrics)
+        self._cache = CacheIO(storage)
         self._downloads = downloads
         self._redirect = redirect
 

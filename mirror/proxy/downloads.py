@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from pathlib import Path
 
 from mirror.config import FillConfig
@@ -153,16 +152,12 @@ class Downloads:
         except StorageError as exc:
             # The pull still succeeds, served through without caching.
             log.warning("cannot cache %s (%s); serving it through", key, exc)
-            self._metrics.storage_error(self._storage.backend, "write")
             return None
 
     async def _commit(self, download: Download, writer: BlobWriter) -> None:
-        started = time.monotonic()
         try:
             await writer.commit()
         except StorageError as exc:
             log.warning("cannot commit %s (%s)", download.key, exc)
-            self._metrics.storage_error(self._storage.backend, "commit")
             return
         download.committed = True
-        self._metrics.storage_operation(self._storage.backend, "commit", time.monotonic() - started)

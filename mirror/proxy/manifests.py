@@ -67,7 +67,7 @@ class ManifestStore:
     """Reads, writes and fetches manifests by digest."""
 
     def __init__(self, storage: Storage, metrics: Metrics) -> None:
-        self._cache = CacheIO(storage, metrics)
+        self._cache = CacheIO(storage)
         self._metrics = metrics
         self._flight: SingleFlight[tuple[str, str], StoredManifest] = SingleFlight()
         # Key -> media type of manifests that passed the check in this process:

@@ -9,7 +9,6 @@ type that is not a manifest type, is ignored.
 from __future__ import annotations
 
 from mirror.accept import Accepted
-from mirror.metrics import Metrics
 from mirror.proxy.cache_io import CacheIO
 from mirror.storage import layout
 from mirror.storage.base import Storage
@@ -19,8 +18,8 @@ from mirror.stored import TagRecord, decode_record
 class TagRecords:
     """Reads and writes tag records; storage failures are logged, not raised."""
 
-    def __init__(self, storage: Storage, metrics: Metrics) -> None:
-        self._cache = CacheIO(storage, metrics)
+    def __init__(self, storage: Storage) -> None:
+        self._cache = CacheIO(storage)
 
     async def get(self, upstream: str, repository: str, tag: str, variant: str) -> TagRecord | None:
         """The record of this Accept variant."""

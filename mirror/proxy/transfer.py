@@ -258,7 +258,6 @@ class Transfer:
         try:
             await self.writer.write(data)
         except StorageError as exc:
-            self._metrics.storage_error(self._backend, "write")
             log.warning("cache write of %s failed (%s); serving it through",
                         self.download.key, exc)  # fmt: skip
             await abort_quietly(self.writer)

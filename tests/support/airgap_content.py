@@ -32,7 +32,7 @@ from mirror.config import Config, build_config
 from mirror.oci import OCI_MANIFEST, Digest, parse_digest
 from mirror.progress import make_reporter
 from mirror.storage import layout
-from mirror.storage.base import BlobWriter, DelegatingWriter
+from mirror.storage.base import BlobWriter, WriterWrapper
 from mirror.storage.disk import DiskStorage
 from mirror.stored import StoredManifest
 from tests.support.images import ImageSet
@@ -219,7 +219,7 @@ class DiskContent:
         return found
 
 
-class _CountingWriter(DelegatingWriter):
+class _CountingWriter(WriterWrapper):
     def __init__(self, inner: BlobWriter, content: DiskContent) -> None:
         super().__init__(inner)
         self.content = content
