@@ -15,6 +15,7 @@ from typing import Any
 from mirror import __version__
 from mirror.cache.pins import parse_pins
 from mirror.config import Config, ConfigError, UpstreamConfig, load_config, parse_upstream_flag
+from mirror.config_report import settings_lines, upstream_warnings
 from mirror.config_security import SecurityConfig, describe_security
 from mirror.config_trust import describe_trust
 from mirror.config_values import redact_url
@@ -155,10 +156,7 @@ def describe_storage_and_upstreams(config: Config) -> list[str]:
         if config.storage.backend == "s3"
         else str(config.storage.path.resolve())
     )
-    lines = [
-        f"cache: {config.storage.backend} at {where}"
-        + (f", budget {config.cache.max_size} bytes" if config.cache.max_size else ""),
-    ]
+    lines = [f"cache: {config.storage.backend} at {where}"]
     if config.offline:
         lines.append("offline: no upstream will be contacted")
     for upstream in config.upstreams:
@@ -166,6 +164,7 @@ def describe_storage_and_upstreams(config: Config) -> list[str]:
         auth = " as " + upstream.username if upstream.username else ""
         lines.append(f"upstream {upstream.name}{mark}: {upstream.url}{auth}")
         lines.append(f"upstream {upstream.name} {_redirects(upstream)}")
+    lines += settings_lines(config)
     # No credential in a URL may reach a terminal or a log, whatever slipped through.
     return [redact_url(line) for line in lines]
 
@@ -188,6 +187,8 @@ def serve(config: Config) -> int:
         logging.getLogger(name).setLevel(logging.INFO)  # shown even with --log-level warning
     for line in describe_storage_and_upstreams(config):
         logging.getLogger("mirror.startup").info("%s", line)
+    for line in upstream_warnings(config):
+        logging.getLogger("mirror.startup").warning("%s", line)
     try:
         asyncio.run(run_server(config))
     except StartupError as exc:
@@ -211,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("configuration is valid")
         for line in describe(config):
             print("  " + line)
+        for line in upstream_warnings(config):
+            print("  warning: " + line)
         return 0
     if args.command == "healthcheck":
         return healthcheck(config)
