@@ -27,6 +27,7 @@ import aiohttp
 from mirror.config import UpstreamConfig
 from mirror.errors import UpstreamTimeout, UpstreamUnauthorized, UpstreamUnavailable
 from mirror.upstream.egress import Egress, Origin
+from mirror.upstream.failures import Timeouts, describe_failure
 
 # Tokens are renewed this long before they expire, to survive clock skew and
 # a request that takes a while to reach the upstream.
@@ -179,7 +180,9 @@ class Authenticator:
             refused = self._egress.refused_at_connect(exc, "realm")
             if refused is not None:
                 raise refused from exc
-            raise UpstreamTimeout(f"token service unreachable: {type(exc).__name__}") from exc
+            timeouts = Timeouts(self._config.connect_timeout, self._config.read_timeout)
+            what = describe_failure(exc, params["realm"], timeouts)
+            raise UpstreamTimeout(f"token service unreachable: {what}") from exc
         except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
             raise UpstreamUnavailable("token service sent no JSON") from exc
         return _token_from(document)

@@ -18,6 +18,7 @@ import aiohttp
 
 from mirror.errors import UpstreamUnavailable
 from mirror.numbers import parse_count
+from mirror.upstream.failures import Timeouts, describe_failure
 
 _SKIP_CHUNK = 256 * 1024
 
@@ -25,8 +26,11 @@ _SKIP_CHUNK = 256 * 1024
 class BlobResponse:
     """An upstream's answer to a blob GET from ``offset`` on (see the module doc)."""
 
-    def __init__(self, resp: aiohttp.ClientResponse, offset: int, read_size: int) -> None:
+    def __init__(
+        self, resp: aiohttp.ClientResponse, offset: int, read_size: int, idle_timeout: float
+    ) -> None:
         self._resp = resp
+        self._idle_timeout = idle_timeout
         # The upstream ignored Range and sends the whole blob again.
         self._skip = offset if resp.status == 200 else 0
         self.total_size = _total_size(resp)
@@ -46,7 +50,9 @@ class BlobResponse:
             async for chunk in content.iter_any():
                 yield chunk
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
-            raise UpstreamUnavailable(f"upstream download broke off: {type(exc).__name__}") from exc
+            timeouts = Timeouts(connect=0, read=self._idle_timeout)
+            what = describe_failure(exc, str(self._resp.url), timeouts)
+            raise UpstreamUnavailable(f"upstream download broke off: {what}") from exc
 
 
 def _total_size(resp: aiohttp.ClientResponse) -> int | None:

@@ -46,6 +46,7 @@ from mirror.upstream.auth import Authenticators
 from mirror.upstream.base import Listing, ManifestBody, ManifestHead
 from mirror.upstream.blobs import BlobResponse
 from mirror.upstream.egress import Egress, Origin, origin
+from mirror.upstream.failures import Timeouts, describe_failure
 from mirror.upstream.retry import backoff, retry_delay
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class UpstreamClient:
         """GET a manifest's bytes (at most 4 MiB, as distribution allows)."""
         resource = _manifest(repository, reference)
         async with self._request("GET", resource, _accept(accept)) as resp:
-            body = await _read_limited(resp, MAX_MANIFEST_BYTES)
+            body = await _read_limited(resp, MAX_MANIFEST_BYTES, self.config.read_timeout)
             self._metrics.fetched(self.name, len(body))
             return ManifestBody(
                 body, resp.headers.get("Content-Type"), resp.headers.get(DIGEST_HEADER)
@@ -137,7 +138,7 @@ class UpstreamClient:
             headers["Range"] = f"bytes={offset}-"
         resource = _blob(repository, digest)
         async with self._request("GET", resource, headers, read_timeout=idle_timeout) as resp:
-            yield BlobResponse(resp, offset, read_size)
+            yield BlobResponse(resp, offset, read_size, idle_timeout)
 
     async def tags(self, repository: str, query: dict[str, str]) -> Listing:
         """GET the repository's tag list."""
@@ -152,7 +153,7 @@ class UpstreamClient:
     async def _listing(self, resource: _Resource, query: dict[str, str]) -> Listing:
         """GET a small JSON listing, passed through."""
         async with self._request("GET", resource, CIMultiDict(), query=query) as resp:
-            body = await _read_limited(resp, MAX_LISTING_BYTES)
+            body = await _read_limited(resp, MAX_LISTING_BYTES, self.config.read_timeout)
             self._metrics.fetched(self.name, len(body))
             extra = {k: v for k, v in resp.headers.items() if k.lower().startswith("oci-")}
             return Listing(
@@ -172,7 +173,12 @@ class UpstreamClient:
             ) as resp:
                 return resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise UpstreamTimeout(f"{self.name} unreachable: {type(exc).__name__}") from exc
+            raise self._unreachable(exc, self.config.url) from exc
+
+    def _unreachable(self, exc: BaseException, url: str) -> UpstreamTimeout:
+        """The 504 for a request to ``url`` that got no HTTP answer, saying what failed."""
+        timeouts = Timeouts(self.config.connect_timeout, self.config.read_timeout)
+        return UpstreamTimeout(f"{self.name} unreachable: {describe_failure(exc, url, timeouts)}")
 
     # ---------------------------------------------------------------- machinery
 
@@ -328,7 +334,7 @@ class UpstreamClient:
             if refused is not None:
                 raise refused from exc
             self._metrics.upstream_response(self.name, method, 0, time.monotonic() - started)
-            raise UpstreamTimeout(f"{self.name} unreachable: {type(exc).__name__}") from exc
+            raise self._unreachable(exc, url) from exc
         self._metrics.upstream_response(self.name, method, resp.status, time.monotonic() - started)
         return resp
 
@@ -339,7 +345,7 @@ def _accept(accept: Sequence[str]) -> CIMultiDict[str]:
     return CIMultiDict(("Accept", value) for value in accept)
 
 
-async def _read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+async def _read_limited(resp: aiohttp.ClientResponse, limit: int, read_timeout: float) -> bytes:
     if resp.content_length is not None and resp.content_length > limit:
         raise UpstreamUnavailable(f"upstream answer of {resp.content_length} bytes is too large")
     chunks: list[bytes] = []
@@ -351,5 +357,6 @@ async def _read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
                 raise UpstreamUnavailable("upstream answer is too large")
             chunks.append(chunk)
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise UpstreamTimeout(f"upstream answer broke off: {type(exc).__name__}") from exc
+        what = describe_failure(exc, str(resp.url), Timeouts(connect=0, read=read_timeout))
+        raise UpstreamTimeout(f"upstream answer broke off: {what}") from exc
     return b"".join(chunks)
