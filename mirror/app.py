@@ -103,7 +103,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[STORAGE], app[FILLS], app[CACHE] = storage, downloads, cache
     app[ROUTER] = Router(config, upstreams)
     _add_proxy(app, storage, downloads, policies)
-    app[READINESS] = ReadinessChecks(backend, upstreams, offline=config.offline)  # bare backend
+    health = {n: u.health for n, u in upstreams.items() if isinstance(u, UpstreamClient)}
+    app[READINESS] = ReadinessChecks(
+        backend, upstreams, health,  # the bare backend: the probe key stays out of the index
+        offline=config.offline, require_upstream=config.readiness_require_upstream,
+    )  # fmt: skip
     cache.start()
     metrics.upstreams_configured(upstreams)
     try:

@@ -68,6 +68,7 @@ ENV_SETTINGS = {
     "MIRROR_ADMIN_TOKEN": "admin.token",
     "MIRROR_METRICS_LISTEN": "metrics.listen",
     "MIRROR_SHUTDOWN_GRACE": "shutdown_grace",
+    "MIRROR_READINESS_REQUIRE_UPSTREAM": "readiness.require_upstream",
 }
 
 
@@ -153,6 +154,8 @@ class Config:
     trust: TrustSettings = field(default_factory=TrustSettings)
     #: ``[tls]``, ``[auth]``, ``[rate_limit]`` (mirror.config_security)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    #: ``readiness.require_upstream``: /readyz fails while an upstream is down
+    readiness_require_upstream: bool = False
 
     @property
     def default_upstream(self) -> UpstreamConfig:
@@ -290,7 +293,7 @@ def _log(raw: Mapping[str, Any]) -> LogConfig:
 _TOP_LEVEL = {
     "listen", "offline", "upstream", "upstreams", "upstream_username", "upstream_password",
     "tag_ttl", "max_stale", "storage", "cache", "fill", "log", "admin", "metrics",
-    "auths_file", "shutdown_grace", "trust", "tls", "auth", "rate_limit",
+    "auths_file", "shutdown_grace", "trust", "tls", "auth", "rate_limit", "readiness",
 }  # fmt: skip
 
 
@@ -313,6 +316,8 @@ def build_config(raw: Mapping[str, Any], environ: Mapping[str, str] | None = Non
         parse_listen(metrics["listen"], "metrics.listen") if metrics.get("listen") else None
     )
     upstreams = parse_upstreams(raw, os.environ if environ is None else environ)
+    readiness = sub_table(raw, "readiness", "")
+    reject_unknown(readiness, "readiness", {"require_upstream"})
     return Config(
         listen_host=host,
         listen_port=port,
@@ -327,6 +332,9 @@ def build_config(raw: Mapping[str, Any], environ: Mapping[str, str] | None = Non
         shutdown_grace=parse_duration(raw.get("shutdown_grace", 8), "shutdown_grace"),
         trust=parse_trust(raw, tuple(u.name for u in upstreams)),
         security=parse_security(raw),
+        readiness_require_upstream=parse_bool(
+            readiness.get("require_upstream", False), "readiness.require_upstream"
+        ),
     )
 
 

@@ -38,6 +38,11 @@ def settings_lines(config: Config) -> list[str]:
     lines = [_budget(config)]
     lines += [_freshness(upstream) for upstream in config.upstreams]
     lines.append("admin API: " + ("on (admin.token is set)" if config.admin_token else "off"))
+    lines.append(
+        "/readyz: storage and every upstream (readiness.require_upstream)"
+        if config.readiness_require_upstream
+        else "/readyz: storage only; upstream health is reported, not required"
+    )
     pins = config.cache.pins
     lines.append("pins: " + (", ".join(pins) if pins else "none"))
     if config.storage.backend == "s3":

@@ -21,7 +21,8 @@
     │   ├── TokenRequestInvalid       400 UNSUPPORTED (a token request the mirror cannot read)
     │   └── TooManyRequests           429 TOOMANYREQUESTS (+ Retry-After: a client's rate limit)
     └── UpstreamError                 the upstream failed us
-        ├── UpstreamUnauthorized      401 UNAUTHORIZED (our credentials were refused)
+        ├── UpstreamUnauthorized      401 UNAUTHORIZED (the upstream wants credentials)
+        │   └── CredentialsRefused    401 (the upstream refused the mirror's credentials)
         ├── UpstreamDenied            403 DENIED
         ├── UpstreamRateLimited       429 TOOMANYREQUESTS (+ Retry-After)
         ├── UpstreamUnavailable       502 UNAVAILABLE (5xx, bad answer, digest mismatch)
@@ -212,6 +213,14 @@ class UpstreamUnauthorized(UpstreamError):
 
     status = 401
     code = "UNAUTHORIZED"
+
+
+class CredentialsRefused(UpstreamUnauthorized):
+    """The upstream, or its token service, refused the credentials the mirror sent.
+
+    Every pull of that upstream fails until an operator fixes them: logged as
+    a WARNING and reported by ``/readyz`` (mirror.upstream.health).
+    """
 
 
 class UpstreamDenied(UpstreamError):

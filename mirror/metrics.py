@@ -26,6 +26,7 @@ KINDS = ("manifest", "blob", "tags", "referrers", "other")
 RESULTS = ("hit", "miss", "stale", "revalidated", "error")
 SOURCES = ("cache", "upstream")
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
+UPSTREAM_METHODS = ("GET", "HEAD")
 EVICTED_KINDS = ("blob", "manifest", "tag")
 REFUSED_VIA = ("redirect", "realm")
 REFUSED_REASONS = ("mode", "address", "url")
@@ -144,8 +145,15 @@ class Metrics:
             self._evictions.labels(kind)
 
     def upstreams_configured(self, names: Iterable[str]) -> None:
-        """Export the per-upstream counters of the configured upstreams at zero."""
+        """Export the per-upstream series of the configured upstreams at zero.
+
+        ``mirror_upstream_up`` starts at 0 too: nothing has answered yet.
+        """
         for name in names:
+            self._upstream_up.labels(name)
+            for method in UPSTREAM_METHODS:
+                for status in STATUS_CLASSES:
+                    self._upstream_requests.labels(name, method, status)
             self._fetched.labels(name)
             self._rate_limited.labels(name)
             self._resumes.labels(name)

@@ -47,6 +47,8 @@ EXPECTED_SAMPLES = {
     "mirror_cache_evictions_total",
     "mirror_cache_evicted_bytes_total",
 }
+# /readyz fails while an upstream does (by default only the storage counts: test_readiness.py).
+STRICT = {"require_upstream": True}
 # Every operation of the storage protocol, and the fill's local spool.
 STORAGE_ACTIONS = {*ACTIONS, "spool"}
 
@@ -182,9 +184,12 @@ async def test_readyz_offline_is_ready_without_upstream(
             assert (await resp.json())["checks"]["upstreams"].startswith("offline")
 
 
-async def test_readyz_upstream_down_is_503(http: aiohttp.ClientSession, tmp_path: Path) -> None:
+async def test_readyz_strict_upstream_down_is_503(
+    http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
     port = free_port()
-    async with run_mirror(mirror_config(tmp_path, f"http://127.0.0.1:{port}")) as mirror:
+    config = mirror_config(tmp_path, f"http://127.0.0.1:{port}", readiness=STRICT)
+    async with run_mirror(config) as mirror:
         async with http.get(mirror.url + "/healthz") as resp:
             assert resp.status == 200  # alive all the same
         async with http.get(mirror.url + "/readyz") as resp:
@@ -195,13 +200,13 @@ async def test_readyz_upstream_down_is_503(http: aiohttp.ClientSession, tmp_path
     assert doc["checks"]["storage"] == "ok"
 
 
-async def test_readyz_upstream_5xx_is_503(
+async def test_readyz_strict_upstream_5xx_is_503(
     up: FakeUpstream, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     from tests.support.fake_upstream import Fault
 
     up.add_fault(Fault("/v2/", status=503))
-    async with run_mirror(mirror_config(tmp_path, up.url)) as mirror:
+    async with run_mirror(mirror_config(tmp_path, up.url, readiness=STRICT)) as mirror:
         async with http.get(mirror.url + "/readyz") as resp:
             assert resp.status == 503
             assert "answered 503" in (await resp.json())["reason"]

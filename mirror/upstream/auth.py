@@ -25,7 +25,12 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from mirror.config import UpstreamConfig
-from mirror.errors import UpstreamTimeout, UpstreamUnauthorized, UpstreamUnavailable
+from mirror.errors import (
+    CredentialsRefused,
+    UpstreamTimeout,
+    UpstreamUnauthorized,
+    UpstreamUnavailable,
+)
 from mirror.upstream.egress import Egress, Origin
 from mirror.upstream.failures import Timeouts, describe_failure
 
@@ -92,6 +97,11 @@ class Authenticator:
         raw = f"{self._config.username}:{self._config.password or ''}".encode()
         return "Basic " + base64.b64encode(raw).decode()
 
+    @property
+    def sends_basic(self) -> bool:
+        """Whether requests carry the mirror's credentials themselves (Basic), not a token."""
+        return self._scheme == "basic" and self._basic() is not None
+
     def header_for(self, scope: str) -> str | None:
         """The header to send pre-emptively for ``scope``, if we have one."""
         if self._scheme == "basic":
@@ -118,8 +128,14 @@ class Authenticator:
         if challenge.scheme == "basic":
             self._scheme = "basic"
             header = self._basic()
-            if header is None or header == rejected:
-                raise UpstreamUnauthorized("upstream wants credentials the mirror does not have")
+            if header is None:
+                raise UpstreamUnauthorized(
+                    f"upstream {self._config.name} wants credentials the mirror does not have"
+                )
+            if header == rejected:
+                raise CredentialsRefused(
+                    f"upstream {self._config.name} refused the mirror's credentials"
+                )
             return header
         if challenge.scheme != "bearer" or "realm" not in challenge.params:
             raise UpstreamUnauthorized(f"unsupported upstream auth scheme {challenge.scheme!r}")
@@ -170,9 +186,7 @@ class Authenticator:
                 allow_redirects=False,
             ) as response:  # fmt: skip
                 if response.status in (401, 403):
-                    raise UpstreamUnauthorized(
-                        "the upstream's token service refused the credentials"
-                    )
+                    raise _token_refused(self._config.name, response.status, basic is not None)
                 if response.status != 200:
                     raise UpstreamUnavailable(f"token service answered {response.status}")
                 document = await response.json(content_type=None)
@@ -186,6 +200,19 @@ class Authenticator:
         except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
             raise UpstreamUnavailable("token service sent no JSON") from exc
         return _token_from(document)
+
+
+def _token_refused(name: str, status: int, with_credentials: bool) -> UpstreamUnauthorized:
+    """The error for a token service's 401 or 403: refused credentials, or no anonymous token."""
+    if with_credentials:
+        return CredentialsRefused(
+            f"upstream {name} refused the mirror's credentials (its token service answered "
+            f"{status})"
+        )
+    return UpstreamUnauthorized(
+        f"upstream {name}'s token service refused an anonymous token ({status}): "
+        "the mirror needs credentials for it"
+    )
 
 
 class Authenticators:
@@ -219,6 +246,21 @@ class Authenticators:
                 await authenticator.prefetch(scope)
             return
         await authenticator.answer(challenge, scope, rejected=current)
+
+    def refused(self, at: Origin, scope: str) -> UpstreamUnauthorized:
+        """The error for a 401 from ``at`` after its challenge was answered.
+
+        With Basic the credentials themselves were refused; with a token, the
+        token service took them but the registry refused the token for this
+        repository (Docker Hub answers so for a repository that does not exist).
+        """
+        name = self._config.name
+        if at == self._egress.origin and self._home.sends_basic:
+            return CredentialsRefused(f"upstream {name} refused the mirror's credentials")
+        return UpstreamUnauthorized(
+            f"upstream {name} refused the token it issued for {scope}: the repository may "
+            "not exist, or the mirror's credentials do not give access to it"
+        )
 
     def _authenticator(self, at: Origin) -> Authenticator:
         if at == self._egress.origin:

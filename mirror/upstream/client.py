@@ -32,6 +32,7 @@ from mirror.config import UpstreamConfig
 from mirror.errors import (
     BlobUnknown,
     ClientError,
+    CredentialsRefused,
     ManifestUnknown,
     NameUnknown,
     UpstreamError,
@@ -46,7 +47,8 @@ from mirror.upstream.auth import Authenticators
 from mirror.upstream.base import Listing, ManifestBody, ManifestHead
 from mirror.upstream.blobs import BlobResponse
 from mirror.upstream.egress import Egress, Origin, origin
-from mirror.upstream.failures import Timeouts, describe_failure
+from mirror.upstream.failures import Timeouts, describe_failure, host_and_path
+from mirror.upstream.health import UpstreamHealth
 from mirror.upstream.retry import backoff, retry_delay
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,8 @@ class UpstreamClient:
         self, config: UpstreamConfig, session: aiohttp.ClientSession, metrics: Metrics
     ) -> None:
         self.config = config
+        #: what the last requests and pings learned: for /readyz
+        self.health = UpstreamHealth(config.name)
         self._metrics = metrics
         self._egress = Egress(config, session, metrics)
         self._auth = Authenticators(config, self._egress)
@@ -165,20 +169,42 @@ class UpstreamClient:
             )
 
     async def ping(self) -> int:
-        """GET /v2/ and return the status (401 counts as reachable)."""
+        """GET /v2/ and return the status (401 counts as reachable).
+
+        Counted and recorded like any request, so ``mirror_upstream_up`` and
+        :attr:`health` follow the readiness probes of an idle mirror too.
+        """
         timeout = aiohttp.ClientTimeout(total=self.config.connect_timeout)
+        started = time.monotonic()
         try:
             async with self._egress.direct.get(
                 self.config.url + "/v2/", timeout=timeout, allow_redirects=False
             ) as resp:
+                self._answered("GET", self.config.url + "/v2/", resp.status, started)
                 return resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self._unreachable(exc, self.config.url) from exc
+            raise self._unreachable(exc, "GET", self.config.url, started) from exc
 
-    def _unreachable(self, exc: BaseException, url: str) -> UpstreamTimeout:
+    def _answered(self, method: str, url: str, status: int, started: float) -> None:
+        seconds = time.monotonic() - started
+        self._metrics.upstream_response(self.name, method, status, seconds)
+        self.health.answered(status)
+        # Host and path only: a query (a presigned CDN URL) or headers may carry secrets.
+        log.debug("upstream %s: %s %s -> %d in %.0f ms", self.name, method,
+                  host_and_path(url), status, seconds * 1000)  # fmt: skip
+
+    def _unreachable(
+        self, exc: BaseException, method: str, url: str, started: float
+    ) -> UpstreamTimeout:
         """The 504 for a request to ``url`` that got no HTTP answer, saying what failed."""
+        seconds = time.monotonic() - started
+        self._metrics.upstream_response(self.name, method, 0, seconds)
         timeouts = Timeouts(self.config.connect_timeout, self.config.read_timeout)
-        return UpstreamTimeout(f"{self.name} unreachable: {describe_failure(exc, url, timeouts)}")
+        message = f"{self.name} unreachable: {describe_failure(exc, url, timeouts)}"
+        self.health.failed(message)
+        log.debug("upstream %s: %s %s -> no answer in %.0f ms: %s", self.name, method,
+                  host_and_path(url), seconds * 1000, message)  # fmt: skip
+        return UpstreamTimeout(message)
 
     # ---------------------------------------------------------------- machinery
 
@@ -207,6 +233,8 @@ class UpstreamClient:
                     method, path, headers, scope, query, read_timeout, blob
                 )
             except UpstreamError as exc:
+                if isinstance(exc, CredentialsRefused):
+                    self.health.refused_credentials(exc.message)
                 if not self._should_retry(exc, attempt):
                     raise
                 attempt += 1
@@ -223,6 +251,7 @@ class UpstreamClient:
                 if limit is not None or remaining is not None:
                     self._metrics.upstream_ratelimit(self.name, limit, remaining)
                 raise_for_status(resp, self.name, resource.unknown)
+                self.health.accepted()
                 yield resp
                 return
             finally:
@@ -273,9 +302,9 @@ class UpstreamClient:
             challenge = resp.headers.get("WWW-Authenticate")
             resp.release()
             if not challenge:
-                raise UpstreamUnauthorized("upstream answered 401 without a challenge")
+                raise UpstreamUnauthorized(f"upstream {self.name} answered 401 without a challenge")
             if challenged in answered:
-                raise UpstreamUnauthorized("upstream refused the mirror's credentials")
+                raise self._auth.refused(challenged, scope)
             answered.add(challenged)
             await self._auth.authorize(challenged, scope, challenge)
 
@@ -333,9 +362,8 @@ class UpstreamClient:
             refused = self._egress.refused_at_connect(exc, "redirect")
             if refused is not None:
                 raise refused from exc
-            self._metrics.upstream_response(self.name, method, 0, time.monotonic() - started)
-            raise self._unreachable(exc, url) from exc
-        self._metrics.upstream_response(self.name, method, resp.status, time.monotonic() - started)
+            raise self._unreachable(exc, method, url, started) from exc
+        self._answered(method, url, resp.status, started)
         return resp
 
 

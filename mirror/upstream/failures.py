@@ -38,6 +38,11 @@ def host_of(url: str) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def host_and_path(url: str) -> str:
+    """``host:port/path`` of ``url``: no userinfo, query or fragment (they may hold secrets)."""
+    return host_of(url) + urlsplit(url).path
+
+
 def describe_failure(exc: BaseException, url: str, timeouts: Timeouts) -> str:
     """What went wrong reaching ``url``: DNS, refused, TLS, timeout, or a cut connection."""
     host = host_of(url)
