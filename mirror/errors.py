@@ -19,6 +19,7 @@
     │   ├── Unauthorized              401 UNAUTHORIZED (admin API without its token)
     │   │   └── AuthenticationRequired  401 UNAUTHORIZED with the client-auth challenge
     │   ├── TokenRequestInvalid       400 UNSUPPORTED (a token request the mirror cannot read)
+    │   ├── SelectorRequired          400 UNSUPPORTED (an admin purge that names nothing to purge)
     │   └── TooManyRequests           429 TOOMANYREQUESTS (+ Retry-After: a client's rate limit)
     └── UpstreamError                 the upstream failed us
         ├── UpstreamUnauthorized      401 UNAUTHORIZED (the upstream wants credentials)
@@ -169,6 +170,12 @@ class AuthenticationRequired(Unauthorized):
 
 class TokenRequestInvalid(ClientError):
     """A request to the mirror's token endpoint that it cannot read (OAuth ``invalid_request``)."""
+
+    code = "UNSUPPORTED"
+
+
+class SelectorRequired(ClientError):
+    """An admin request lacks the parameters that say what it is about (a purge of nothing)."""
 
     code = "UNSUPPORTED"
 

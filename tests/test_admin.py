@@ -157,8 +157,8 @@ async def test_purge_repository_and_digest(
 @pytest.mark.parametrize(
     ("query", "status", "code"),
     [
-        ("", 400, "PAGINATION_NUMBER_INVALID"),
-        ("?tag=1", 400, "PAGINATION_NUMBER_INVALID"),
+        ("", 400, "UNSUPPORTED"),  # a purge of nothing (was PAGINATION_NUMBER_INVALID)
+        ("?tag=1", 400, "UNSUPPORTED"),
         ("?repository=Bad..Name", 400, "NAME_INVALID"),
         ("?repository=a&tag=-bad", 400, "MANIFEST_INVALID"),
         ("?digest=sha256:xyz", 400, "DIGEST_INVALID"),

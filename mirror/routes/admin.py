@@ -10,6 +10,11 @@ gets a 401 OCI error. Endpoints:
     remaining cached manifest uses go too. 404 when nothing matched.
 ``POST /admin/gc``
     evict down to the low watermark now.
+
+``repository`` is read as a client names an image (:meth:`Router.resolve`):
+``medium`` is ``library/medium`` when the default upstream is Docker Hub, and
+``ghcr.io/org/app`` names its upstream unless ``upstream`` does. A purge that
+names no repository and no digest is a 400 ``UNSUPPORTED``.
 """
 
 from __future__ import annotations
@@ -21,9 +26,8 @@ from typing import TypeVar
 from aiohttp import web
 
 from mirror.cache.eviction import EvictionReport
-from mirror.docker_hub import official_repository
-from mirror.errors import ManifestUnknown, NameUnknown, QueryInvalid, Unauthorized
-from mirror.oci import Digest, parse_digest, validate_name, validate_tag
+from mirror.errors import ManifestUnknown, NameUnknown, QueryInvalid, SelectorRequired, Unauthorized
+from mirror.oci import Digest, parse_digest, validate_tag
 from mirror.routes.keys import CACHE, CONFIG, ROUTER
 from mirror.upstream.base import Upstream
 
@@ -52,8 +56,7 @@ def _authorize(request: web.Request) -> None:
 async def list_cache(request: web.Request) -> web.Response:
     """What the cache holds."""
     _authorize(request)
-    upstream = _named_upstream(request)
-    repository = _repository(request, upstream)
+    upstream, repository = _selection(request)
     name = upstream.name if upstream is not None else None
     return web.json_response(await request.app[CACHE].describe(name, repository))
 
@@ -61,12 +64,16 @@ async def list_cache(request: web.Request) -> web.Response:
 async def purge(request: web.Request) -> web.Response:
     """Remove a repository, tag or digest from the cache."""
     _authorize(request)
-    upstream = _named_upstream(request) or request.app[ROUTER].default
-    repository = _repository(request, upstream)
+    selected, repository = _selection(request)
+    upstream = selected or request.app[ROUTER].default
     tag = _optional(request, "tag", validate_tag)
     digest: Digest | None = _optional(request, "digest", parse_digest)
     if repository is None and digest is None:
-        raise QueryInvalid("purge needs repository (with an optional tag) or digest")
+        raise SelectorRequired(
+            "purge needs repository (with an optional tag) or digest: "
+            "DELETE /admin/cache?repository=NAME[&tag=TAG] or ?digest=DIGEST",
+            {"parameters": ["upstream", "repository", "tag", "digest"]},
+        )
     if tag is not None and repository is None:
         raise QueryInvalid("tag needs repository")
     report = await request.app[CACHE].purge(upstream.name, repository, tag, digest)
@@ -92,11 +99,14 @@ def _named_upstream(request: web.Request) -> Upstream | None:
     return upstream
 
 
-def _repository(request: web.Request, upstream: Upstream | None) -> str | None:
-    repository = _optional(request, "repository", validate_name)
-    if repository is None or upstream is None:
-        return repository
-    return official_repository(repository, docker_hub=upstream.config.is_docker_hub)
+def _selection(request: web.Request) -> tuple[Upstream | None, str | None]:
+    """The upstream and repository the query names, by the rule pulls follow."""
+    upstream = _named_upstream(request)
+    name = request.query.get("repository")
+    if name is None:
+        return upstream, None
+    target = request.app[ROUTER].resolve(name, upstream.name if upstream is not None else None)
+    return target.upstream, target.repository
 
 
 def _optional(request: web.Request, name: str, parse: Callable[[str], T]) -> T | None:
