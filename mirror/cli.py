@@ -8,7 +8,7 @@ import datetime
 import logging
 import sys
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,25 @@ from mirror.storage.factory import BACKENDS
 log = logging.getLogger("mirror")
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+def _add_config_flags(parser: argparse.ArgumentParser, *groups: str) -> None:
+    """``--config``, the log flags, and the flag ``groups`` that mean something to the command.
+
+    ``cache``: where the cache is, its budget, and the upstreams it holds objects of;
+    ``listen``: where the mirror serves; ``serve``: everything else about serving.
+    """
     add = parser.add_argument
     add("--config", type=Path, help="TOML configuration file (default: $MIRROR_CONFIG)")
-    add("--listen", help="HOST:PORT to serve on (default 0.0.0.0:5000)")
+    add("--log-format", choices=["text", "json"], help="log format (default text)")
+    add("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
+    if "listen" in groups:
+        add("--listen", help="HOST:PORT to serve on (default 0.0.0.0:5000)")
+    if "cache" in groups:
+        _add_cache_flags(parser.add_argument_group("cache").add_argument)
+    if "serve" in groups:
+        _add_serve_flags(parser.add_argument_group("serving").add_argument)
+
+
+def _add_cache_flags(add: Callable[..., argparse.Action]) -> None:
     add("--cache-dir", help="cache directory (disk) or spool directory (s3); default ./data")
     add(
         "--upstream",
@@ -36,8 +51,18 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         metavar="[NAME=]URL",
         help="upstream registry, repeatable (default docker.io=https://registry-1.docker.io)",
     )
+    add("--storage", choices=sorted(BACKENDS), help="cache backend (default disk)")
+    add("--s3-bucket", help="S3 bucket (storage s3)")
+    add("--s3-prefix", help="key prefix inside the bucket")
+    add("--s3-region", help="S3 region")
+    add("--s3-endpoint-url", help="S3 endpoint for MinIO, Ceph RGW, R2, ...")
+    add("--max-size", help="cache budget such as 50GiB (default: unbounded)")
+
+
+def _add_serve_flags(add: Callable[..., argparse.Action]) -> None:
     add("--upstream-username", help="username for the default upstream")
-    add("--upstream-password", help="password or token for the default upstream")
+    add("--upstream-password", help="password or token for the default upstream "
+        "(visible in ps: prefer MIRROR_UPSTREAM_PASSWORD or password_file)")  # fmt: skip
     add("--tag-ttl", help="how long a tag is trusted before it is revalidated (default 5m)")
     add(
         "--offline",
@@ -45,14 +70,6 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="never contact an upstream; serve only what is cached",
     )
-    add("--storage", choices=sorted(BACKENDS), help="cache backend (default disk)")
-    add("--s3-bucket", help="S3 bucket (storage s3)")
-    add("--s3-prefix", help="key prefix inside the bucket")
-    add("--s3-region", help="S3 region")
-    add("--s3-endpoint-url", help="S3 endpoint for MinIO, Ceph RGW, R2, ...")
-    add("--max-size", help="cache budget such as 50GiB (default: unbounded)")
-    add("--log-format", choices=["text", "json"], help="log format (default text)")
-    add("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     add("--metrics-listen", help="HOST:PORT for a separate /metrics listener")  # fmt: skip
     add("--shutdown-grace", help="time SIGTERM leaves requests and downloads to finish (8s)")
 
@@ -86,7 +103,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         if value is not None:
             overrides[dotted] = value
             spelled[dotted] = "--" + attr.replace("_", "-")
-    if args.upstream:
+    if getattr(args, "upstream", None):
         overrides["upstreams"] = [parse_upstream_flag(v) for v in args.upstream]
     return load_config(args.config, overrides, spelled=spelled)
 
@@ -99,15 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"registry-mirror {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the mirror")
-    _add_config_flags(serve)
+    _add_config_flags(serve, "listen", "cache", "serve")
     check = commands.add_parser("check-config", help="validate the configuration and print it")
-    _add_config_flags(check)
+    _add_config_flags(check, "listen", "cache", "serve")
     gc = commands.add_parser("gc", help="enforce the cache budget now and report what went")
-    _add_config_flags(gc)
+    _add_config_flags(gc, "cache")
     verify = commands.add_parser(
         "verify", help="re-hash every cached blob and manifest; remove the damaged ones"
     )
-    _add_config_flags(verify)
+    _add_config_flags(verify, "cache")
     verify.add_argument(
         "--quarantine", action="store_true",
         help="keep damaged objects under _quarantine/ instead of deleting them",
@@ -115,13 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     health = commands.add_parser(
         "healthcheck", help="exit 0 when the mirror on the configured listen address is alive"
     )
-    _add_config_flags(health)
+    _add_config_flags(health, "listen")
     warm = commands.add_parser(
         "warm", help="pull whole images (every platform) through a running mirror to cache them"
     )
     warm.add_argument("references", nargs="*", metavar="IMAGE",
                       help="e.g. alpine:3.20, ghcr.io/org/app@sha256:...")  # fmt: skip
-    warm.add_argument("--mirror", default="http://127.0.0.1:5000", help="the mirror's URL")
+    warm.add_argument("--mirror", default="http://127.0.0.1:5000",
+                      help="the mirror's URL (default: %(default)s)")  # fmt: skip
     warm.add_argument("--file", type=Path, help="read image references from a file, one a line")
     return parser
 
