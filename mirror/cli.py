@@ -43,6 +43,14 @@ def _add_config_flags(parser: argparse.ArgumentParser, *groups: str) -> None:
         _add_serve_flags(parser.add_argument_group("serving").add_argument)
 
 
+def _add_mirror_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mirror", action="append", default=[], metavar="URL",
+        help="a mirror serving this cache, repeatable: afterwards it re-reads the cache "
+        "(POST /admin/cache/reindex with the configured admin token)",
+    )  # fmt: skip
+
+
 def _add_cache_flags(add: Callable[..., argparse.Action]) -> None:
     add("--cache-dir", help="cache directory (disk) or spool directory (s3); default ./data")
     add(
@@ -121,10 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(check, "listen", "cache", "serve")
     gc = commands.add_parser("gc", help="enforce the cache budget now and report what went")
     _add_config_flags(gc, "cache")
+    _add_mirror_flag(gc)
     verify = commands.add_parser(
         "verify", help="re-hash every cached blob and manifest; remove the damaged ones"
     )
     _add_config_flags(verify, "cache")
+    _add_mirror_flag(verify)
     verify.add_argument(
         "--quarantine", action="store_true",
         help="keep damaged objects under _quarantine/ instead of deleting them",
@@ -244,10 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.command == "gc":
-        return gc(config)
-    if args.command == "verify":
-        return verify(config, quarantine=args.quarantine)
+    if args.command in ("gc", "verify"):
+        status = gc(config) if args.command == "gc" else verify(config, quarantine=args.quarantine)
+        return max(status, tell_mirrors(args.mirror, config.admin_token))
     if config.trust.enforcing:
         # Fail closed: a mirror that seemed to enforce a policy it ignores is worse than none.
         print(
@@ -296,6 +305,23 @@ def warm(mirror_url: str, references: list[str], listing: Path | None) -> int:
             f"{result.blobs} blobs, {result.blob_bytes} bytes"
         )
     return 1 if failed else 0
+
+
+def tell_mirrors(urls: list[str], token: str | None) -> int:
+    """Have each running mirror re-read the cache; 1 when one could not be told."""
+    from mirror.admin_client import reindex
+
+    failed = 0
+    for url in urls:
+        answer = reindex(url, token)
+        if answer.error is not None:
+            failed = 1
+            print(f"mirror {redact_url(answer.url)}: not reindexed: {answer.error}")
+            continue
+        print(f"mirror {redact_url(answer.url)}: index reconciled ({answer.removed} dropped, "
+              f"{answer.added} added): {answer.size} bytes in {answer.entries} "
+              "objects")  # fmt: skip
+    return failed
 
 
 def gc(config: Config) -> int:

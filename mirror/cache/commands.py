@@ -5,9 +5,11 @@ whatever upstreams the configuration names; they report the upstreams it
 does not name, so an operator sees that a cache was filled under another
 configuration. They may run while a mirror
 serves from the same cache: deletions only turn later hits into misses.
-The running mirror's index then still counts what was removed until its own
-eviction reaches those entries (deleting a missing key is not an error), so
-its size gauge may read high until then.
+The running mirror's index still counts what was removed until it re-reads
+the cache: ``--mirror URL`` has the command ask it to
+(:mod:`mirror.admin_client`, ``POST /admin/cache/reindex``); otherwise its
+own eviction reaches those entries in time (deleting a missing key is not an
+error), and its size gauge reads high until then.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from cachetools import Cache, LRUCache
 
 from mirror.metrics import Metrics
 from mirror.storage import layout
-from mirror.storage.base import Storage, StorageError
+from mirror.storage.base import ObjectInfo, Storage, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +189,43 @@ async def rebuild_index(
     for info in found:
         index.add(info.key, info.size, accessed=info.modified)
     return index
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciled:
+    """What :func:`reconcile_index` changed."""
+
+    removed: int
+    added: int
+
+
+async def reconcile_index(storage: Storage, index: CacheIndex) -> Reconciled:
+    """Bring a live ``index`` in line with what ``storage`` holds, keeping known recency.
+
+    For a cache another process changed (``registry-mirror gc`` or ``verify``
+    next to a running mirror): entries whose object is gone are dropped, and
+    objects the index does not know are added (as most recently used: a live
+    LRU has no place for an old entry short of a rebuild; they age from now). An
+    entry added or touched after the listing began is kept even if the listing
+    missed it: it may have been committed behind the listing's position.
+    A storage that cannot be listed changes nothing.
+    """
+    started = time.time()
+    listed: dict[str, ObjectInfo] = {}
+    try:
+        async for info in storage.walk(""):
+            if indexed_kind(info.key) is not None:
+                listed[info.key] = info
+    except StorageError as exc:
+        log.warning("cannot list the cache to reconcile its index: %s", exc)
+        return Reconciled(0, 0)
+    gone = [e.key for e in index.entries() if e.key not in listed and e.accessed < started]
+    for key in gone:
+        index.remove(key)
+    new = sorted((i for k, i in listed.items() if k not in index), key=lambda i: i.modified)
+    for info in new:
+        index.add(info.key, info.size, accessed=info.modified)
+    return Reconciled(len(gone), len(new))
 
 
 @dataclass(frozen=True, slots=True)

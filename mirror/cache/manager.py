@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from mirror.cache.eviction import Busy, EvictionReport, Evictor
-from mirror.cache.index import rebuild_index, unconfigured
+from mirror.cache.index import Reconciled, rebuild_index, reconcile_index, unconfigured
 from mirror.cache.inventory import PurgeReport, describe, purge
 from mirror.cache.pins import parse_pins
 from mirror.cache.tracked import TrackedStorage
@@ -65,6 +65,19 @@ class CacheManager:
         """The admin listing, for one upstream or all."""
         upstreams = [upstream] if upstream is not None else self.upstreams
         return await describe(self.storage, upstreams, repository)
+
+    async def reindex(self) -> Reconciled:
+        """Re-read the cache's listing into the index (after ``gc`` or ``verify`` ran beside us).
+
+        Not during an eviction pass, which works from the index; the budget is
+        checked again afterwards, as a commit would.
+        """
+        async with self.evictor.lock:
+            result = await reconcile_index(self.storage, self.storage.index)
+        log.info("cache index reconciled with storage: %d entries dropped, %d added",
+                 result.removed, result.added)  # fmt: skip
+        self.evictor.check()
+        return result
 
     async def purge(
         self,

@@ -10,6 +10,10 @@ gets a 401 OCI error. Endpoints:
     remaining cached manifest uses go too. 404 when nothing matched.
 ``POST /admin/gc``
     evict down to the low watermark now.
+``POST /admin/cache/reindex``
+    re-read the cache's listing into the index, after ``registry-mirror gc``
+    or ``verify`` changed the cache beside the running mirror (they call it
+    with ``--mirror URL``).
 
 ``repository`` is read as a client names an image (:meth:`Router.resolve`):
 ``medium`` is ``library/medium`` when the default upstream is Docker Hub, and
@@ -39,6 +43,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/admin/cache", list_cache, name="admin-cache")
     app.router.add_delete("/admin/cache", purge, name="admin-purge")
     app.router.add_post("/admin/gc", gc, name="admin-gc")
+    app.router.add_post("/admin/cache/reindex", reindex, name="admin-reindex")
 
 
 def _authorize(request: web.Request) -> None:
@@ -86,6 +91,18 @@ async def gc(request: web.Request) -> web.Response:
     """Enforce the budget now."""
     _authorize(request)
     return web.json_response(gc_summary(await request.app[CACHE].gc()))
+
+
+async def reindex(request: web.Request) -> web.Response:
+    """Reconcile the index with the storage: what changed, and what the cache holds now."""
+    _authorize(request)
+    cache = request.app[CACHE]
+    result = await cache.reindex()
+    index = cache.storage.index
+    return web.json_response(
+        {"removed": result.removed, "added": result.added,
+         "entries": len(index), "size": index.size}
+    )  # fmt: skip
 
 
 def _named_upstream(request: web.Request) -> Upstream | None:
