@@ -65,3 +65,22 @@ async def test_a_purge_of_nothing_says_what_it_needs(
     assert "repository" in error["message"]
     assert "digest" in error["message"]
     assert error["detail"] == {"parameters": ["upstream", "repository", "tag", "digest"]}
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "code"),
+    [("repository=unknown.example/app", 403, "DENIED"),
+     ("repository=Bad..Name", 400, "NAME_INVALID"),
+     ("upstream=ghcr.io&repository=app", 404, "NAME_UNKNOWN")],
+)  # fmt: skip
+async def test_names_of_no_configured_upstream_are_refused(
+    hub: tuple[RunningMirror, FakeImage], http: aiohttp.ClientSession, up: FakeUpstream,
+    query: str, status: int, code: str,
+) -> None:  # fmt: skip
+    mirror, _ = hub
+    before = len(up.requests)
+    for method in ("GET", "DELETE"):
+        async with http.request(method, f"{mirror.url}/admin/cache?{query}", headers=AUTH) as resp:
+            assert resp.status == status
+            assert (await resp.json())["errors"][0]["code"] == code
+    assert len(up.requests) == before
