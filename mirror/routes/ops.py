@@ -1,9 +1,10 @@
 """Operations endpoints: ``/metrics``, ``/healthz`` and ``/readyz``.
 
 ``/healthz`` answers 200 while the event loop runs. ``/readyz`` answers 200
-when :mod:`mirror.readiness` finds the cache storage writable and every
-upstream reachable (or the mirror offline); otherwise 503 with a JSON body
-saying which check failed.
+when :mod:`mirror.readiness` finds the cache storage writable (and, with
+``readiness.require_upstream``, every upstream reachable and taking the
+mirror's credentials); otherwise 503. Its JSON body says which check failed
+and reports each upstream's health either way.
 
 ``/metrics`` is served on the main port and, when ``metrics.listen`` is set,
 on a listener of its own (for a port that only the monitoring network reaches).
