@@ -10,7 +10,9 @@ mirror went on counting what gc evicted (``/admin/cache``,
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from mirror.cache.index import CacheIndex, reconcile_index
+from mirror.oci import parse_digest
+from mirror.storage import layout
+from mirror.storage.disk import DiskStorage
 from tests.support.cache_images import (
     FakeImage,
     add_image,
@@ -124,3 +130,30 @@ async def test_a_mirror_that_cannot_be_told_fails_the_command(
     assert done.returncode == 1
     assert f"mirror {served.url}: not reindexed: answered 401" in done.stdout
     assert "Traceback" not in done.stderr
+
+
+def blob_key(data: bytes) -> str:
+    """The cache key of ``data`` as a blob of upstream ``registry.test``."""
+    return layout.blob_key(
+        "registry.test", parse_digest("sha256:" + hashlib.sha256(data).hexdigest())
+    )
+
+
+async def test_reconcile_keeps_what_was_committed_while_it_listed(tmp_path: Path) -> None:
+    storage = DiskStorage(tmp_path)
+    kept, written_elsewhere = b"kept", b"written by another process"
+    for data in (kept, written_elsewhere):
+        await storage.put(blob_key(data), data)
+    index = CacheIndex()
+    index.add(blob_key(kept), len(kept))
+    index.add(blob_key(b"deleted by gc"), 10, accessed=time.time() - 60)
+    # Listed as missing, but committed after the listing began: it may be behind its position.
+    index.add(blob_key(b"committed meanwhile"), 20, accessed=time.time() + 60)
+    result = await reconcile_index(storage, index)
+    assert (result.removed, result.added) == (1, 1)
+    assert {e.key for e in index.entries()} == {
+        blob_key(kept),
+        blob_key(written_elsewhere),
+        blob_key(b"committed meanwhile"),
+    }
+    assert index.size == len(kept) + len(written_elsewhere) + 20
