@@ -143,7 +143,8 @@ class ReadinessChecks:
             async with asyncio.timeout(PROBE_TIMEOUT):
                 status = await self._upstreams[name].ping()
         except MirrorError as exc:
-            return f"unreachable: {exc.message}"
+            # The client's message starts with the upstream's name; the check's key has it already.
+            return "unreachable: " + exc.message.removeprefix(f"{name} unreachable: ")
         except TimeoutError:
             if health is not None:
                 health.failed(f"{name} unreachable: no answer within {PROBE_TIMEOUT:.0f}s")

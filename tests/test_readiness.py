@@ -57,6 +57,7 @@ async def test_an_unreachable_upstream_leaves_the_mirror_ready_and_is_reported(
     assert doc["status"] == "ready"
     assert doc["checks"]["storage"] == "ok"
     assert f"upstream {name}: unreachable" in doc["warnings"]
+    assert str(doc["warnings"]).count("unreachable") == 1, doc["warnings"]
     health = doc["upstreams"][name]
     assert health["reachable"] is False
     assert health["credentials_refused"] is False
