@@ -68,18 +68,21 @@ def start_mirror_process(
     wait: bool = True,
     port: int | None = None,
     tls_client: ssl.SSLContext | None = None,
+    host: str = "127.0.0.1",
 ) -> MirrorProcess:
     """Write ``<workdir>/<name>.toml`` and serve it on ``port`` (default: a free one).
 
     With a ``tls`` table in ``settings`` the URL is https, and ``tls_client`` is how
-    a client trusts it (its CA, and a client certificate for mutual TLS).
+    a client trusts it (its CA, and a client certificate for mutual TLS). ``host``:
+    the address to listen on (``::1`` for clients that must not see 127.0.0.0/8).
 
     Call it from a thread that outlives the process (the main one): the child
     gets SIGTERM when the thread that started it ends.
     """
     port = port or free_port()
     config = workdir / f"{name}.toml"
-    config.write_text(toml_text({"listen": f"127.0.0.1:{port}", **settings}))
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    config.write_text(toml_text({"listen": address, **settings}))
     process = start_process(
         name,
         [sys.executable, "-m", "mirror", "serve", "--config", str(config)],
@@ -88,7 +91,7 @@ def start_mirror_process(
         env=env,
     )
     scheme = "https" if "tls" in settings else "http"
-    mirror = MirrorProcess(process, f"{scheme}://127.0.0.1:{port}", tls_client)
+    mirror = MirrorProcess(process, f"{scheme}://{address}", tls_client)
     if wait:
         mirror.wait_ready()
     return mirror
