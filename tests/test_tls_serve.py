@@ -9,6 +9,7 @@ connections: aiohttp, curl, the ``healthcheck`` command.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
 import json
@@ -301,6 +302,61 @@ async def test_a_cached_blob_goes_out_over_tls_in_large_reads_and_survives_a_van
     finally:
         mirror.process.stop()
     assert "Traceback" not in mirror.log()
+
+
+def client_hello() -> bytes:
+    """The first flight of a TLS client (its ClientHello), as bytes."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl.create_default_context().wrap_bio(incoming, outgoing, server_hostname="x.test")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+async def send_raw(port: int, data: bytes) -> bytes:
+    """Send ``data`` and end the sending side; whatever comes back before the close."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        writer.write_eof()
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def test_hostile_bytes_on_the_tls_port_are_dropped_quietly(
+    up: FakeUpstream, tmp_path: Path, ca: PrivateCA
+) -> None:
+    context = client_context(ca)
+    settings = tls_settings(tmp_path, ca.issue_server("127.0.0.1"), up)
+    mirror = start_mirror_process(tmp_path, settings, wait=False, tls_client=context)
+    try:
+        await asyncio.to_thread(mirror.wait_ready)
+        port = int(mirror.url.rsplit(":", 1)[1])
+        # A client that connects and says nothing holds no one else up.
+        _silent_reader, silent = await asyncio.open_connection("127.0.0.1", port)
+        hello = client_hello()
+        for data in (
+            b"GET /v2/ HTTP/1.1\r\nHost: mirror\r\n\r\n",  # plain HTTP on the TLS port
+            b"\x00" * 4096,  # not TLS at all
+            b"\x16\x03\x01\xff\xff" + b"\x01" * 64,  # a TLS record header announcing 64 KiB
+            hello[: len(hello) // 2],  # a ClientHello cut in half, then the close
+            hello + b"\x15\x03\x03\x00\x02\x02\x28",  # a ClientHello, then an alert
+        ):
+            answer = await send_raw(port, data)
+            assert b"HTTP/" not in answer, "nothing in the clear, no HTTP answer"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{mirror.url}/healthz", ssl=context) as resp:
+                assert resp.status == 200
+        silent.close()
+    finally:
+        mirror.process.stop()
+    log = mirror.log()
+    assert "Traceback" not in log
+    assert " ERROR " not in log
 
 
 async def rotate(config_dir: Path, issued: Issued) -> None:
