@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -102,9 +103,17 @@ def upstream_peer(registry: UpstreamRegistry) -> Peer:
 
 
 def start_mirror(
-    workdir: Path, upstream_url: str, *, name: str = "mirror", source: Path = REPO_ROOT
+    workdir: Path,
+    upstream_url: str,
+    *,
+    name: str = "mirror",
+    source: Path = REPO_ROOT,
+    tls: tuple[Path, Path, Path] | None = None,
 ) -> Peer:
-    """Our mirror over a fresh disk cache in ``workdir/<name>``, run from the tree ``source``."""
+    """Our mirror over a fresh disk cache in ``workdir/<name>``, run from the tree ``source``.
+
+    ``tls``: (certificate, key, the CA that issued them): serve https with them.
+    """
     root = workdir / name
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -114,14 +123,21 @@ def start_mirror(
         "--cache-dir", str(root / "cache"),
         "--upstream", upstream_url,
     ]  # fmt: skip
+    scheme, context = "http", None
+    if tls is not None:
+        cert, key, ca = tls
+        (root / "tls.toml").write_text(f'[tls]\ncert = "{cert}"\nkey = "{key}"\n')
+        argv += ["--config", str(root / "tls.toml")]
+        scheme, context = "https", ssl.create_default_context(cafile=ca)
     env = {**os.environ, "PYTHONPATH": str(source)}
     process = start_process(name, argv, log_path=root / "mirror.log", cwd=root, env=env)
-    wait_for_http(f"http://127.0.0.1:{port}/v2/", process, timeout=30)
+    url = f"{scheme}://127.0.0.1:{port}"
+    wait_for_http(f"{url}/v2/", process, timeout=30, context=context)
 
     def holds(hex_digest: str, size: int) -> bool:
         return any(p.stat().st_size == size for p in (root / "cache").rglob(hex_digest))
 
-    return Peer(name, f"http://127.0.0.1:{port}", process, root, holds=holds)
+    return Peer(name, url, process, root, holds=holds)
 
 
 def start_mirror_s3(workdir: Path, upstream_url: str, s3: MotoS3) -> Peer:

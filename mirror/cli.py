@@ -7,7 +7,6 @@ import asyncio
 import datetime
 import logging
 import sys
-import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from mirror.config_report import settings_lines, upstream_warnings
 from mirror.config_security import SecurityConfig, describe_security
 from mirror.config_trust import describe_trust
 from mirror.config_values import redact_url
+from mirror.healthcheck import healthcheck
 from mirror.lifecycle import StartupError
 from mirror.storage.factory import BACKENDS
 
@@ -245,11 +245,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "healthcheck":
         return healthcheck(config)
-    if args.command == "serve" and config.security != SecurityConfig():
-        # Checked, not yet served: never listen in the clear, or without the
-        # authentication the operator asked for, as if they were in force.
+    unserved = SecurityConfig(tls=config.security.tls)
+    if args.command == "serve" and config.security != unserved:
+        # Checked, not yet served: never listen without the authentication
+        # the operator asked for, as if it were in force.
         print(
-            "registry-mirror: configuration error: [tls], [auth] and [rate_limit] are "
+            "registry-mirror: configuration error: [auth] and [rate_limit] are "
             "validated by check-config but not served by this version",
             file=sys.stderr,
         )
@@ -266,21 +267,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     return serve(config)
-
-
-def healthcheck(config: Config) -> int:
-    """``registry-mirror healthcheck``: GET ``/healthz`` on ``listen`` (a container's probe)."""
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(config.listen_host, config.listen_host)
-    url = f"http://{f'[{host}]' if ':' in host else host}:{config.listen_port}/healthz"
-    # No proxy: HTTP_PROXY in a container's environment is for the upstreams, not for this.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(url, timeout=5) as resp:
-            resp.read()
-    except (OSError, ValueError) as exc:
-        print(f"registry-mirror healthcheck: {url}: {exc}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def warm(mirror_url: str, references: list[str], listing: Path | None) -> int:

@@ -126,6 +126,17 @@ class Metrics:
         self._evicted_bytes = Counter(
             "mirror_cache_evicted_bytes", "Bytes evicted to stay within the budget.", registry=r
         )
+        # Registered by tls_serving() only: without [tls] an expiry of 0 would read as
+        # a certificate that expired in 1970 to an alert on it.
+        self._tls_reloads = Counter(
+            "mirror_tls_reloads", "Certificate reloads after the files changed, by result.",
+            ["result"], registry=None,
+        )  # fmt: skip
+        self._tls_expiry = Gauge(
+            "mirror_tls_certificate_expiry_timestamp_seconds",
+            "notAfter of the certificate the TLS listener serves (Unix time).", registry=None,
+        )  # fmt: skip
+        self._tls_on = False
         self._init_closed_sets()
 
     def _init_closed_sets(self) -> None:
@@ -236,6 +247,22 @@ class Metrics:
         """Count one evicted object of ``kind`` (blob, manifest, tag)."""
         self._evictions.labels(kind).inc()
         self._evicted_bytes.inc(size)
+
+    # -- TLS listener
+    def tls_serving(self, not_after: float) -> None:
+        """The listener serves TLS: export its metrics, the certificate's expiry set."""
+        if not self._tls_on:
+            self._tls_on = True
+            self.registry.register(self._tls_reloads)
+            self.registry.register(self._tls_expiry)
+            for result in ("ok", "error"):
+                self._tls_reloads.labels(result)
+        self._tls_expiry.set(not_after)
+
+    def tls_reloaded(self, ok: bool, not_after: float) -> None:
+        """A certificate reload was tried; ``not_after``: the certificate served now."""
+        self._tls_reloads.labels("ok" if ok else "error").inc()
+        self._tls_expiry.set(not_after)
 
     def render(self) -> bytes:
         """The text exposition of every metric."""

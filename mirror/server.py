@@ -15,6 +15,10 @@ On SIGTERM or SIGINT (``docker stop``, Kubernetes, systemd, Ctrl-C):
 4. return, and the process exits 0.
 
 A second signal ends the wait at once.
+
+With ``[tls]`` the main listener serves HTTPS with the context of a
+:class:`mirror.security.tls.CertificateReloader`, whose file watch runs from
+start-up to clean-up of the app; the separate metrics listener stays plain HTTP.
 """
 
 from __future__ import annotations
@@ -22,13 +26,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 
 from aiohttp import web
 
-from mirror.app import FILLS, SHUTDOWN, create_app
+from mirror.app import FILLS, METRICS, SHUTDOWN, create_app
 from mirror.config import Config
-from mirror.lifecycle import ShutdownClock, bind_listener
+from mirror.lifecycle import CONFIG_ERROR, ShutdownClock, StartupError, bind_listener
 from mirror.routes.access import AccessLogger
+from mirror.security.certificates import CertificateProblem
+from mirror.security.tls import CertificateReloader
 
 startup_log = logging.getLogger("mirror.startup")
 shutdown_log = logging.getLogger("mirror.shutdown")
@@ -65,6 +72,20 @@ class _Signals:
             loop.remove_signal_handler(sig)
 
 
+def tls_context(app: web.Application, config: Config) -> ssl.SSLContext | None:
+    """The main listener's TLS context, None without ``[tls]``; its file watch joins the app."""
+    if config.security.tls is None:
+        return None
+    try:
+        reloader = CertificateReloader(config.security.tls, app[METRICS])
+    except CertificateProblem as exc:
+        # Checked when the configuration was loaded, so the files changed since.
+        raise StartupError(f"tls.{exc.part}: {exc}", CONFIG_ERROR) from None
+    app[METRICS].tls_serving(reloader.certificate.not_after.timestamp())
+    app.cleanup_ctx.append(lambda _app: reloader.watching())
+    return reloader.context
+
+
 async def serve(config: Config) -> None:
     """Serve until a stop signal, then shut down within ``config.shutdown_grace``."""
     sock = bind_listener(config.listen_host, config.listen_port, "listen")
@@ -78,10 +99,12 @@ async def serve(config: Config) -> None:
     )
     signals = _Signals(app[SHUTDOWN])
     try:
+        context = tls_context(app, config)
         await runner.setup()  # opens the cache; may raise StartupError
-        await web.SockSite(runner, sock).start()
+        await web.SockSite(runner, sock, ssl_context=context).start()
         host, port = sock.getsockname()[:2]
-        startup_log.info("listening on http://%s:%d", host, port)
+        scheme = "http" if context is None else "https"
+        startup_log.info("listening on %s://%s:%d", scheme, host, port)
         if config.metrics_listen is not None:
             startup_log.info("metrics also on http://%s:%d/metrics", *config.metrics_listen)
         await signals.received.wait()

@@ -39,21 +39,35 @@ def test_quick_benchmark_measures_every_scenario(tmp_path: Path) -> None:
     assert docs.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
 
 
-@pytest.mark.slow
-def test_manifest_ab_compares_source_trees() -> None:
+def run_script(*argv: str) -> str:
+    """``python ARGV`` from the repository root (skipped without the tools): its output."""
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     if missing:
         pytest.skip(f"not installed: {missing}; run .ci/install-debian-packages")
     done = subprocess.run(
-        [sys.executable, "bench/manifest_ab.py", "--rounds", "1", "--seconds", "1",
-         "one=.", "two=."],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [sys.executable, *argv], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_manifest_ab_compares_source_trees() -> None:
+    out = run_script("bench/manifest_ab.py", "--rounds", "1", "--seconds", "1", "one=.", "two=.")
     for name in ("one", "two"):
-        found = re.search(
-            rf"  {name}: by digest (\d+) req/s, .* (\d+) us CPU/request; by tag", done.stdout
-        )
-        assert found is not None, done.stdout
+        found = re.search(rf"  {name}: by digest (\d+) req/s, .* (\d+) us CPU/request; by tag", out)
+        assert found is not None, out
         assert int(found.group(1)) > 0
         assert int(found.group(2)) > 0
+
+
+@pytest.mark.slow
+def test_tls_cost_compares_plain_and_tls() -> None:
+    out = run_script("bench/tls_cost.py", "--rounds", "1", "--blob-mib", "4", "--clients", "2",
+                     "--seconds", "1")  # fmt: skip
+    for name in ("plain", "tls"):
+        found = re.search(rf"  {name}: blob 1 client (\d+) MiB/s .* manifest (\d+) req/s", out)
+        assert found is not None, out
+        assert int(found.group(1)) > 0
+        assert int(found.group(2)) > 0
+    assert "  tls/plain: " in out

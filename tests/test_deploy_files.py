@@ -47,6 +47,7 @@ def exported_metric_names() -> set[str]:
     metrics.upstream_response("docker.io", "GET", 429, 0.1)
     metrics.upstream_ratelimit("docker.io", 100, 5)
     metrics.storage_error("s3", "put")
+    metrics.tls_serving(0.0)  # the TLS series exist only with [tls]
     text = metrics.render().decode()
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1].isalpha()}
 

@@ -151,8 +151,10 @@ async def test_separate_metrics_listener(up: FakeUpstream, http: aiohttp.ClientS
         async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
             assert resp.status == 200
             assert "mirror_requests_total" in await resp.text()
+        async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+            assert resp.status == 200  # for probes that cannot pass mutual TLS
         async with http.get(f"http://127.0.0.1:{port}/v2/") as resp:
-            assert resp.status == 404  # only /metrics on that port
+            assert resp.status == 404  # only /metrics and /healthz on that port
     with pytest.raises(aiohttp.ClientConnectionError):
         async with http.get(f"http://127.0.0.1:{port}/metrics"):
             pass

@@ -67,10 +67,7 @@ class CachedFile:
         os.close(self._fd)
 
     async def sendfile(self, transport: asyncio.WriteTransport, offset: int, count: int) -> None:
-        """Send ``count`` bytes from ``offset`` with sendfile.
-
-        Raises NotImplementedError where the transport cannot (then use :meth:`chunks`).
-        """
+        """Send ``count`` bytes from ``offset`` with sendfile (not over TLS: use :meth:`chunks`)."""
         with os.fdopen(self._fd, "rb", closefd=False) as file:
             await asyncio.get_running_loop().sendfile(transport, file, offset, count)
 

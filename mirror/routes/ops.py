@@ -30,12 +30,16 @@ def add_routes(app: web.Application) -> None:
 
 
 def separate_listener(host: str, port: int) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup context serving the app's ``/metrics`` alone on ``host:port``."""
+    """A cleanup context serving the app's ``/metrics`` (and ``/healthz``) on ``host:port``.
+
+    ``/healthz`` is there for probes that cannot pass the main listener's mutual TLS.
+    """
 
     async def listener(app: web.Application) -> AsyncIterator[None]:
         side = web.Application()
         side[METRICS] = app[METRICS]
         side.router.add_get("/metrics", metrics, name="metrics")
+        side.router.add_get("/healthz", healthz, name="healthz")
         runner = web.AppRunner(side, access_log=None, handle_signals=False)
         await runner.setup()
         try:

@@ -22,6 +22,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from tests.support.processes import ManagedProcess, ProcessError, start_process
 
 PULL_TIMEOUT = 300.0
@@ -44,6 +46,15 @@ def missing_tools(*names: str) -> list[str]:
     """Which of the executables ``names`` are not installed (or cannot be contained)."""
     wanted = ("unshare", *names)
     return [name for name in wanted if shutil.which(name) is None]
+
+
+def require_contained(*tools: str) -> None:
+    """Skip the test unless running as root (mount namespaces) with ``tools`` installed."""
+    if os.geteuid() != 0:
+        pytest.skip("contained clients need root (unshare -m)")
+    missing = missing_tools(*tools)
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)} (see .ci/install-debian-packages)")
 
 
 class Contained:

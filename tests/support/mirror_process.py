@@ -8,6 +8,7 @@ for :func:`tests.support.mirror_app.mirror_config`.
 from __future__ import annotations
 
 import json
+import ssl
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,10 +26,12 @@ class MirrorProcess:
 
     process: ManagedProcess
     url: str
+    #: how a client trusts the mirror when it serves https (from ``tls_client``)
+    tls_client: ssl.SSLContext | None = None
 
     def wait_ready(self) -> None:
         """Block until ``/healthz`` answers (the process may not exit first)."""
-        wait_for_http(self.url + "/healthz", self.process, timeout=30)
+        wait_for_http(self.url + "/healthz", self.process, timeout=30, context=self.tls_client)
 
     def log(self) -> str:
         """Everything the process wrote to stdout and stderr so far."""
@@ -64,15 +67,22 @@ def start_mirror_process(
     env: Mapping[str, str] | None = None,
     wait: bool = True,
     port: int | None = None,
+    tls_client: ssl.SSLContext | None = None,
+    host: str = "127.0.0.1",
 ) -> MirrorProcess:
     """Write ``<workdir>/<name>.toml`` and serve it on ``port`` (default: a free one).
+
+    With a ``tls`` table in ``settings`` the URL is https, and ``tls_client`` is how
+    a client trusts it (its CA, and a client certificate for mutual TLS). ``host``:
+    the address to listen on (``::1`` for clients that must not see 127.0.0.0/8).
 
     Call it from a thread that outlives the process (the main one): the child
     gets SIGTERM when the thread that started it ends.
     """
     port = port or free_port()
     config = workdir / f"{name}.toml"
-    config.write_text(toml_text({"listen": f"127.0.0.1:{port}", **settings}))
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    config.write_text(toml_text({"listen": address, **settings}))
     process = start_process(
         name,
         [sys.executable, "-m", "mirror", "serve", "--config", str(config)],
@@ -80,7 +90,8 @@ def start_mirror_process(
         cwd=ROOT,
         env=env,
     )
-    mirror = MirrorProcess(process, f"http://127.0.0.1:{port}")
+    scheme = "https" if "tls" in settings else "http"
+    mirror = MirrorProcess(process, f"{scheme}://{address}", tls_client)
     if wait:
         mirror.wait_ready()
     return mirror

@@ -11,6 +11,7 @@ import ctypes
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -105,8 +106,17 @@ def start_process(
     return ManagedProcess(name=name, popen=popen, log_path=log_path)
 
 
-def wait_for_http(url: str, process: ManagedProcess, *, timeout: float = 20.0) -> None:
-    """Poll ``url`` until it answers with any HTTP status; fail if ``process`` exits first."""
+def wait_for_http(
+    url: str,
+    process: ManagedProcess,
+    *,
+    timeout: float = 20.0,
+    context: ssl.SSLContext | None = None,
+) -> None:
+    """Poll ``url`` until it answers with any HTTP status; fail if ``process`` exits first.
+
+    ``context``: how to trust an https ``url`` (and the client certificate to show).
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not process.alive():
@@ -114,7 +124,7 @@ def wait_for_http(url: str, process: ManagedProcess, *, timeout: float = 20.0) -
                 f"{process.name} exited with {process.popen.returncode} before answering "
                 f"{url}; log {process.log_path}:\n{process.log_tail()}"
             )
-        if _answers(url):
+        if _answers(url, context):
             return
         time.sleep(0.05)
     raise ProcessError(
@@ -123,9 +133,9 @@ def wait_for_http(url: str, process: ManagedProcess, *, timeout: float = 20.0) -
     )
 
 
-def _answers(url: str) -> bool:
+def _answers(url: str, context: ssl.SSLContext | None) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2):
+        with urllib.request.urlopen(url, timeout=2, context=context):
             return True
     except urllib.error.HTTPError as exc:
         exc.close()  # a 401 or 404 still proves the server is up
