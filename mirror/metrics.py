@@ -10,6 +10,7 @@ and action. Never repository names, tags or digests.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from prometheus_client import (
     CollectorRegistry,
@@ -29,8 +30,18 @@ STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
 EVICTED_KINDS = ("blob", "manifest", "tag")
 REFUSED_VIA = ("redirect", "realm")
 REFUSED_REASONS = ("mode", "address", "url")
+PULL_STATS_STEPS = ("flush", "load", "compact")
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _STORAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamState:
+    """An upstream's health and rate limit as last seen; None: not seen since start."""
+
+    up: bool | None
+    rate_limit: int | None
+    rate_limit_remaining: int | None
 
 
 def status_class(status: int) -> str:
@@ -125,6 +136,11 @@ class Metrics:
         self._evicted_bytes = Counter(
             "mirror_cache_evicted_bytes", "Bytes evicted to stay within the budget.", registry=r
         )
+        self._pull_stats_errors = Counter(
+            "mirror_pull_stats_errors",
+            "Pull-count writes, reads and compactions the cache storage refused (retried).",
+            ["step"], registry=r,
+        )  # fmt: skip
         self._init_closed_sets()
 
     def _init_closed_sets(self) -> None:
@@ -142,6 +158,8 @@ class Metrics:
             self._mismatches.labels(kind)
         for kind in EVICTED_KINDS:
             self._evictions.labels(kind)
+        for step in PULL_STATS_STEPS:
+            self._pull_stats_errors.labels(step)
 
     def upstreams_configured(self, names: Iterable[str]) -> None:
         """Export the per-upstream counters of the configured upstreams at zero."""
@@ -228,6 +246,23 @@ class Metrics:
         """Count one evicted object of ``kind`` (blob, manifest, tag)."""
         self._evictions.labels(kind).inc()
         self._evicted_bytes.inc(size)
+
+    def pull_stats_error(self, step: str) -> None:
+        """Count one refused pull-count ``step`` (in PULL_STATS_STEPS)."""
+        self._pull_stats_errors.labels(step).inc()
+
+    def upstream_state(self, upstream: str) -> UpstreamState:
+        """What the gauges last recorded of ``upstream`` (for the web UI)."""
+        value = self.registry.get_sample_value
+        labels = {"upstream": upstream}
+        up = value("mirror_upstream_up", labels)
+        limit = value("mirror_upstream_ratelimit_limit", labels)
+        remaining = value("mirror_upstream_ratelimit_remaining", labels)
+        return UpstreamState(
+            None if up is None else up == 1,
+            None if limit is None else int(limit),
+            None if remaining is None else int(remaining),
+        )
 
     def render(self) -> bytes:
         """The text exposition of every metric."""
