@@ -140,30 +140,37 @@ async def _load_pins(cache: CacheManager) -> None:
 
 
 async def _pull_stats(app: web.Application) -> AsyncIterator[None]:
-    """Pull counts: loaded at start, kept in storage by a background task, flushed at stop."""
+    """Pull counts: loaded at start, kept in storage by a background task, flushed at stop.
+
+    The web UI's view is bound here too, and reads the cache's manifests and tag
+    records once in the background, so that its first page need not wait as long.
+    """
     stats = PullStats(app[CACHE].storage.inner)  # under the tracker: "_stats/" is not cached
     try:
         await stats.load()
     except StorageError as exc:
         log.warning("cannot read pull counts (counting from zero meanwhile): %s", exc)
     app[PULLS] = stats
-    _bind_ui(app)
-    task = asyncio.create_task(keep_pull_stats(stats, app[METRICS], app[PULL_STATS_INTERVALS]))
+    catalog = _bind_ui(app).catalog
+    tasks = [asyncio.create_task(keep_pull_stats(stats, app[METRICS], app[PULL_STATS_INTERVALS])),
+             asyncio.create_task(catalog.refresh())]  # fmt: skip
     try:
         yield
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if not await stats.flush():
             app[METRICS].pull_stats_error("flush")
 
 
-def _bind_ui(app: web.Application) -> None:
+def _bind_ui(app: web.Application) -> LiveView:
     """The web UI's view of what was just built; admin actions only with an admin token."""
     view = LiveView(app[CONFIG], app[CACHE], app[FILLS], app[METRICS], app[TRAFFIC], app[PULLS])
     app[UI][VIEW] = view
     if app[CONFIG].admin_token:
         app[UI][ACTIONS] = LiveActions(app[CACHE])
+    return view
 
 
 def _add_proxy(

@@ -44,6 +44,11 @@ class UpstreamState:
     rate_limit_remaining: int | None
 
 
+def _by_upstream(gauge: Gauge) -> dict[str, float]:
+    """A per-upstream gauge's values (one collect of that gauge only, not the registry)."""
+    return {s.labels["upstream"]: s.value for family in gauge.collect() for s in family.samples}
+
+
 def status_class(status: int) -> str:
     """``200`` -> ``2xx``; 0 stands for "no answer" (connection error or timeout)."""
     return f"{status // 100}xx" if status else "error"
@@ -251,18 +256,18 @@ class Metrics:
         """Count one refused pull-count ``step`` (in PULL_STATS_STEPS)."""
         self._pull_stats_errors.labels(step).inc()
 
-    def upstream_state(self, upstream: str) -> UpstreamState:
-        """What the gauges last recorded of ``upstream`` (for the web UI)."""
-        value = self.registry.get_sample_value
-        labels = {"upstream": upstream}
-        up = value("mirror_upstream_up", labels)
-        limit = value("mirror_upstream_ratelimit_limit", labels)
-        remaining = value("mirror_upstream_ratelimit_remaining", labels)
-        return UpstreamState(
-            None if up is None else up == 1,
-            None if limit is None else int(limit),
-            None if remaining is None else int(remaining),
-        )
+    def upstream_states(self) -> dict[str, UpstreamState]:
+        """What the gauges last recorded of each upstream seen since start (for the web UI)."""
+        up, limit = _by_upstream(self._upstream_up), _by_upstream(self._ratelimit_limit)
+        remaining = _by_upstream(self._ratelimit_remaining)
+        return {
+            name: UpstreamState(
+                up[name] == 1 if name in up else None,
+                int(limit[name]) if name in limit else None,
+                int(remaining[name]) if name in remaining else None,
+            )
+            for name in up.keys() | limit.keys() | remaining.keys()
+        }
 
     def render(self) -> bytes:
         """The text exposition of every metric."""

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from mirror.app import UI
-from mirror.cache.index import CacheEntry
+from mirror.cache.index import CacheEntry, CacheIndex
 from mirror.routes.keys import CACHE, PULLS
 from mirror.storage import layout
 from mirror.ui.keys import VIEW
@@ -255,3 +255,15 @@ async def test_pull_counts_need_a_tag_and_stay_out_of_the_cache(
     keys = [info.key async for info in mirror.app[CACHE].storage.walk(layout.STATS + "/")]
     assert keys
     assert not [key for key in keys if key in mirror.app[CACHE].storage.index]
+
+
+def test_the_index_lists_objects_in_the_order_eviction_takes_them() -> None:
+    index = CacheIndex()
+    for number in range(5):
+        index.add(f"up/blobs/sha256/0{number}/0{number}", 10, accessed=float(number))
+    index.touch("up/blobs/sha256/01/01")  # used again: goes last
+    listed = [entry.key for entry in index.oldest()]
+    assert [entry.accessed for entry in index.entries()].count(0.0) == 1  # untouched by listing
+    popped = [index.pop_oldest().key for _ in range(5)]
+    assert listed == popped
+    assert listed[-1] == "up/blobs/sha256/01/01"

@@ -10,14 +10,13 @@ a pin is a runtime pin, stored so that it survives a restart.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Sequence
 
 from mirror.cache.index import CacheEntry
 from mirror.cache.manager import CacheManager
 from mirror.cache.pins import Pin, pinned_keys
 from mirror.config import Config, UpstreamConfig
-from mirror.metrics import Metrics
+from mirror.metrics import Metrics, UpstreamState
 from mirror.proxy.downloads import Downloads
 from mirror.stats.pulls import PullStats
 from mirror.stats.traffic import Traffic, UpstreamTally
@@ -40,11 +39,10 @@ from mirror.ui.model import (
     TagQuery,
     UpstreamStatus,
 )
-from mirror.ui.query import select_repositories, select_tags
+from mirror.ui.query import select_repositories
 
 DOWN_DETAIL = "the last request got no HTTP answer, or a 5xx"
 OFFLINE_DETAIL = "offline: no upstream is contacted"
-_SPARE = 32  # candidates looked at beyond those asked for, for keys busy right now
 
 
 class LiveView:
@@ -64,14 +62,15 @@ class LiveView:
         self._tags = TagDetails(self.catalog, self._pin_state, signatures)
 
     async def upstreams(self) -> Sequence[UpstreamStatus]:
-        return [self._upstream(u) for u in self._config.upstreams]
+        states = self._metrics.upstream_states()
+        unseen = UpstreamState(None, None, None)
+        return [self._upstream(u, states.get(u.name, unseen)) for u in self._config.upstreams]
 
     def upstream_tally(self, name: str) -> UpstreamTally:
         """Requests, hits and bytes saved of one upstream since start."""
         return self._traffic.of(name)
 
-    def _upstream(self, upstream: UpstreamConfig) -> UpstreamStatus:
-        state = self._metrics.upstream_state(upstream.name)
+    def _upstream(self, upstream: UpstreamConfig, state: UpstreamState) -> UpstreamStatus:
         tally = self._traffic.of(upstream.name)
         if self._config.offline:
             health, detail = Health.UNKNOWN, OFFLINE_DETAIL
@@ -102,10 +101,13 @@ class LiveView:
         except StorageError:
             return ()  # not known now; the next page asks again
         await self.catalog.refresh()
-        oldest = heapq.nsmallest(count + len(protected) + _SPARE, storage.index.entries(),
-                                 key=lambda e: e.accessed)  # fmt: skip
-        free = [e for e in oldest if e.key not in protected and not self._busy(e.key)]
-        return tuple(self._candidate(e) for e in free[:count])
+        free: list[CacheEntry] = []
+        for entry in storage.index.oldest():
+            if len(free) == count:
+                break
+            if entry.key not in protected and not self._busy(entry.key):
+                free.append(entry)
+        return tuple(self._candidate(e) for e in free)
 
     def _candidate(self, entry: CacheEntry) -> EvictionCandidate:
         tag = layout.parse_tag_key(entry.key)
@@ -138,7 +140,7 @@ class LiveView:
         usage = self.catalog.usage(upstream, name)
         if configured is None or usage is None:
             return None
-        shown, page, pages = select_tags(self._tags.all(upstream, name), tags)
+        shown, page, pages = self._tags.page(upstream, name, tags)
         return RepositoryDetail(
             self._summary(usage), configured.url, configured is self._config.default_upstream,
             configured.is_docker_hub, shown, page, pages,

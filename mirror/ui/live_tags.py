@@ -8,7 +8,10 @@ from mirror.cache.pins import Pin
 from mirror.oci import Digest
 from mirror.ui.catalog import Catalog, Record
 from mirror.ui.images import Child
-from mirror.ui.model import PinState, PlatformImage, SignatureStatus, TagDetail
+from mirror.ui.model import PinState, PlatformImage, SignatureStatus, TagDetail, TagQuery
+from mirror.ui.query import cut_page
+
+TagPage = tuple[tuple[TagDetail, ...], int, int]  # (the page's tags, the page, how many pages)
 
 # The optional hook through which content trust (issue 13) tells the signature
 # status of an image: (upstream, repository, digest) -> status. Without one,
@@ -40,10 +43,16 @@ class TagDetails:
         self._pin_of = pin_of
         self._signatures = signatures
 
-    def all(self, upstream: str, repository: str) -> list[TagDetail]:
-        """Every cached tag of the repository."""
+    def page(self, upstream: str, repository: str, query: TagQuery) -> TagPage:
+        """One page of the repository's tags, most recently pulled first (as select_tags)."""
         tags = self._catalog.tags(upstream, repository)
-        return [self._detail(upstream, repository, tag, records) for tag, records in tags.items()]
+        used = {tag: self._catalog.last_used(r.key for r in records) or None
+                for tag, records in tags.items()}  # fmt: skip
+        # Ordered and cut on the cheap facts first: only the page's tags are built in full.
+        order = sorted(used, key=lambda t: (used[t] is None, -(used[t] or 0.0), t))
+        shown, page, pages = cut_page(order, query.page, query.per_page)
+        details = tuple(self._detail(upstream, repository, t, tags[t]) for t in shown)
+        return details, page, pages
 
     def _detail(self, upstream: str, repository: str, tag: str, records: list[Record]) -> TagDetail:
         keys = self._catalog.record_keys(upstream, repository, tag)
