@@ -12,8 +12,8 @@ the web UI, without a storage scan per page:
   the next :meth:`Catalog.refresh`, which every page awaits first. At start
   every tag record and manifest of the index is noted, so the first refresh
   reads them all once;
-- each repository's size (every object its tags use, counted once) is kept
-  until an object it uses changes.
+- each repository's size (every object its tags use, counted once) and the
+  last use of its tag records are kept until an object it uses changes.
 
 Reads go to the storage under the tracker, so the UI never counts as a use
 of an object (its recency, which eviction goes by, stays the pulls').
@@ -27,6 +27,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from mirror.cache.index import CacheEntry
 from mirror.cache.pins import record_digest
 from mirror.cache.tracked import TrackedStorage
 from mirror.oci import Digest
@@ -47,6 +48,10 @@ class Record:
     repo: RepoKey
     tag: str
     digest: Digest | None  # None: unreadable
+    # The index's entry of the record: its last use, updated in place on each
+    # hit, read here without an index lookup (a re-write is a new entry, and a
+    # change the catalog reads again).
+    entry: CacheEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +62,7 @@ class RepositoryUsage:
     name: str
     size: int
     tags: int
-    last_used: float  # the last pull or write of any of its tag records
+    last_used: float  # the last pull or write of any of its tag records (see Catalog._count)
 
 
 class Catalog:
@@ -69,7 +74,7 @@ class Catalog:
         self._records: dict[str, Record] = {}
         self._tags: dict[RepoKey, dict[str, set[str]]] = {}  # tag -> its record keys
         self._manifests: dict[str, ManifestFacts] = {}  # by manifest key
-        self._sizes: dict[RepoKey, int] = {}  # until an object they count changes
+        self._usages: dict[RepoKey, RepositoryUsage] = {}  # until an object they count changes
         self._users: defaultdict[str, set[RepoKey]] = defaultdict(set)  # key -> sized repos
         self._dirty = {e.key for e in self._index.entries() if e.kind != layout.BLOBS}
         self._lock = asyncio.Lock()
@@ -79,7 +84,7 @@ class Catalog:
         if layout.parse_tag_key(key) is not None or _is_manifest(key):
             self._dirty.add(key)
         else:
-            self._forget_sizes(key)  # a blob came or went: sizes that count it are wrong
+            self._forget_usage(key)  # a blob came or went: sizes that count it are wrong
 
     async def refresh(self) -> None:
         """Read what changed since the last refresh (the first reads everything once)."""
@@ -96,18 +101,21 @@ class Catalog:
 
     async def _load(self, key: str) -> None:
         tag = layout.parse_tag_key(key)
-        present = key in self._index
+        entry = self._index.get(key)
+        present = entry is not None
         if tag is not None:
             digest = await record_digest(self._storage.inner, key) if present else None
-            record = Record(key, (tag[0], tag[1]), tag[2], digest)
-            self._set_record(key, record if present else None)
+            # The index may have dropped the key while the record was read.
+            entry = self._index.get(key)
+            record = Record(key, (tag[0], tag[1]), tag[2], digest, entry) if entry else None
+            self._set_record(key, record)
         else:
             raw = await self._storage.inner.get(key) if present else None
             if raw is not None:
                 self._manifests[key] = manifest_facts(raw)
             else:
                 self._manifests.pop(key, None)
-            self._forget_sizes(key)
+            self._forget_usage(key)
 
     def _set_record(self, key: str, record: Record | None) -> None:
         old = self._records.pop(key, None)
@@ -118,15 +126,15 @@ class Catalog:
                 del tags[old.tag]
             if not tags:
                 self._tags.pop(old.repo, None)
-            self._sizes.pop(old.repo, None)
+            self._usages.pop(old.repo, None)
         if record is not None:
             self._records[key] = record
             self._tags.setdefault(record.repo, {}).setdefault(record.tag, set()).add(key)
-            self._sizes.pop(record.repo, None)
+            self._usages.pop(record.repo, None)
 
-    def _forget_sizes(self, key: str) -> None:
+    def _forget_usage(self, key: str) -> None:
         for repo in self._users.pop(key, ()):
-            self._sizes.pop(repo, None)
+            self._usages.pop(repo, None)
 
     # -- reading (from memory; call refresh() first) ---------------------------
 
@@ -145,8 +153,8 @@ class Catalog:
         if tag is not None:
             return (tag[1],)
         for repo, tags in self._tags.items():
-            if repo not in self._sizes:
-                self._size(repo, tags)  # records which keys the repository uses
+            if repo not in self._usages:
+                self._count(repo, tags)  # records which keys the repository uses
         return tuple(sorted(name for _, name in self._users.get(key, ()))[:limit])
 
     def tags(self, upstream: str, repository: str) -> dict[str, list[Record]]:
@@ -156,7 +164,14 @@ class Catalog:
 
     def last_used(self, keys: Iterable[str]) -> float:
         """The latest use of any of ``keys`` that the index holds (0 for none)."""
-        return max((e.accessed for e in map(self._index.get, keys) if e is not None), default=0.0)
+        return max(map(self._used, keys), default=0.0)
+
+    def _used(self, key: str) -> float:
+        record = self._records.get(key)
+        if record is not None:
+            return record.entry.accessed
+        entry = self._index.get(key)
+        return entry.accessed if entry is not None else 0.0
 
     def record_keys(self, upstream: str, repository: str, tag: str) -> set[str]:
         """The record keys of one tag."""
@@ -188,21 +203,24 @@ class Catalog:
         return sum(e.size for e in map(self._index.get, keys) if e is not None)
 
     def _usage(self, repo: RepoKey) -> RepositoryUsage:
-        tags = self._tags[repo]
-        size = self._sizes.get(repo)
-        if size is None:
-            size = self._size(repo, tags)
-        record_keys = (key for keys in tags.values() for key in keys)
-        return RepositoryUsage(repo[0], repo[1], size, len(tags), self.last_used(record_keys))
+        usage = self._usages.get(repo)
+        return usage if usage is not None else self._count(repo, self._tags[repo])
 
-    def _size(self, repo: RepoKey, tags: dict[str, set[str]]) -> int:
+    def _count(self, repo: RepoKey, tags: dict[str, set[str]]) -> RepositoryUsage:
+        """Size and last use of a repository, kept until an object it counts changes.
+
+        The last use is as of then: later pulls are in the pull counts, which are
+        current (see LiveView), so it stands in only for repositories never counted.
+        """
         records = [self._records[key] for keys in tags.values() for key in keys]
         roots = {r.digest for r in records if r.digest is not None}
-        keys = self.image_keys(repo[0], roots) | {key for ks in tags.values() for key in ks}
+        keys = self.image_keys(repo[0], roots) | {r.key for r in records}
         for key in keys:
             self._users[key].add(repo)
-        size = self._sizes[repo] = self.size_of(keys)
-        return size
+        last = max((r.entry.accessed for r in records), default=0.0)
+        usage = RepositoryUsage(repo[0], repo[1], self.size_of(keys), len(tags), last)
+        self._usages[repo] = usage
+        return usage
 
 
 def _is_manifest(key: str) -> bool:
