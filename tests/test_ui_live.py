@@ -267,3 +267,17 @@ def test_the_index_lists_objects_in_the_order_eviction_takes_them() -> None:
     popped = [index.pop_oldest().key for _ in range(5)]
     assert listed == popped
     assert listed[-1] == "up/blobs/sha256/01/01"
+
+
+async def test_repositories_of_an_upstream_no_longer_configured_are_not_listed(
+    up: FakeUpstream, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    image = add_image(up, "left", "1", [noise(1000, 14)])
+    async with run_mirror(mirror_config(tmp_path, up.url)) as first:
+        await pull(http, first.url, image)
+        await settle(first.app)
+    renamed = mirror_config(tmp_path, up.url, upstreams=[{"name": "other.test", "url": up.url}])
+    async with run_mirror(renamed) as second:
+        results = await live_view(second).repositories(RepositoryQuery())
+        assert results.total == 0
+        assert await live_view(second).repository(up_name(first), "left", TagQuery()) is None

@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from mirror.app import PULL_STATS_INTERVALS
+from mirror.cache import runtime_pins
 from mirror.cache.commands import run_gc, run_verify
 from mirror.cache.pins import Pin
 from mirror.cache.runtime_pins import decode, encode
@@ -166,3 +167,17 @@ async def test_pull_counts_are_no_cached_object_for_gc_verify_and_the_index(
     assert result.eviction.size_after <= 1000
     assert sorted((tmp_path / layout.STATS).rglob("w-*")) == stats_files
     assert not (tmp_path / layout.QUARANTINE).exists()
+
+
+async def test_pins_past_the_limit_are_refused_with_a_page(
+    up: FakeUpstream, tmp_path: Path, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime_pins, "MAX_PINS", 1)
+    async with run_mirror(config_for(tmp_path, up)) as mirror:
+        url = mirror.url + "/ui/actions/pin"
+        form = {"upstream": up_name(mirror), "repository": "a", "tag": "1", "pinned": "true"}
+        assert (await post(http, url, form, SAME_SITE))[0] == 303
+        status, page = await post(http, url, {**form, "tag": "2"}, SAME_SITE)
+        assert status == 400
+        assert "at most 1 runtime pins" in page
+        assert mirror.app[CACHE].runtime_pins.pins == {Pin(up_name(mirror), "a", "1")}

@@ -132,7 +132,11 @@ class LiveView:
 
     async def repositories(self, query: RepositoryQuery) -> RepositoryResults:
         await self.catalog.refresh()
-        return select_repositories(map(self._summary, self.catalog.repositories()), query)
+        # As the admin API lists: what upstreams no longer configured left is only
+        # waiting for eviction, and has no page (repository() answers None).
+        configured = {u.name for u in self._config.upstreams}
+        usages = (u for u in self.catalog.repositories() if u.upstream in configured)
+        return select_repositories(map(self._summary, usages), query)
 
     async def repository(self, upstream: str, name: str, tags: TagQuery) -> RepositoryDetail | None:
         configured = self._config.upstream(upstream)
@@ -169,6 +173,8 @@ class LiveActions:
     async def set_pinned(self, upstream: str, repository: str, tag: str, pinned: bool) -> None:
         try:
             await self._cache.set_pinned(Pin(upstream, repository, tag), pinned)
+        except ValueError as exc:  # too many pins
+            raise PageError(400, f"{exc}; unpin some first.") from None
         except StorageError:
             raise PageError(503, "The cache storage did not take the change; nothing changed. "
                                  "Try again.") from None  # fmt: skip
