@@ -110,7 +110,7 @@ async def test_search_finds_a_pulled_repository(
 ) -> None:
     page, traffic = await open_page(browser, [mirror.url])
     await page.goto(mirror.url + "/ui/")
-    await screenshot(page, shots, "ui-overview")
+    await screenshot(page, shots, "live-overview")
     await page.keyboard.press("/")
     await page.keyboard.type("multi")
     await page.keyboard.press("Enter")
@@ -122,7 +122,7 @@ async def test_search_finds_a_pulled_repository(
     await page.wait_for_url("**/ui/repositories?q=library%2F*")
     assert sorted(await results.all_inner_texts()) == ["library/medium", "library/multi",
                                                        "library/tiny"]  # fmt: skip
-    await screenshot(page, shots, "ui-repositories")
+    await screenshot(page, shots, "live-search")
     assert traffic.problems() == []
 
 
@@ -137,7 +137,7 @@ async def test_a_repository_page_lists_the_tags_and_digests_pulled(
     assert await row.locator("code.digest").inner_text() == image.digest
     platforms = await row.locator(".platforms li").all_inner_texts()
     assert sorted(p.split()[0] for p in platforms) == sorted(image.platforms)
-    await screenshot(page, shots, "ui-repository")
+    await screenshot(page, shots, "live-repository")
     await page.goto(f"{mirror.url}/ui/repositories/{UPSTREAM}/library/tiny")
     tags = page.locator("table.tags tbody tr")
     assert sorted(await tags.evaluate_all("rows => rows.map(r => r.dataset.tag)")) == [
@@ -167,7 +167,7 @@ async def test_a_pull_user_cannot_purge_and_an_admin_can(
     await page.get_by_label(re.compile("Remove every tag")).check()
     await page.locator("form.purge-repository button").click()
     await page.wait_for_url("**notice=purged**")
-    await screenshot(page, shots, "ui-purged")
+    await screenshot(page, shots, "live-purged")
     assert "library/medium" not in await page.locator("table.data").inner_text()
     assert "library/medium" not in admin_listing(mirror)
     assert traffic.problems() == []
