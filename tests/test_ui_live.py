@@ -281,3 +281,23 @@ async def test_repositories_of_an_upstream_no_longer_configured_are_not_listed(
         results = await live_view(second).repositories(RepositoryQuery())
         assert results.total == 0
         assert await live_view(second).repository(up_name(first), "left", TagQuery()) is None
+
+
+async def test_the_view_on_disk_and_on_s3(
+    up: FakeUpstream, tmp_path: Path, http: aiohttp.ClientSession, storage_settings: dict[str, Any]
+) -> None:
+    image = add_image(up, "stored", "1", [noise(3000, 15)])
+    config = mirror_config(tmp_path, up.url, storage=storage_settings, admin={"token": TOKEN})
+    async with run_mirror(config) as mirror:
+        await pull(http, mirror.url, image)
+        await settle(mirror.app)
+        view = live_view(mirror)
+        detail = await view.repository(up_name(mirror), "stored", TagQuery())
+        assert detail is not None
+        assert [(t.tag, t.digest) for t in detail.tags] == [("1", image.manifest)]
+        assert detail.summary.size > 3000
+        form = {"upstream": up_name(mirror), "repository": "stored", "confirm": "yes"}
+        async with http.post(mirror.url + "/ui/actions/purge", data=form, headers=SAME_SITE,
+                             allow_redirects=False) as resp:  # fmt: skip
+            assert resp.status == 303
+        assert await view.repository(up_name(mirror), "stored", TagQuery()) is None
