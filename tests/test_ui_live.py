@@ -301,3 +301,27 @@ async def test_the_view_on_disk_and_on_s3(
                              allow_redirects=False) as resp:  # fmt: skip
             assert resp.status == 303
         assert await view.repository(up_name(mirror), "stored", TagQuery()) is None
+
+
+@pytest.mark.parametrize("settings", [{"admin": {"token": TOKEN}, "cache": {"max_size": 40_000}}])
+async def test_the_listing_agrees_with_the_admin_api_through_evictions(
+    up: FakeUpstream, mirror: RunningMirror, http: aiohttp.ClientSession
+) -> None:
+    view = live_view(mirror)
+    for number in range(6):  # 6 x 10 KB through a 40 KB budget: passes evict the oldest
+        image = add_image(up, f"churn/{number}", "1", [noise(10_000, 40 + number)])
+        await pull(http, mirror.url, image)
+        await settle(mirror.app)
+        listed = {(s.name, s.tags, s.size) for s in
+                  (await view.repositories(RepositoryQuery(per_page=100))).items}  # fmt: skip
+        described = (await mirror.app[CACHE].describe(None, None))["repositories"]
+        index = mirror.app[CACHE].storage.index
+        # The admin API counts a repository's images; the UI also its tag records.
+        expected = set()
+        for repo in described:
+            prefix = layout.tag_prefix(repo["upstream"], repo["repository"])
+            records = [e for e in index.entries() if e.key.startswith(prefix)]
+            size = repo["size"] + sum(e.size for e in records)
+            expected.add((repo["repository"], len(repo["tags"]), size))
+        assert listed == expected
+    assert len(listed) < 6  # eviction did remove whole repositories
