@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,15 +31,24 @@ from mirror.routes.keys import (
     LISTINGS,
     MANIFESTS,
     METRICS,
+    PULLS,
     READINESS,
     ROUTER,
     TAGS,
+    TRAFFIC,
 )
 from mirror.routes.middleware import oci_errors
 from mirror.routing import Router
+from mirror.stats.flusher import Intervals, keep_pull_stats
+from mirror.stats.pulls import PullStats
+from mirror.stats.traffic import Traffic
 from mirror.storage.base import Storage, StorageError
 from mirror.storage.factory import open_storage
 from mirror.storage.memo import MemoStorage
+from mirror.ui.keys import ACTIONS, VIEW
+from mirror.ui.live import LiveActions, LiveView
+from mirror.ui.site import create_ui_app, mount_ui
+from mirror.ui.viewers import admin_token_viewer
 from mirror.upstream.base import Upstream
 from mirror.upstream.client import UpstreamClient
 from mirror.upstream.egress import client_session
@@ -53,6 +63,8 @@ log = logging.getLogger(__name__)
 STORAGE = web.AppKey("storage", Storage)  # the tracked storage the proxy uses
 FILLS = web.AppKey("fills", Downloads)  # the running downloads ("fills")
 SHUTDOWN = web.AppKey("shutdown", ShutdownClock)
+UI = web.AppKey("ui", web.Application)  # the web UI, mounted at /ui/
+PULL_STATS_INTERVALS = web.AppKey("pull_stats_intervals", Intervals)
 
 
 def spool_dir(config: Config) -> Path:
@@ -108,6 +120,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         backend, upstreams, health,  # the bare backend: the probe key stays out of the index
         offline=config.offline, require_upstream=config.readiness_require_upstream,
     )  # fmt: skip
+    await _load_pins(cache)
     cache.start()
     metrics.upstreams_configured(upstreams)
     try:
@@ -121,6 +134,47 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             await upstream.close()
         await session.close()
         await storage.close()
+
+
+async def _load_pins(cache: CacheManager) -> None:
+    try:
+        await cache.load_pins()
+    except StorageError as exc:
+        log.warning("cannot read the pins set from the web UI: %s", exc)
+
+
+async def _pull_stats(app: web.Application) -> AsyncIterator[None]:
+    """Pull counts: loaded at start, kept in storage by a background task, flushed at stop.
+
+    The web UI's view is bound here too, and reads the cache's manifests and tag
+    records once in the background, so that its first page need not wait as long.
+    """
+    stats = PullStats(app[CACHE].storage.inner)  # under the tracker: "_stats/" is not cached
+    try:
+        await stats.load()
+    except StorageError as exc:
+        log.warning("cannot read pull counts (counting from zero meanwhile): %s", exc)
+    app[PULLS] = stats
+    catalog = _bind_ui(app).catalog
+    tasks = [asyncio.create_task(keep_pull_stats(stats, app[METRICS], app[PULL_STATS_INTERVALS])),
+             asyncio.create_task(catalog.refresh())]  # fmt: skip
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if not await stats.flush():
+            app[METRICS].pull_stats_error("flush")
+
+
+def _bind_ui(app: web.Application) -> LiveView:
+    """The web UI's view of what was just built; admin actions only with an admin token."""
+    view = LiveView(app[CONFIG], app[CACHE], app[FILLS], app[METRICS], app[TRAFFIC], app[PULLS])
+    app[UI][VIEW] = view
+    if app[CONFIG].admin_token:
+        app[UI][ACTIONS] = LiveActions(app[CACHE])
+    return view
 
 
 def _add_proxy(
@@ -154,7 +208,12 @@ def create_app(config: Config) -> web.Application:
     if config.admin_token:
         admin.add_routes(app)
     ops.add_routes(app)
+    app[TRAFFIC] = Traffic()
+    app[PULL_STATS_INTERVALS] = Intervals()
+    app[UI] = create_ui_app(None, admin_token_viewer(config.admin_token))
+    mount_ui(app, app[UI])
     app.cleanup_ctx.append(_resources)
+    app.cleanup_ctx.append(_pull_stats)  # after: it writes to the storage opened there
     if config.metrics_listen is not None:
         app.cleanup_ctx.append(ops.separate_listener(*config.metrics_listen))
     return app

@@ -10,6 +10,7 @@ and action. Never repository names, tags or digests.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from prometheus_client import (
     CollectorRegistry,
@@ -30,8 +31,23 @@ UPSTREAM_METHODS = ("GET", "HEAD")
 EVICTED_KINDS = ("blob", "manifest", "tag")
 REFUSED_VIA = ("redirect", "realm")
 REFUSED_REASONS = ("mode", "address", "url")
+PULL_STATS_STEPS = ("flush", "load", "compact")
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _STORAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamState:
+    """An upstream's health and rate limit as last seen; None: not seen since start."""
+
+    up: bool | None
+    rate_limit: int | None
+    rate_limit_remaining: int | None
+
+
+def _by_upstream(gauge: Gauge) -> dict[str, float]:
+    """A per-upstream gauge's values (one collect of that gauge only, not the registry)."""
+    return {s.labels["upstream"]: s.value for family in gauge.collect() for s in family.samples}
 
 
 def status_class(status: int) -> str:
@@ -137,6 +153,13 @@ class Metrics:
             "notAfter of the certificate the TLS listener serves (Unix time).", registry=None,
         )  # fmt: skip
         self._tls_on = False
+
+        self._pull_stats_errors = Counter(
+            "mirror_pull_stats_errors",
+            "Pull-count writes, reads and compactions the cache storage refused (retried).",
+            ["step"], registry=r,
+        )  # fmt: skip
+        self._answered: set[str] = set()  # upstreams with a recorded request
         self._init_closed_sets()
 
     def _init_closed_sets(self) -> None:
@@ -154,6 +177,8 @@ class Metrics:
             self._mismatches.labels(kind)
         for kind in EVICTED_KINDS:
             self._evictions.labels(kind)
+        for step in PULL_STATS_STEPS:
+            self._pull_stats_errors.labels(step)
 
     def upstreams_configured(self, names: Iterable[str]) -> None:
         """Export the per-upstream series of the configured upstreams at zero.
@@ -188,6 +213,7 @@ class Metrics:
         self._upstream_requests.labels(upstream, method, status_class(status)).inc()
         self._upstream_latency.labels(upstream, status_class(status)).observe(seconds)
         self._upstream_up.labels(upstream).set(1 if 0 < status < 500 else 0)
+        self._answered.add(upstream)
         if status == 429:
             self._rate_limited.labels(upstream).inc()
 
@@ -263,6 +289,26 @@ class Metrics:
         """A certificate reload was tried; ``not_after``: the certificate served now."""
         self._tls_reloads.labels("ok" if ok else "error").inc()
         self._tls_expiry.set(not_after)
+
+    def pull_stats_error(self, step: str) -> None:
+        """Count one refused pull-count ``step`` (in PULL_STATS_STEPS)."""
+        self._pull_stats_errors.labels(step).inc()
+
+    def upstream_states(self) -> dict[str, UpstreamState]:
+        """What the gauges last recorded of each upstream seen since start (for the web UI)."""
+        up, limit = _by_upstream(self._upstream_up), _by_upstream(self._ratelimit_limit)
+        # mirror_upstream_up starts at 0 for every configured upstream: 0 before the
+        # first request means "not asked yet", not "down".
+        up = {name: value for name, value in up.items() if name in self._answered}
+        remaining = _by_upstream(self._ratelimit_remaining)
+        return {
+            name: UpstreamState(
+                up[name] == 1 if name in up else None,
+                int(limit[name]) if name in limit else None,
+                int(remaining[name]) if name in remaining else None,
+            )
+            for name in up.keys() | limit.keys() | remaining.keys()
+        }
 
     def render(self) -> bytes:
         """The text exposition of every metric."""

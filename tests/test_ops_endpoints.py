@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mirror.metrics import (
     CONTENT_TYPE,
     KINDS,
+    PULL_STATS_STEPS,
     REFUSED_REASONS,
     REFUSED_VIA,
     RESULTS,
@@ -46,6 +47,7 @@ EXPECTED_SAMPLES = {
     "mirror_cache_max_size_bytes",
     "mirror_cache_evictions_total",
     "mirror_cache_evicted_bytes_total",
+    "mirror_pull_stats_errors_total",
 }
 # /readyz fails while an upstream does (by default only the storage counts: test_readiness.py).
 STRICT = {"require_upstream": True}
@@ -66,6 +68,7 @@ def closed_label_sets(upstream: str) -> dict[str, set[str]]:
         "upstream": {upstream},
         "via": set(REFUSED_VIA),
         "reason": set(REFUSED_REASONS),
+        "step": set(PULL_STATS_STEPS),
     }
 
 

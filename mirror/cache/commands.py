@@ -45,7 +45,9 @@ async def run_gc(config: Config) -> GcResult:
         partials = await backend.sweep_partials()
         storage = await track(backend, config, metrics)
         others = unconfigured(storage.index, [u.name for u in config.upstreams])
-        report = await CacheManager(storage, config, metrics).gc()
+        manager = CacheManager(storage, config, metrics)
+        await manager.load_pins()  # an admin's pins from the web UI hold here too
+        report = await manager.gc()
         return GcResult(report, partials, config.cache.max_size, len(storage.index), others)
     finally:
         await backend.close()

@@ -86,6 +86,10 @@ class Evictor:
         limit = self._index.max_size
         return limit > 0 and self._index.size > self._high * limit
 
+    def set_pins(self, pins: list[Pin]) -> None:
+        """Pin these images from the next pass on (configured and runtime pins together)."""
+        self._pins = pins
+
     def check(self) -> None:
         """Start a background pass if the cache is over budget and none is running."""
         if self._closed:

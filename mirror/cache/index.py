@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from cachetools import Cache, LRUCache
@@ -65,6 +66,15 @@ class _SizedLRU(LRUCache[str, CacheEntry]):
 
     def __init__(self) -> None:
         super().__init__(maxsize=math.inf, getsizeof=_entry_size)
+
+    def keys_oldest_first(self) -> Iterator[str]:
+        """Keys in the order ``popitem`` takes them, without moving any."""
+        # cachetools keeps the use order in a private OrderedDict; should a
+        # release rename it, the entries' last-use times give the same order.
+        order = getattr(self, "_LRUCache__order", None)
+        if order is None:
+            return iter(sorted(self, key=lambda key: Cache.__getitem__(self, key).accessed))
+        return iter(order)
 
     def peek(self, key: str) -> CacheEntry | None:
         """The entry of ``key`` without moving it (``get`` and ``[]`` count as a use)."""
@@ -142,6 +152,16 @@ class CacheIndex:
         if entry.key not in self._lru:
             self._lru[entry.key] = entry
             self._report()
+
+    def oldest(self) -> Iterator[CacheEntry]:
+        """Entries least recently used first, as eviction takes them, without touching recency.
+
+        Consume it without awaiting in between: the index must not change meanwhile.
+        """
+        for key in self._lru.keys_oldest_first():
+            entry = self._lru.peek(key)
+            if entry is not None:
+                yield entry
 
     def entries(self) -> list[CacheEntry]:
         """Every entry (in no particular order), without touching recency."""

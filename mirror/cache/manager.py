@@ -14,7 +14,8 @@ from typing import Any
 from mirror.cache.eviction import Busy, EvictionReport, Evictor
 from mirror.cache.index import Reconciled, rebuild_index, reconcile_index, unconfigured
 from mirror.cache.inventory import PurgeReport, describe, purge
-from mirror.cache.pins import parse_pins
+from mirror.cache.pins import Pin, parse_pins
+from mirror.cache.runtime_pins import RuntimePins
 from mirror.cache.tracked import TrackedStorage
 from mirror.config import Config
 from mirror.metrics import Metrics
@@ -45,13 +46,29 @@ class CacheManager:
     ) -> None:
         self.storage = storage
         self.upstreams = [u.name for u in config.upstreams]
+        self.configured_pins = parse_pins(config)
+        self.runtime_pins = RuntimePins(storage.inner)  # "_pins/": the index never sees it
         self.evictor = Evictor(
             storage, metrics,
             high_watermark=config.cache.high_watermark,
             low_watermark=config.cache.low_watermark,
-            pins=parse_pins(config), busy=busy,
+            pins=self.configured_pins, busy=busy,
         )  # fmt: skip
         storage.on_stored(self.evictor.check)
+
+    async def load_pins(self) -> None:
+        """Read the runtime pins an admin set (before the first eviction pass)."""
+        await self.runtime_pins.load()
+        self.evictor.set_pins(self.pins())
+
+    async def set_pinned(self, pin: Pin, pinned: bool) -> None:
+        """Pin a tag, or unpin it, for good (stored); raises StorageError if not stored."""
+        if await self.runtime_pins.set(pin, pinned):
+            self.evictor.set_pins(self.pins())
+
+    def pins(self) -> list[Pin]:
+        """Every pin eviction honours: configured, then runtime."""
+        return [*self.configured_pins, *sorted(self.runtime_pins.pins, key=str)]
 
     def start(self) -> None:
         """Enforce the budget at once if the cache starts over it."""

@@ -23,6 +23,7 @@ from mirror.cache.index import CacheIndex
 from mirror.storage.base import BlobWriter, Storage, StorageWrapper, WriterWrapper
 
 Listener = Callable[[], None]
+KeyListener = Callable[[str], None]
 
 
 class TrackedWriter(WriterWrapper):
@@ -50,16 +51,26 @@ class TrackedStorage(StorageWrapper):
         self.index = index
         self._readers: Counter[str] = Counter()
         self._listeners: list[Listener] = []
+        self._key_listeners: list[KeyListener] = []
 
     def on_stored(self, listener: Listener) -> None:
         """Call ``listener`` after every write (eviction checks the budget there)."""
         self._listeners.append(listener)
 
+    def on_change(self, listener: KeyListener) -> None:
+        """Call ``listener(key)`` after every write and delete of ``key`` (the UI's catalog)."""
+        self._key_listeners.append(listener)
+
     def stored(self, key: str, size: int) -> None:
         """Record an object committed at ``key``."""
         self.index.add(key, size)
+        self._changed(key)
         for listener in self._listeners:
             listener()
+
+    def _changed(self, key: str) -> None:
+        for listener in self._key_listeners:
+            listener(key)
 
     def is_reading(self, key: str) -> bool:
         """Whether a client is streaming ``key`` right now."""
@@ -93,6 +104,7 @@ class TrackedStorage(StorageWrapper):
     async def delete(self, key: str) -> None:
         await self.inner.delete(key)
         self.index.remove(key)
+        self._changed(key)
 
     async def touch(self, key: str) -> None:
         self.index.touch(key)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import os
+import time
 from collections.abc import Callable
 
 from mirror.errors import MirrorError, UpstreamUnavailable
@@ -49,9 +50,11 @@ OnCut = Callable[[MirrorError], None]
 class Download:
     """One blob download in progress, readable by followers as it grows."""
 
-    def __init__(self, key: str, digest: Digest) -> None:
+    def __init__(self, key: str, digest: Digest, repository: str = "") -> None:
         self.key = key
         self.digest = digest
+        self.repository = repository  # of the request that started it (the web UI shows it)
+        self.started_at = time.time()
         self.size: int | None = None
         self.written = 0  # bytes received so far: readable by followers
         self.persisted = 0  # bytes of those already in the spool
@@ -73,6 +76,11 @@ class Download:
     def done(self) -> bool:
         """Whether the download has ended, verified or failed."""
         return self.verified or self.error is not None
+
+    @property
+    def followers(self) -> int:
+        """Clients following the download now."""
+        return len(self._cursors)
 
     @property
     def held(self) -> int:

@@ -65,6 +65,10 @@ class Downloads:
         """Whether ``key`` is being downloaded (eviction must leave it alone)."""
         return key in self._joinable
 
+    def in_progress(self) -> list[Download]:
+        """Every running download, oldest first."""
+        return sorted(self._tasks.values(), key=lambda d: d.started_at)
+
     def join(self, key: str) -> Download | None:
         """The download of ``key`` in progress, for one more client to follow (counted)."""
         download = self._joinable.get(key)
@@ -74,7 +78,7 @@ class Downloads:
 
     def start(self, upstream: Upstream, repository: str, digest: Digest, key: str) -> Download:
         """Start downloading ``digest`` from ``upstream`` into ``key``."""
-        download = Download(key, digest)
+        download = Download(key, digest, repository)
         self._joinable[key] = download
         task = asyncio.create_task(self._run(download, upstream, repository))
         self._tasks[task] = download

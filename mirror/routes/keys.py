@@ -17,6 +17,8 @@ from mirror.proxy.manifests import ManifestStore
 from mirror.proxy.tags import TagService
 from mirror.readiness import ReadinessChecks
 from mirror.routing import Router
+from mirror.stats.pulls import PullStats
+from mirror.stats.traffic import Traffic
 
 CONFIG = web.AppKey("config", Config)
 METRICS = web.AppKey("metrics", Metrics)
@@ -27,6 +29,8 @@ TAGS = web.AppKey("tags", TagService)
 LISTINGS = web.AppKey("listings", Listings)
 CACHE = web.AppKey("cache", CacheManager)
 READINESS = web.AppKey("readiness", ReadinessChecks)
+PULLS = web.AppKey("pulls", PullStats)  # pull counts per repository (the web UI's)
+TRAFFIC = web.AppKey("traffic", Traffic)  # requests, hits, bytes saved per upstream
 
 # What the request was about (manifest, blob, tags, referrers, other).
 KIND = web.RequestKey("kind", str)

@@ -31,6 +31,7 @@ from mirror.oci import (
 from mirror.proxy.listings import ListingAnswer
 from mirror.proxy.manifests import ManifestAnswer
 from mirror.proxy.tags import TagRequest
+from mirror.routes.access import body_bytes
 from mirror.routes.blobs import blob_headers, send_blob
 from mirror.routes.keys import (
     BLOBS,
@@ -39,13 +40,16 @@ from mirror.routes.keys import (
     LISTINGS,
     MANIFESTS,
     METRICS,
+    PULLS,
     ROUTER,
     TAGS,
+    TRAFFIC,
 )
 from mirror.routing import Target
 
 _READ_METHODS = ("GET", "HEAD")
 _MAX_PAGE = 10000  # tags per page a client may ask for
+_TALLIED = ("manifest", "blob")  # the requests an upstream's hit ratio counts
 
 Endpoint = Callable[[web.Request, Target], Awaitable[web.StreamResponse]]
 
@@ -91,6 +95,10 @@ def endpoint(kind: str, handle: Endpoint) -> Handler:
         target = request.app[ROUTER].resolve(request.match_info["name"], request.query.get("ns"))
         request[KIND] = kind
         response = await handle(request, target)
+        if kind in _TALLIED:
+            result = request.get(CACHE_RESULT, "-")
+            sent = body_bytes(request, response)
+            request.app[TRAFFIC].count(target.upstream.name, result, sent)
         response.headers[API_VERSION_HEADER] = API_VERSION
         if target.namespace is not None:
             response.headers[NAMESPACE_HEADER] = target.namespace
@@ -132,6 +140,9 @@ async def manifest(request: web.Request, target: Target) -> web.StreamResponse:
         accepted = parse_accept(request.headers.getall("Accept", []))
         tag_request = TagRequest(target, str(reference), accepted, head)
         answer = await request.app[TAGS].manifest(tag_request)
+        # A pull of the repository: every client resolves a tag first (containerd
+        # with HEAD, the others with GET); the digests that follow are the same pull.
+        request.app[PULLS].record(target.upstream.name, target.repository)
     _count(request, "manifest", answer.result)
     headers = _manifest_headers(answer)
     if head or answer.body is None:

@@ -24,7 +24,9 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-PREFIX = "_stats/pulls/"
+from mirror.storage import layout
+
+PREFIX = f"{layout.STATS}/pulls/"
 SUM = "all"
 WRITER = "w-"
 VERSION = 1

@@ -56,6 +56,11 @@ def _is_upstream(name: str) -> bool:
     return bool(name) and "/" not in name and not name.startswith("_")
 
 
+def is_upstream_name(name: str) -> bool:
+    """Whether ``name`` can be the first part of a cached object's key."""
+    return _is_upstream(name)
+
+
 def parse_content_key(key: str) -> tuple[str, str, Digest] | None:
     """``(upstream, kind, digest)`` of a blob or manifest key, None for other keys."""
     parts = key.split("/")
@@ -93,6 +98,11 @@ def upstream_of(key: str) -> str | None:
 
 
 QUARANTINE = "_quarantine"  # "_" never starts an upstream name, so no clash
+# The mirror's own records, beside the cached objects: pull counts (mirror.stats)
+# and the pins admins set from the UI. No upstream key, so the index, eviction,
+# gc and verify pass them over.
+STATS = "_stats"
+RUNTIME_PINS_KEY = "_pins/runtime.json"
 
 
 def quarantine_key(key: str) -> str:

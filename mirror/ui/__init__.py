@@ -17,4 +17,9 @@ anywhere but the mirror. The pages render from a read-only view-model
     errors.py         HTML error pages
     pull_commands.py  docker, podman and containerd commands for an image
     format.py         sizes, times and digests as the pages show them
+    live.py           LiveView / LiveActions: the view-model over the running mirror
+    catalog.py        repositories, tags and manifests of the cache, kept in memory
+    live_tags.py      one repository's tags for its page; the signature hook
+    images.py         what a stored manifest tells the pages (platforms, annotations)
+    viewers.py        who is an admin until client authentication: the admin token
 """

@@ -7,7 +7,7 @@ from aiohttp import web
 from mirror.ui.keys import RENDERER, VIEWER
 
 _TITLES = {400: "Bad request", 403: "Not allowed", 404: "Not found", 405: "Method not allowed",
-           413: "Request too large", 500: "Internal error"}  # fmt: skip
+           413: "Request too large", 500: "Internal error", 503: "Try again"}  # fmt: skip
 _MESSAGES = {
     404: "There is no page at this address.",
     405: "This address does not take that method.",

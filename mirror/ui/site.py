@@ -48,12 +48,17 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 
 
 def create_ui_app(
-    view: CacheView, viewer: ViewerLookup, admin_actions: CacheActions | None = None,
+    view: CacheView | None, viewer: ViewerLookup, admin_actions: CacheActions | None = None,
     *, address: MirrorAddress | None = None,
 ) -> web.Application:  # fmt: skip
-    """The UI sub-application; ``address`` overrides the request's Host in pull commands."""
+    """The UI sub-application; ``address`` overrides the request's Host in pull commands.
+
+    ``view`` None: set ``app[VIEW]`` (and ``app[ACTIONS]``) before the first
+    request, as the mirror does once it has opened its cache at start.
+    """
     app = web.Application(middlewares=[ui_answers])
-    app[VIEW] = view
+    if view is not None:
+        app[VIEW] = view
     app[VIEWER] = viewer
     app[RENDERER] = Renderer()
     if admin_actions is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,16 +39,20 @@ def mirror_config(cache_dir: Path, upstream_url: str, **settings: Any) -> Config
 
 @asynccontextmanager
 async def run_mirror(
-    config: Config, *, send_buffer: int | None = None
-) -> AsyncIterator[RunningMirror]:
+    config: Config, *, send_buffer: int | None = None,
+    adjust: Callable[[web.Application], None] | None = None,
+) -> AsyncIterator[RunningMirror]:  # fmt: skip
     """Start ``create_app(config)`` on a free loopback port; stop it on exit.
 
     ``send_buffer`` fixes the kernel send buffer of client connections (the
     listening socket passes it on). Loopback otherwise lets the kernel take
     megabytes a slow client has not read yet, so only a small one makes such a
     client fall behind inside the mirror with blobs of a test's size.
+    ``adjust`` may change the app before it starts.
     """
     app = create_app(config)
+    if adjust is not None:
+        adjust(app)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
