@@ -18,6 +18,7 @@ from mirror.proxy.downloads import Downloads
 from mirror.proxy.freshness import FreshnessPolicy
 from mirror.proxy.listings import Listings
 from mirror.proxy.manifests import ManifestStore
+from mirror.proxy.referrers import Referrers
 from mirror.proxy.tag_records import TagRecords
 from mirror.proxy.tags import TagService
 from mirror.readiness import ReadinessChecks
@@ -31,6 +32,7 @@ from mirror.routes.keys import (
     MANIFESTS,
     METRICS,
     READINESS,
+    REFERRERS,
     ROUTER,
     TAGS,
 )
@@ -111,6 +113,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     finally:
         await downloads.close(app[SHUTDOWN].remaining())
         await cache.close()  # after the downloads: their last commits may start a pass
+        await app[REFERRERS].close()
         await app[TAGS].close()
         await app[MANIFESTS].close()
         for upstream in upstreams.values():
@@ -133,6 +136,7 @@ def _add_proxy(
     records = TagRecords(storage)
     app[TAGS] = TagService(records, app[MANIFESTS], policies)
     app[LISTINGS] = Listings(records, policies)
+    app[REFERRERS] = Referrers(records, app[MANIFESTS], app[TAGS], policies)
 
 
 def create_app(config: Config) -> web.Application:

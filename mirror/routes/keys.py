@@ -14,6 +14,7 @@ from mirror.metrics import Metrics
 from mirror.proxy.blobs import BlobStore
 from mirror.proxy.listings import Listings
 from mirror.proxy.manifests import ManifestStore
+from mirror.proxy.referrers import Referrers
 from mirror.proxy.tags import TagService
 from mirror.readiness import ReadinessChecks
 from mirror.routing import Router
@@ -25,6 +26,7 @@ BLOBS = web.AppKey("blobs", BlobStore)
 MANIFESTS = web.AppKey("manifests", ManifestStore)
 TAGS = web.AppKey("tags", TagService)
 LISTINGS = web.AppKey("listings", Listings)
+REFERRERS = web.AppKey("referrers", Referrers)
 CACHE = web.AppKey("cache", CacheManager)
 READINESS = web.AppKey("readiness", ReadinessChecks)
 

@@ -25,6 +25,7 @@ from mirror.oci import (
     API_VERSION_HEADER,
     DIGEST_HEADER,
     NAMESPACE_HEADER,
+    OCI_INDEX,
     parse_digest,
     parse_reference,
 )
@@ -39,6 +40,7 @@ from mirror.routes.keys import (
     LISTINGS,
     MANIFESTS,
     METRICS,
+    REFERRERS,
     ROUTER,
     TAGS,
 )
@@ -168,14 +170,18 @@ async def tags(request: web.Request, target: Target) -> web.StreamResponse:
 
 
 async def referrers(request: web.Request, target: Target) -> web.StreamResponse:
-    """GET the referrers index of a manifest, passed through."""
+    """GET the referrers index of a manifest: from the cache, never a 404."""
     digest = parse_digest(request.match_info["digest"])
-    query = {k: v for k, v in request.query.items() if k == "artifactType"}
-    answer = await request.app[LISTINGS].referrers(target, digest, query)
+    artifact_type = request.query.get("artifactType")
+    answer = await request.app[REFERRERS].answer(target, digest)
     _count(request, "referrers", answer.result)
-    response = _listing_response(request, answer)
-    response.headers.update(answer.listing.headers)
-    response.content_type = answer.listing.content_type.split(";", 1)[0]
+    body = answer.index(artifact_type)
+    request.app[METRICS].served("upstream" if answer.result == "miss" else "cache", len(body))
+    response = web.Response(body=body, headers={"Content-Type": OCI_INDEX})
+    if artifact_type is not None:
+        response.headers["OCI-Filters-Applied"] = "artifactType"
+    if answer.warning:
+        response.headers["Warning"] = answer.warning
     return response
 
 
