@@ -13,18 +13,21 @@ from mirror.cache.manager import CacheManager, track
 from mirror.config import Config, UpstreamConfig
 from mirror.lifecycle import ShutdownClock
 from mirror.metrics import Metrics
+from mirror.proxy.admission import Admission
 from mirror.proxy.blobs import BlobStore
 from mirror.proxy.downloads import Downloads
 from mirror.proxy.freshness import FreshnessPolicy
 from mirror.proxy.listings import Listings
 from mirror.proxy.manifests import ManifestStore
 from mirror.proxy.referrers import Referrers
+from mirror.proxy.signatures import SignatureStores
 from mirror.proxy.tag_records import TagRecords
 from mirror.proxy.tags import TagService
 from mirror.readiness import ReadinessChecks
 from mirror.request_log import request_error_logger
 from mirror.routes import admin, ops, v2
 from mirror.routes.keys import (
+    ADMISSION,
     BLOBS,
     CACHE,
     CONFIG,
@@ -41,6 +44,7 @@ from mirror.routing import Router
 from mirror.storage.base import Storage, StorageError
 from mirror.storage.factory import open_storage
 from mirror.storage.memo import MemoStorage
+from mirror.trust import TrustVerifier
 from mirror.upstream.base import Upstream
 from mirror.upstream.client import UpstreamClient
 from mirror.upstream.egress import client_session
@@ -137,6 +141,10 @@ def _add_proxy(
     app[TAGS] = TagService(records, app[MANIFESTS], policies)
     app[LISTINGS] = Listings(records, policies)
     app[REFERRERS] = Referrers(records, app[MANIFESTS], app[TAGS], policies)
+    # The verifier reads signature blobs itself: from a store that never redirects.
+    signature_blobs = BlobStore(storage, downloads, redirect=False)
+    stores = SignatureStores(app[TAGS], app[MANIFESTS], signature_blobs, app[REFERRERS])
+    app[ADMISSION] = Admission(TrustVerifier(config.trust), stores, metrics)
 
 
 def create_app(config: Config) -> web.Application:

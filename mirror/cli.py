@@ -227,14 +227,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return gc(config)
     if args.command == "verify":
         return verify(config, quarantine=args.quarantine)
-    if config.trust.enforcing:
-        # Fail closed: a mirror that seemed to enforce a policy it ignores is worse than none.
-        print(
-            "registry-mirror: configuration error: trust: 'require' and 'warn' policies are "
-            "validated by check-config but not enforced by this version; use mode 'allow'",
-            file=sys.stderr,
-        )
-        return 2
     return serve(config)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from mirror.oci import OCI_INDEX
+from mirror.oci import OCI_INDEX, OCI_MANIFEST
 from mirror.trust.bundles import BUNDLE_V03
 from tests.support.cosign import CosignKey, payload, sign_layer, signature_manifest
 from tests.support.fake_upstream import FakeUpstream, Fault
@@ -42,7 +42,7 @@ def sbom_referrer(subject: Content) -> Content:
     sbom = b'{"spdxVersion":"SPDX-2.3"}'
     manifest = {
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "mediaType": OCI_MANIFEST,
         "artifactType": SBOM_TYPE,
         "config": {"mediaType": "application/vnd.oci.empty.v1+json",
                    "digest": "sha256:" + _hex(b"{}"), "size": 2},
@@ -50,7 +50,7 @@ def sbom_referrer(subject: Content) -> Content:
         "subject": subject.descriptor,
     }  # fmt: skip
     body = json.dumps(manifest, separators=(",", ":")).encode()
-    return Content(manifest["mediaType"], body, [b"{}", sbom])
+    return Content(OCI_MANIFEST, body, [b"{}", sbom])
 
 
 def _hex(data: bytes) -> str:

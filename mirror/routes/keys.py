@@ -11,6 +11,7 @@ from aiohttp import web
 from mirror.cache.manager import CacheManager
 from mirror.config import Config
 from mirror.metrics import Metrics
+from mirror.proxy.admission import Admission
 from mirror.proxy.blobs import BlobStore
 from mirror.proxy.listings import Listings
 from mirror.proxy.manifests import ManifestStore
@@ -27,6 +28,7 @@ MANIFESTS = web.AppKey("manifests", ManifestStore)
 TAGS = web.AppKey("tags", TagService)
 LISTINGS = web.AppKey("listings", Listings)
 REFERRERS = web.AppKey("referrers", Referrers)
+ADMISSION = web.AppKey("admission", Admission)
 CACHE = web.AppKey("cache", CacheManager)
 READINESS = web.AppKey("readiness", ReadinessChecks)
 

@@ -34,6 +34,7 @@ from mirror.proxy.manifests import ManifestAnswer
 from mirror.proxy.tags import TagRequest
 from mirror.routes.blobs import blob_headers, send_blob
 from mirror.routes.keys import (
+    ADMISSION,
     BLOBS,
     CACHE_RESULT,
     KIND,
@@ -134,6 +135,8 @@ async def manifest(request: web.Request, target: Target) -> web.StreamResponse:
         accepted = parse_accept(request.headers.getall("Accept", []))
         tag_request = TagRequest(target, str(reference), accepted, head)
         answer = await request.app[TAGS].manifest(tag_request)
+    tag = None if reference.digest is not None else str(reference)
+    await request.app[ADMISSION].admit(target, answer, tag)
     _count(request, "manifest", answer.result)
     headers = _manifest_headers(answer)
     if head or answer.body is None:
