@@ -264,7 +264,7 @@ def warm(mirror_url: str, references: list[str], listing: Path | None) -> int:
             continue
         print(
             f"ok {result.reference} {result.digest}: {result.manifests} manifests, "
-            f"{result.blobs} blobs, {result.blob_bytes} bytes"
+            f"{result.blobs} blobs, {result.blob_bytes} bytes, {result.referrers} referrers"
         )
     return 1 if failed else 0
 
