@@ -143,7 +143,7 @@ def _add_proxy(
     app[REFERRERS] = Referrers(records, app[MANIFESTS], app[TAGS], policies)
     # The verifier reads signature blobs itself: from a store that never redirects.
     signature_blobs = BlobStore(storage, downloads, redirect=False)
-    stores = SignatureStores(app[TAGS], app[MANIFESTS], signature_blobs, app[REFERRERS])
+    stores = SignatureStores(app[TAGS], app[MANIFESTS], signature_blobs, app[REFERRERS], records)
     app[ADMISSION] = Admission(TrustVerifier(config.trust), stores, metrics)
 
 

@@ -240,3 +240,24 @@ async def test_a_hostile_bundle_referrer_is_refused_cleanly(
             assert resp.status == 200
     assert status == 403
     assert error["detail"]["reason"] == reason
+
+
+async def test_the_admin_listing_says_which_images_are_signed_and_by_which_key(
+    signed_registry: UpstreamRegistry, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    valid = next(case for case in PUSHED if case.name == "valid")
+    config = trust_config(tmp_path, signed_registry.url, KEYS[0], admin={"token": "t"})
+    async with run_mirror(config) as mirror:
+        for tag in (TAG, "unsigned", valid.signature_tag):
+            await fetch(http, mirror.url, f"/v2/{REPOSITORY}/manifests/{tag}")
+        headers = {"Authorization": "Bearer t"}
+        async with http.get(f"{mirror.url}/admin/cache", headers=headers) as resp:
+            assert resp.status == 200
+            listing = await resp.json()
+    (repository,) = listing["repositories"]
+    trust = {tag["tag"]: tag.get("trust") for tag in repository["tags"]}
+    assert trust[TAG] == [{"digest": valid.image.digest, "policy": POLICY, "mode": "require",
+                           "signed": True, "signers": ["acme"], "reason": "verified"}]  # fmt: skip
+    (unsigned,) = trust["unsigned"]
+    assert (unsigned["signed"], unsigned["reason"]) == (False, "no_signature")
+    assert trust[valid.signature_tag] is None  # an artifact: no verdict

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 from cachetools import LRUCache
 
@@ -41,9 +42,9 @@ from mirror.errors import Denied
 from mirror.metrics import Metrics
 from mirror.oci import INDEX_MEDIA_TYPES, parse_digest
 from mirror.proxy.manifests import ManifestAnswer
-from mirror.proxy.signatures import ProxySignatures, SignatureStores
+from mirror.proxy.signatures import CachedSignatures, ProxySignatures, SignatureStores
 from mirror.routing import Target
-from mirror.trust import Subject, TrustVerifier, Verdict
+from mirror.trust import Subject, TrustVerifier, Verdict, VerdictCache
 
 __all__ = ["Admission", "is_image_manifest"]
 
@@ -65,6 +66,37 @@ class Admission:
         self._metrics = metrics
         # child -> (index digest, the reference the index was pulled by)
         self._parents: LRUCache[ChildKey, tuple[str, str | None]] = LRUCache(maxsize=_CHILDREN)
+        # Reports read the cache only: their verdicts must never decide a pull.
+        settings = verifier.settings
+        self._reports = TrustVerifier(
+            settings, VerdictCache(settings.cache_size, settings.refusal_ttl)
+        )
+
+    async def cached_status(self, target: Target, digest: str, tag: str) -> dict[str, Any] | None:
+        """What the cache holds of an image's signatures, under its policy; asks nobody.
+
+        ``None`` under an ``allow`` policy, for an artifact, and for a
+        manifest that is no longer cached: there is nothing to report.
+        """
+        policy = self._verifier.settings.policy_for(target.upstream.name, target.repository)
+        if policy.mode == "allow":
+            return None
+        stored = await self._stores.manifests.cached(target.upstream.name, parse_digest(digest))
+        if stored is None:
+            return None
+        index = stored.media_type in INDEX_MEDIA_TYPES
+        if not index and not is_image_manifest(stored.body):
+            return None
+        subject = Subject(target.upstream.name, target.repository, digest, tag)
+        verdict = await self._reports.check(subject, CachedSignatures(target, self._stores))
+        return {
+            "digest": digest,
+            "policy": verdict.policy,
+            "mode": verdict.mode,
+            "signed": verdict.signed,
+            "signers": list(verdict.signers),
+            "reason": verdict.reason.value,
+        }
 
     async def admit(self, target: Target, answer: ManifestAnswer, reference: str | None) -> None:
         """Return if ``answer`` may be served; raise ``403 DENIED`` if its policy refuses it.

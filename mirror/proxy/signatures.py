@@ -32,11 +32,12 @@ from mirror.oci import parse_digest
 from mirror.proxy.blobs import BlobSource, BlobStore, CachedFile, Following, StoredBlob
 from mirror.proxy.manifests import ManifestStore
 from mirror.proxy.referrers import Referrers
+from mirror.proxy.tag_records import TagRecords
 from mirror.proxy.tags import TagRequest, TagService
 from mirror.routing import Target
 from mirror.trust.source import SignatureSourceUnavailable
 
-__all__ = ["ProxySignatures", "SignatureStores"]
+__all__ = ["CachedSignatures", "ProxySignatures", "SignatureStores"]
 
 T = TypeVar("T")
 
@@ -55,6 +56,7 @@ class SignatureStores:
     manifests: ManifestStore
     blobs: BlobStore
     referrers: Referrers
+    records: TagRecords
 
 
 class ProxySignatures:
@@ -100,6 +102,53 @@ class ProxySignatures:
     def _at(self, repository: str) -> Target:
         target = self._target
         return Target(target.upstream, repository, target.namespace)
+
+
+class CachedSignatures:
+    """A :class:`~mirror.trust.source.SignatureSource` of what the cache holds: it asks nobody.
+
+    For reports (``/admin/cache``): reading never starts a download or an
+    upstream request, and what is not cached does not exist.
+    """
+
+    def __init__(self, target: Target, stores: SignatureStores) -> None:
+        self._target = target
+        self._stores = stores
+
+    async def tagged_manifest(self, repository: str, tag: str) -> bytes | None:
+        """The manifest of the tag's newest record, if cached."""
+        upstream = self._target.upstream.name
+        record = await self._stores.records.last_known(upstream, repository, tag, ANY)
+        return await self._manifest(record.digest) if record is not None else None
+
+    async def referrers(self, repository: str, digest: str) -> list[dict[str, Any]]:
+        """The referrers index kept for ``digest`` (empty when none is)."""
+        try:
+            parsed = parse_digest(digest)
+        except DigestInvalid:
+            return []
+        return await self._stores.referrers.cached(self._target.upstream.name, repository, parsed)
+
+    async def manifest(self, repository: str, digest: str) -> bytes | None:
+        """A cached manifest."""
+        return await self._manifest(digest)
+
+    async def blob(self, repository: str, digest: str, max_size: int) -> bytes | None:
+        """A cached blob of at most ``max_size`` bytes."""
+        try:
+            parsed = parse_digest(digest)
+        except DigestInvalid:
+            return None
+        source = await self._stores.blobs.cached(self._target, parsed)
+        return await _guarded(_read_whole(source, max_size)) if source is not None else None
+
+    async def _manifest(self, digest: str) -> bytes | None:
+        try:
+            parsed = parse_digest(digest)
+        except DigestInvalid:
+            return None
+        stored = await self._stores.manifests.cached(self._target.upstream.name, parsed)
+        return stored.body if stored is not None else None
 
 
 async def _guarded(call: Awaitable[T]) -> T | None:
