@@ -7,8 +7,10 @@ served by a real distribution registry (2.8: no referrers API).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -248,3 +250,18 @@ async def test_the_tag_schema_fills_the_index_from_a_registry_without_the_api(
     assert digests(index) == {sig.digest, sbom.digest}
     assert digests(sig_types[2]) == {sig.digest}
     assert offline[2] == index
+
+
+async def test_an_upstream_that_never_answers_costs_a_bounded_wait_not_an_error(
+    up: FakeUpstream, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    image, _, _ = with_api(up)
+    up.add_fault(Fault(f"/referrers/{image.digest}", first_byte_delay=math.inf))
+    upstream = {"url": up.url, "retries": 0, "connect_timeout": 2, "read_timeout": 1}
+    async with run_mirror(mirror_config(tmp_path, up.url, upstreams=[upstream])) as mirror:
+        pending = asyncio.ensure_future(get_referrers(http, mirror.url, image.digest))
+        async with http.get(f"{mirror.url}/healthz") as resp:
+            assert resp.status == 200  # while the referrers request waits on the upstream
+        status, headers, index = await asyncio.wait_for(pending, timeout=30)
+    assert (status, index["manifests"]) == (200, [])
+    assert "may be incomplete" in headers["Warning"]
