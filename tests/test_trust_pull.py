@@ -20,7 +20,14 @@ from tests.support.cosign import CosignKey
 from tests.support.cosign_cases import TAG, SignedCase, cosign_cases
 from tests.support.fake_upstream import FakeUpstream, Fault
 from tests.support.mirror_app import run_mirror
-from tests.support.oci_content import bundle_referrer, push_to_fake, push_to_registry, small_image
+from tests.support.oci_content import (
+    bundle_referrer,
+    fallback_tag,
+    push_to_fake,
+    push_to_registry,
+    referrers_index,
+    small_image,
+)
 from tests.support.registry import UpstreamRegistry, start_registry
 from tests.support.trust_mirror import (
     POLICY,
@@ -261,3 +268,32 @@ async def test_the_admin_listing_says_which_images_are_signed_and_by_which_key(
     (unsigned,) = trust["unsigned"]
     assert (unsigned["signed"], unsigned["reason"]) == (False, "no_signature")
     assert trust[valid.signature_tag] is None  # an artifact: no verdict
+
+
+async def test_the_referrers_fallback_index_passes_but_covers_nothing(
+    up: FakeUpstream, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    image = small_image("listed")
+    bundle = bundle_referrer(b"{}", image, "message-signature")
+    push_to_fake(up, REPOSITORY, image, "listed")
+    push_to_fake(up, REPOSITORY, bundle)
+    fallback = referrers_index([bundle])
+    push_to_fake(up, REPOSITORY, fallback, fallback_tag(image.digest))
+    # An image index dressed up under a fallback tag: its platform is still judged.
+    disguised = platform_index([small_image("disguised")])
+    push_to_fake(up, REPOSITORY, small_image("disguised"))
+    push_to_fake(up, REPOSITORY, disguised, fallback_tag(small_image("other").digest))
+    async with run_mirror(trust_config(tmp_path, up.url, KEYS[0])) as mirror:
+        listing = await fetch(
+            http, mirror.url, f"/v2/{REPOSITORY}/manifests/{fallback_tag(image.digest)}"
+        )
+        dressed = await fetch(
+            http,
+            mirror.url,
+            f"/v2/{REPOSITORY}/manifests/{fallback_tag(small_image('other').digest)}",
+        )
+        platform = await fetch(
+            http, mirror.url, f"/v2/{REPOSITORY}/manifests/{small_image('disguised').digest}"
+        )
+    assert (listing[0], dressed[0]) == (200, 200)
+    assert platform[0] == 403

@@ -22,9 +22,12 @@ What the policy applies to:
   index admitted which children in memory, so after a restart the index is
   verified again the first time a client asks for it;
 * **a signature, attestation, SBOM or other artifact** (a manifest that is
-  no index and has no image layer: nothing a runtime can run) is served
-  without a verdict: it is the evidence the verifier reads, and cosign,
-  skopeo and podman fetch it through the mirror to verify for themselves.
+  no index and has no image layer: nothing a runtime can run), and the
+  index a referrers fallback tag (``sha256-<hex>``) names, are served
+  without a verdict: they are the evidence the verifier reads, and cosign,
+  skopeo and podman fetch them through the mirror to verify for themselves.
+  (The platform manifests of such an index are covered by nothing: an
+  image tagged that way still needs its own signatures.)
 
 Verdicts are cached per (policy fingerprint, digest) by the verifier, so a
 hit costs no fetch and no cryptography.
@@ -42,11 +45,12 @@ from mirror.errors import Denied
 from mirror.metrics import Metrics
 from mirror.oci import INDEX_MEDIA_TYPES, parse_digest
 from mirror.proxy.manifests import ManifestAnswer
+from mirror.proxy.referrers import is_fallback_tag
 from mirror.proxy.signatures import CachedSignatures, ProxySignatures, SignatureStores
 from mirror.routing import Target
 from mirror.trust import Subject, TrustVerifier, Verdict, VerdictCache
 
-__all__ = ["Admission", "is_image_manifest"]
+__all__ = ["Admission", "is_image_manifest", "without_verdict"]
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +88,7 @@ class Admission:
         stored = await self._stores.manifests.cached(target.upstream.name, parse_digest(digest))
         if stored is None:
             return None
-        index = stored.media_type in INDEX_MEDIA_TYPES
-        if not index and not is_image_manifest(stored.body):
+        if without_verdict(stored.media_type, stored.body, tag):
             return None
         subject = Subject(target.upstream.name, target.repository, digest, tag)
         verdict = await self._reports.check(subject, CachedSignatures(target, self._stores))
@@ -107,9 +110,9 @@ class Admission:
         if policy.mode == "allow":
             return
         body = answer.body or await self._cached_body(target, answer.digest)
-        index = answer.media_type in INDEX_MEDIA_TYPES
-        if body is not None and not index and not is_image_manifest(body):
+        if without_verdict(answer.media_type, body, reference):
             return
+        index = answer.media_type in INDEX_MEDIA_TYPES
         verdict = await self._verdict(target, answer.digest, reference)
         self._record(target, answer.digest, verdict)
         if verdict.signed and index and body is not None:
@@ -151,6 +154,17 @@ class Admission:
     async def _cached_body(self, target: Target, digest: str) -> bytes | None:
         stored = await self._stores.manifests.cached(target.upstream.name, parse_digest(digest))
         return stored.body if stored is not None else None
+
+
+def without_verdict(media_type: str, body: bytes | None, tag: str | None) -> bool:
+    """Whether a manifest is served without a verdict: an artifact, or a referrers index.
+
+    ``body`` may be unknown (a ``HEAD`` answered from a tag record); then
+    only an index under a fallback tag is let by.
+    """
+    if media_type in INDEX_MEDIA_TYPES:
+        return tag is not None and is_fallback_tag(tag)
+    return body is not None and not is_image_manifest(body)
 
 
 def is_image_manifest(body: bytes) -> bool:

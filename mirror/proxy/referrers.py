@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,7 +51,14 @@ from mirror.proxy.tags import TagRequest, TagService
 from mirror.routing import Target
 from mirror.stored import StoredManifest, TagRecord
 
-__all__ = ["MAX_REFERRERS", "REFERRERS_VARIANT", "Referrers", "ReferrersAnswer", "fallback_tag"]
+__all__ = [
+    "MAX_REFERRERS",
+    "REFERRERS_VARIANT",
+    "Referrers",
+    "ReferrersAnswer",
+    "fallback_tag",
+    "is_fallback_tag",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +69,7 @@ MAX_REFERRERS = 1000
 #: cosign's tags beside the fallback tag: signatures, attestations, SBOMs
 COSIGN_SUFFIXES = (".sig", ".att", ".sbom")
 _DESCRIPTOR_STRINGS = ("mediaType", "digest", "artifactType")
+_FALLBACK_TAG = re.compile(r"sha(?:256|512)-[0-9a-f]{64}")
 # An upstream that answers the referrers API with one of these has no such API.
 _NO_API = (ManifestUnknown, NameUnknown)
 
@@ -73,6 +82,11 @@ def fallback_tag(digest: str) -> str:
     """
     algorithm, _, encoded = digest.partition(":")
     return f"{algorithm[:32]}-{encoded[:64]}"
+
+
+def is_fallback_tag(tag: str) -> bool:
+    """Whether ``tag`` is a referrers fallback tag: an index of a subject's referrers."""
+    return _FALLBACK_TAG.fullmatch(tag) is not None
 
 
 @dataclass(frozen=True, slots=True)
