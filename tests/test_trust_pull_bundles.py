@@ -19,7 +19,15 @@ from mirror.config import Config
 from tests.support.cosign_cases import REGISTRY
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.mirror_app import mirror_config, run_mirror
-from tests.support.oci_content import bundle_referrer, push_to_fake, small_image
+from tests.support.oci_content import (
+    bundle_referrer,
+    fallback_tag,
+    push_to_fake,
+    push_to_registry,
+    referrers_index,
+    small_image,
+)
+from tests.support.registry import start_registry
 from tests.support.sigstore_bundles import (
     IDENTITY,
     ISSUER,
@@ -88,3 +96,26 @@ async def test_the_mirror_admits_what_sigstore_verify_accepts_online_and_offline
     assert dict(zip(names, online, strict=True)) == dict(zip(names, expected, strict=True))
     assert offline == online
     assert online == [case.valid for case in cases]
+
+
+async def test_bundles_under_the_fallback_tag_of_a_real_registry_decide_too(
+    fixtures: BundleFixtures, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """distribution 2.8 has no referrers API: the mirror finds the bundles by the tag schema."""
+    cases = {case.name: case for case in bundle_cases(fixtures)}
+    chosen = ("keyed-dsse", "keyless-message", "keyed-dsse-tampered-signature")
+    registry = start_registry(tmp_path / "registry")
+    try:
+        client = registry.client()
+        for index, name in enumerate(chosen):
+            case, subject = cases[name], SUBJECTS[cases[name].subject]
+            referrer = bundle_referrer(case.data, subject, case.content_kind)
+            push_to_registry(client, repository(index), subject, "1.0")
+            push_to_registry(client, repository(index), referrer)
+            fallback = referrers_index([referrer])
+            push_to_registry(client, repository(index), fallback, fallback_tag(subject.digest))
+        async with run_mirror(config(tmp_path, registry.url, fixtures)) as mirror:
+            got = await admitted(http, mirror.url, [cases[name] for name in chosen])
+    finally:
+        registry.stop()
+    assert got == [True, True, False]
