@@ -17,6 +17,7 @@ the image later. Nothing is remembered when the signatures were unavailable.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -135,8 +136,11 @@ class TrustVerifier:
     async def _collect(
         self, subject: Subject, policy: TrustPolicy, source: SignatureSource
     ) -> tuple[SignatureCheck, ...]:
-        cosign = await self._cosign_checks(subject, policy, source)
-        bundles = await self._bundle_checks(subject, policy, source)
+        # Independent lookups (the .sig tag, the referrers): one wait for both.
+        cosign, bundles = await asyncio.gather(
+            self._cosign_checks(subject, policy, source),
+            self._bundle_checks(subject, policy, source),
+        )
         return (*cosign, *bundles)
 
     async def _cosign_checks(
