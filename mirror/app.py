@@ -14,17 +14,21 @@ from mirror.cache.manager import CacheManager, track
 from mirror.config import Config, UpstreamConfig
 from mirror.lifecycle import ShutdownClock
 from mirror.metrics import Metrics
+from mirror.proxy.admission import Admission
 from mirror.proxy.blobs import BlobStore
 from mirror.proxy.downloads import Downloads
 from mirror.proxy.freshness import FreshnessPolicy
 from mirror.proxy.listings import Listings
 from mirror.proxy.manifests import ManifestStore
+from mirror.proxy.referrers import Referrers
+from mirror.proxy.signatures import SignatureStores
 from mirror.proxy.tag_records import TagRecords
 from mirror.proxy.tags import TagService
 from mirror.readiness import ReadinessChecks
 from mirror.request_log import request_error_logger
 from mirror.routes import admin, ops, v2
 from mirror.routes.keys import (
+    ADMISSION,
     BLOBS,
     CACHE,
     CONFIG,
@@ -33,6 +37,7 @@ from mirror.routes.keys import (
     METRICS,
     PULLS,
     READINESS,
+    REFERRERS,
     ROUTER,
     TAGS,
     TRAFFIC,
@@ -45,8 +50,10 @@ from mirror.stats.traffic import Traffic
 from mirror.storage.base import Storage, StorageError
 from mirror.storage.factory import open_storage
 from mirror.storage.memo import MemoStorage
+from mirror.trust import TrustVerifier
 from mirror.ui.keys import ACTIONS, VIEW
 from mirror.ui.live import LiveActions, LiveView
+from mirror.ui.signatures import signature_lookup
 from mirror.ui.site import create_ui_app, mount_ui
 from mirror.ui.viewers import admin_token_viewer
 from mirror.upstream.base import Upstream
@@ -128,6 +135,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     finally:
         await downloads.close(app[SHUTDOWN].remaining())
         await cache.close()  # after the downloads: their last commits may start a pass
+        await app[REFERRERS].close()
         await app[TAGS].close()
         await app[MANIFESTS].close()
         for upstream in upstreams.values():
@@ -170,7 +178,10 @@ async def _pull_stats(app: web.Application) -> AsyncIterator[None]:
 
 def _bind_ui(app: web.Application) -> LiveView:
     """The web UI's view of what was just built; admin actions only with an admin token."""
-    view = LiveView(app[CONFIG], app[CACHE], app[FILLS], app[METRICS], app[TRAFFIC], app[PULLS])
+    view = LiveView(
+        app[CONFIG], app[CACHE], app[FILLS], app[METRICS], app[TRAFFIC], app[PULLS],
+        signature_lookup(app[ADMISSION]),
+    )  # fmt: skip
     app[UI][VIEW] = view
     if app[CONFIG].admin_token:
         app[UI][ACTIONS] = LiveActions(app[CACHE])
@@ -191,6 +202,11 @@ def _add_proxy(
     records = TagRecords(storage)
     app[TAGS] = TagService(records, app[MANIFESTS], policies)
     app[LISTINGS] = Listings(records, policies)
+    app[REFERRERS] = Referrers(records, app[MANIFESTS], app[TAGS], policies)
+    # The verifier reads signature blobs itself: from a store that never redirects.
+    signature_blobs = BlobStore(storage, downloads, redirect=False)
+    stores = SignatureStores(app[TAGS], app[MANIFESTS], signature_blobs, app[REFERRERS], records)
+    app[ADMISSION] = Admission(TrustVerifier(config.trust), stores, metrics)
 
 
 def create_app(config: Config) -> web.Application:

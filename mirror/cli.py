@@ -258,14 +258,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("gc", "verify"):
         status = gc(config) if args.command == "gc" else verify(config, quarantine=args.quarantine)
         return max(status, tell_mirrors(args.mirror, config.admin_token))
-    if config.trust.enforcing:
-        # Fail closed: a mirror that seemed to enforce a policy it ignores is worse than none.
-        print(
-            "registry-mirror: configuration error: trust: 'require' and 'warn' policies are "
-            "validated by check-config but not enforced by this version; use mode 'allow'",
-            file=sys.stderr,
-        )
-        return 2
     return serve(config)
 
 
@@ -288,7 +280,7 @@ def warm(mirror_url: str, references: list[str], listing: Path | None) -> int:
             continue
         print(
             f"ok {result.reference} {result.digest}: {result.manifests} manifests, "
-            f"{result.blobs} blobs, {result.blob_bytes} bytes"
+            f"{result.blobs} blobs, {result.blob_bytes} bytes, {result.referrers} referrers"
         )
     return 1 if failed else 0
 

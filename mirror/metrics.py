@@ -32,6 +32,13 @@ EVICTED_KINDS = ("blob", "manifest", "tag")
 REFUSED_VIA = ("redirect", "realm")
 REFUSED_REASONS = ("mode", "address", "url")
 PULL_STATS_STEPS = ("flush", "load", "compact")
+# Content trust: what became of a manifest under a require or warn policy, and why
+# one was refused (the reasons of mirror.trust.verdict that refuse).
+SIGNATURE_RESULTS = ("verified", "refused", "warned")
+SIGNATURE_REFUSALS = (
+    "no_signature", "signature_invalid", "key_not_trusted", "digest_mismatch",
+    "identity_mismatch", "blob_missing", "unsupported", "too_few_signatures", "unavailable",
+)  # fmt: skip
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _STORAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30)
 
@@ -160,7 +167,24 @@ class Metrics:
             ["step"], registry=r,
         )  # fmt: skip
         self._answered: set[str] = set()  # upstreams with a recorded request
+        self._init_trust()
         self._init_closed_sets()
+
+    def _init_trust(self) -> None:
+        r = self.registry
+        self._signature_checks = Counter(
+            "mirror_signature_verifications",
+            "Manifests served or refused under a require or warn trust policy, by outcome.",
+            ["result"], registry=r,
+        )  # fmt: skip
+        self._signature_refusals = Counter(
+            "mirror_signature_refusals", "Manifests refused by a require policy, by reason.",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        for result in SIGNATURE_RESULTS:
+            self._signature_checks.labels(result)
+        for reason in SIGNATURE_REFUSALS:
+            self._signature_refusals.labels(reason)
 
     def _init_closed_sets(self) -> None:
         """Export every series of the closed label sets from the start, at zero.
@@ -309,6 +333,13 @@ class Metrics:
             )
             for name in up.keys() | limit.keys() | remaining.keys()
         }
+
+    def signature_verdict(self, result: str, reason: str | None = None) -> None:
+        """A manifest under a require or warn policy: verified, refused (with why) or warned."""
+        if result in SIGNATURE_RESULTS:
+            self._signature_checks.labels(result).inc()
+        if result == "refused" and reason in SIGNATURE_REFUSALS:
+            self._signature_refusals.labels(reason).inc()
 
     def render(self) -> bytes:
         """The text exposition of every metric."""

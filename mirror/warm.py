@@ -8,6 +8,12 @@ References are written the way ``docker pull`` takes them, optionally with
 the registry first: ``alpine:3.20``, ``ghcr.io/org/app@sha256:…``. The mirror
 itself decides the upstream (a configured registry prefix, else its default
 upstream), exactly as for any client.
+
+The referrers of every manifest come along, recursively (a signature of an
+attestation): what the mirror's referrers endpoint lists, and cosign's
+``sha256-<hex>.sig``, ``.att`` and ``.sbom`` tags, with their blobs. So an
+offline copy can verify what it serves (content trust) and answer the
+referrers endpoint.
 """
 
 from __future__ import annotations
@@ -23,6 +29,15 @@ from mirror.oci import DEFAULT_ACCEPT, DIGEST_HEADER, INDEX_MEDIA_TYPES
 
 _BLOB_CONCURRENCY = 4
 _READ_CHUNK = 1024 * 1024
+#: how deep referrers are followed (a signature of an attestation of an image is 2)
+_REFERRER_DEPTH = 4
+#: referrer manifests taken per image, however many its publisher attached
+_MAX_REFERRERS = 500
+_COSIGN_SUFFIXES = (".sig", ".att", ".sbom")
+
+
+class _NotFound(ValueError):
+    """The mirror answered 404."""
 
 
 @dataclass
@@ -34,6 +49,7 @@ class WarmResult:
     manifests: int = 0
     blobs: int = 0
     blob_bytes: int = 0
+    referrers: int = 0
     error: str | None = None
 
 
@@ -77,6 +93,8 @@ async def _warm_one(
             url = f"{base}/v2/{name}/manifests/{child}"
             documents.append((await _manifest(session, url))[1])
             result.manifests += 1
+    subjects = [digest, *_descriptors(document, "manifests")]
+    documents += await _referrers(session, f"{base}/v2/{name}", subjects, result)
     blobs = {
         digest
         for doc in documents
@@ -85,6 +103,53 @@ async def _warm_one(
     await asyncio.gather(
         *(_blob(session, f"{base}/v2/{name}/blobs/{d}", result, limit) for d in sorted(blobs))
     )
+
+
+async def _referrers(
+    session: aiohttp.ClientSession, repository_url: str, subjects: list[str], result: WarmResult
+) -> list[dict[str, object]]:
+    """The referrer manifests of ``subjects``, and theirs, breadth first, each once."""
+    seen = set(subjects)
+    found: list[dict[str, object]] = []
+    level = [s for s in subjects if s]
+    for _ in range(_REFERRER_DEPTH):
+        next_level = []
+        for subject in level:
+            for digest, document in await _referrers_of(session, repository_url, subject):
+                if digest in seen or result.referrers >= _MAX_REFERRERS:
+                    continue
+                seen.add(digest)
+                found.append(document)
+                next_level.append(digest)
+                result.referrers += 1
+        level = next_level
+    return found
+
+
+async def _referrers_of(
+    session: aiohttp.ClientSession, repository_url: str, subject: str
+) -> list[tuple[str, dict[str, object]]]:
+    """Manifests that refer to ``subject``: the referrers index, then cosign's tags."""
+    async with session.get(f"{repository_url}/referrers/{subject}") as resp:
+        index = json.loads(await resp.read()) if resp.status == 200 else {}
+    digests = _descriptors(index, "manifests") if isinstance(index, dict) else []
+    found = [await _manifest(session, f"{repository_url}/manifests/{d}") for d in digests]
+    tag = subject.replace(":", "-", 1)
+    for suffix in _COSIGN_SUFFIXES:
+        tagged = await _optional_manifest(session, f"{repository_url}/manifests/{tag}{suffix}")
+        if tagged is not None:
+            found.append(tagged)
+    return found
+
+
+async def _optional_manifest(
+    session: aiohttp.ClientSession, url: str
+) -> tuple[str, dict[str, object]] | None:
+    """A manifest that may well not exist (404: None)."""
+    try:
+        return await _manifest(session, url)
+    except _NotFound:
+        return None
 
 
 def _descriptors(document: dict[str, object], field: str) -> list[str]:
@@ -100,6 +165,8 @@ async def _manifest(session: aiohttp.ClientSession, url: str) -> tuple[str, dict
     headers = [("Accept", media_type) for media_type in DEFAULT_ACCEPT]
     async with session.get(url, headers=headers) as resp:
         body = await resp.read()
+        if resp.status == 404:
+            raise _NotFound(f"{url}: 404 {_oci_message(body)}")
         if resp.status != 200:
             raise ValueError(f"{url}: {resp.status} {_oci_message(body)}")
         document = json.loads(body)

@@ -58,6 +58,8 @@ def test_the_questions_of_the_issue_have_panels() -> None:
         "mirror_cache_size_bytes",
         "mirror_cache_evictions_total",
         "mirror_fills_in_flight",
+        "mirror_signature_verifications_total",  # content trust: verdicts
+        "mirror_signature_refusals_total",  # and refusals by reason
     ):
         assert needle in exprs, needle
 

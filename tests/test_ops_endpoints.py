@@ -16,6 +16,8 @@ from mirror.metrics import (
     REFUSED_REASONS,
     REFUSED_VIA,
     RESULTS,
+    SIGNATURE_REFUSALS,
+    SIGNATURE_RESULTS,
     SOURCES,
     STATUS_CLASSES,
 )
@@ -59,7 +61,7 @@ def closed_label_sets(upstream: str) -> dict[str, set[str]]:
     """Every label name the mirror may use, with every value it may take."""
     return {
         "kind": set(KINDS) | {"tag"},
-        "result": set(RESULTS),
+        "result": set(RESULTS) | set(SIGNATURE_RESULTS),
         "source": set(SOURCES),
         "status": set(STATUS_CLASSES),
         "method": {"GET", "HEAD"},
@@ -67,7 +69,7 @@ def closed_label_sets(upstream: str) -> dict[str, set[str]]:
         "action": STORAGE_ACTIONS,
         "upstream": {upstream},
         "via": set(REFUSED_VIA),
-        "reason": set(REFUSED_REASONS),
+        "reason": set(REFUSED_REASONS) | set(SIGNATURE_REFUSALS),
         "step": set(PULL_STATS_STEPS),
     }
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -15,6 +16,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mirror.config import ConfigError, build_config
 from mirror.trust import TrustSettings
 from tests.support.cosign import CosignKey
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.mirror_process import start_mirror_process
+from tests.support.oci_content import push_to_fake, small_image
 from tests.support.sigstore_bundles import made_up_trusted_root
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -129,19 +133,26 @@ def test_check_config_names_the_key_that_cannot_be_used(
     assert "\n" not in result.stderr.strip()  # one line, no traceback
 
 
-def test_serve_refuses_a_policy_it_cannot_enforce_yet(
-    files: dict[str, Path], tmp_path: Path
+async def test_serve_enforces_a_require_policy(
+    files: dict[str, Path], tmp_path: Path, up: FakeUpstream
 ) -> None:
-    config = write_config(tmp_path, f"""
-[trust.keys]
-acme = "{files["acme.pub"]}"
-[trust.default]
-mode = "require"
-keys = ["acme"]
-""")  # fmt: skip
-    result = run_cli("serve", "--config", str(config), "--listen", "127.0.0.1:0")
-    assert result.returncode == 2
-    assert "policies are validated by check-config but not enforced" in result.stderr
+    push_to_fake(up, "library/app", small_image("unsigned"), "1.0")
+    settings = {
+        "upstream": up.url,
+        "storage": {"path": str(tmp_path / "cache")},
+        "trust": {"keys": {"acme": str(files["acme.pub"])},
+                  "default": {"mode": "require", "keys": ["acme"]}},
+    }  # fmt: skip
+    # From this (the main) thread: the child lives as long as the thread that started it.
+    mirror = start_mirror_process(tmp_path, settings)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{mirror.url}/v2/library/app/manifests/1.0") as resp:
+                status, body = resp.status, await resp.json()
+    finally:
+        mirror.process.stop()
+    assert status == 403
+    assert body["errors"][0]["message"] == "trust policy 'default': no signature found"
 
 
 # ---------------------------------------------------------------- validation

@@ -169,6 +169,12 @@ class BlobStore:
         # Shielded: a client that leaves must not cancel what every follower waits for.
         return Following(str(digest), await asyncio.shield(download.started), download)
 
+    async def cached(self, target: Target, digest: Digest) -> BlobSource | None:
+        """The blob if the cache holds it; never a download (for readers that ask nobody)."""
+        key = layout.blob_key(target.upstream.name, digest)
+        info = await self._cache.stat(key)
+        return await self._cached(str(digest), key, info.size) if info is not None else None
+
     async def _cached(self, digest: str, key: str, size: int) -> BlobSource | None:
         path = self._storage.local_path(key)
         if path is not None:

@@ -1,11 +1,11 @@
-"""Tag lists and referrers: the upstream's answer, passed through.
+"""Tag lists: the upstream's answer, passed through.
 
 A tag list is not cached as such. When the upstream cannot give it (a 5xx, a
 429, no answer; or the mirror is offline), the tags the cache has records of
 stand in, as :class:`mirror.proxy.freshness.FreshnessPolicy` allows for a
 manifest: each tag confirmed within ``tag_ttl + max_stale``, with the same
 ``Warning`` header, as distribution's proxy serves its local list. Referrers
-are never cached: without the upstream there are none to give.
+are kept in the cache by :mod:`mirror.proxy.referrers`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mirror.errors import MirrorError
-from mirror.oci import Digest
 from mirror.proxy.freshness import FreshnessPolicy, stale_warning
 from mirror.proxy.tag_records import TagRecords
 from mirror.routing import Target
@@ -36,7 +35,7 @@ class ListingAnswer:
 
 
 class Listings:
-    """Answers tags/list and referrers requests."""
+    """Answers tags/list requests."""
 
     def __init__(self, records: TagRecords, policies: Mapping[str, FreshnessPolicy]) -> None:
         self._records = records
@@ -51,13 +50,6 @@ class Listings:
             if known is None:
                 raise
             return known
-        return ListingAnswer(listing, "upstream")
-
-    async def referrers(
-        self, target: Target, digest: Digest, query: dict[str, str]
-    ) -> ListingAnswer:
-        """The upstream's referrers index for ``digest``."""
-        listing = await target.upstream.referrers(target.repository, str(digest), query)
         return ListingAnswer(listing, "upstream")
 
     async def _known_tags(

@@ -136,6 +136,13 @@ class ManifestStore:
         self._checked[key] = checked
         return StoredManifest(checked, stored.body)
 
+    async def keep(self, upstream: str, stored: StoredManifest) -> Digest:
+        """Cache a manifest the mirror made itself (a referrers index); its digest."""
+        await check_manifest_off_loop(stored.body, stored.media_type)
+        digest = sha256_digest(stored.body)
+        await self._put(upstream, digest, stored)
+        return digest
+
     async def _put(self, upstream: str, digest: Digest, stored: StoredManifest) -> None:
         """Cache a manifest already checked, and verified against ``digest``."""
         key = layout.manifest_key(upstream, digest)

@@ -4,7 +4,9 @@ Every request needs ``Authorization: Bearer <admin.token>``; anything else
 gets a 401 OCI error. Endpoints:
 
 ``GET /admin/cache[?upstream=&repository=]``
-    totals, then each repository with its tags, sizes and last access.
+    totals, then each repository with its tags, sizes and last access; under a
+    ``require`` or ``warn`` trust policy, each tag's ``trust``: whether the
+    image is signed (from the signatures the cache holds) and by which keys.
 ``DELETE /admin/cache?[upstream=]&repository=[&tag=]`` or ``?[upstream=&repository=]&digest=``
     purge a repository, a tag, or one manifest or blob; blobs that no
     remaining cached manifest uses go too. 404 when nothing matched.
@@ -25,14 +27,15 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from mirror.cache.eviction import EvictionReport
 from mirror.errors import ManifestUnknown, NameUnknown, QueryInvalid, SelectorRequired, Unauthorized
 from mirror.oci import Digest, parse_digest, validate_tag
-from mirror.routes.keys import CACHE, CONFIG, ROUTER
+from mirror.routes.keys import ADMISSION, CACHE, CONFIG, ROUTER
+from mirror.routing import Target
 from mirror.upstream.base import Upstream
 
 T = TypeVar("T")
@@ -63,7 +66,24 @@ async def list_cache(request: web.Request) -> web.Response:
     _authorize(request)
     upstream, repository = _selection(request)
     name = upstream.name if upstream is not None else None
-    return web.json_response(await request.app[CACHE].describe(name, repository))
+    listing = await request.app[CACHE].describe(name, repository)
+    await _add_trust(request, listing)
+    return web.json_response(listing)
+
+
+async def _add_trust(request: web.Request, listing: dict[str, Any]) -> None:
+    """Each tag's signature status under its trust policy (none under ``allow``)."""
+    admission, router = request.app[ADMISSION], request.app[ROUTER]
+    for entry in listing["repositories"]:
+        upstream = router.upstream_named(entry["upstream"])
+        if upstream is None:
+            continue  # an upstream the configuration no longer names: no policy applies
+        target = Target(upstream, entry["repository"], None)
+        for tag in entry["tags"]:
+            found = [await admission.cached_status(target, d, tag["tag"]) for d in tag["digests"]]
+            statuses = [status for status in found if status is not None]
+            if statuses:
+                tag["trust"] = statuses
 
 
 async def purge(request: web.Request) -> web.Response:

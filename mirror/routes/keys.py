@@ -11,9 +11,11 @@ from aiohttp import web
 from mirror.cache.manager import CacheManager
 from mirror.config import Config
 from mirror.metrics import Metrics
+from mirror.proxy.admission import Admission
 from mirror.proxy.blobs import BlobStore
 from mirror.proxy.listings import Listings
 from mirror.proxy.manifests import ManifestStore
+from mirror.proxy.referrers import Referrers
 from mirror.proxy.tags import TagService
 from mirror.readiness import ReadinessChecks
 from mirror.routing import Router
@@ -27,6 +29,8 @@ BLOBS = web.AppKey("blobs", BlobStore)
 MANIFESTS = web.AppKey("manifests", ManifestStore)
 TAGS = web.AppKey("tags", TagService)
 LISTINGS = web.AppKey("listings", Listings)
+REFERRERS = web.AppKey("referrers", Referrers)
+ADMISSION = web.AppKey("admission", Admission)
 CACHE = web.AppKey("cache", CacheManager)
 READINESS = web.AppKey("readiness", ReadinessChecks)
 PULLS = web.AppKey("pulls", PullStats)  # pull counts per repository (the web UI's)

@@ -25,6 +25,7 @@ from mirror.oci import (
     API_VERSION_HEADER,
     DIGEST_HEADER,
     NAMESPACE_HEADER,
+    OCI_INDEX,
     parse_digest,
     parse_reference,
 )
@@ -34,6 +35,7 @@ from mirror.proxy.tags import TagRequest
 from mirror.routes.access import body_bytes
 from mirror.routes.blobs import blob_headers, send_blob
 from mirror.routes.keys import (
+    ADMISSION,
     BLOBS,
     CACHE_RESULT,
     KIND,
@@ -41,6 +43,7 @@ from mirror.routes.keys import (
     MANIFESTS,
     METRICS,
     PULLS,
+    REFERRERS,
     ROUTER,
     TAGS,
     TRAFFIC,
@@ -140,8 +143,12 @@ async def manifest(request: web.Request, target: Target) -> web.StreamResponse:
         accepted = parse_accept(request.headers.getall("Accept", []))
         tag_request = TagRequest(target, str(reference), accepted, head)
         answer = await request.app[TAGS].manifest(tag_request)
+    tag = None if reference.digest is not None else str(reference)
+    await request.app[ADMISSION].admit(target, answer, tag)
+    if tag is not None:
         # A pull of the repository: every client resolves a tag first (containerd
         # with HEAD, the others with GET); the digests that follow are the same pull.
+        # Counted once admitted: a refused pull is no pull.
         request.app[PULLS].record(target.upstream.name, target.repository)
     _count(request, "manifest", answer.result)
     headers = _manifest_headers(answer)
@@ -179,14 +186,18 @@ async def tags(request: web.Request, target: Target) -> web.StreamResponse:
 
 
 async def referrers(request: web.Request, target: Target) -> web.StreamResponse:
-    """GET the referrers index of a manifest, passed through."""
+    """GET the referrers index of a manifest: from the cache, never a 404."""
     digest = parse_digest(request.match_info["digest"])
-    query = {k: v for k, v in request.query.items() if k == "artifactType"}
-    answer = await request.app[LISTINGS].referrers(target, digest, query)
+    artifact_type = request.query.get("artifactType")
+    answer = await request.app[REFERRERS].answer(target, digest)
     _count(request, "referrers", answer.result)
-    response = _listing_response(request, answer)
-    response.headers.update(answer.listing.headers)
-    response.content_type = answer.listing.content_type.split(";", 1)[0]
+    body = answer.index(artifact_type)
+    request.app[METRICS].served("upstream" if answer.result == "miss" else "cache", len(body))
+    response = web.Response(body=body, headers={"Content-Type": OCI_INDEX})
+    if artifact_type is not None:
+        response.headers["OCI-Filters-Applied"] = "artifactType"
+    if answer.warning:
+        response.headers["Warning"] = answer.warning
     return response
 
 

@@ -77,7 +77,7 @@ def json_object(data: bytes) -> dict[str, Any] | None:
     """``data`` parsed as a JSON object, or ``None`` (not UTF-8, not JSON, not an object)."""
     try:
         doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # absurdly deep nesting
         return None
     return doc if isinstance(doc, dict) else None
 

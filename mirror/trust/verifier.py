@@ -17,6 +17,7 @@ the image later. Nothing is remembered when the signatures were unavailable.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -112,6 +113,13 @@ class TrustVerifier:
             self.cache.put(key, verdict)
         return verdict
 
+    def remembered(self, subject: Subject) -> Verdict | None:
+        """The cached verdict on ``subject`` (``None`` under ``allow``); fetches nothing."""
+        policy = self.settings.policy_for(subject.registry, subject.repository)
+        if policy.mode == "allow":
+            return None
+        return self.cache.get(_cache_key(policy, subject))
+
     async def check_platform(
         self, child: Subject, index: Subject, index_body: bytes, source: SignatureSource
     ) -> Verdict:
@@ -135,8 +143,11 @@ class TrustVerifier:
     async def _collect(
         self, subject: Subject, policy: TrustPolicy, source: SignatureSource
     ) -> tuple[SignatureCheck, ...]:
-        cosign = await self._cosign_checks(subject, policy, source)
-        bundles = await self._bundle_checks(subject, policy, source)
+        # Independent lookups (the .sig tag, the referrers): one wait for both.
+        cosign, bundles = await asyncio.gather(
+            self._cosign_checks(subject, policy, source),
+            self._bundle_checks(subject, policy, source),
+        )
         return (*cosign, *bundles)
 
     async def _cosign_checks(

@@ -13,10 +13,10 @@ from mirror.ui.query import cut_page
 
 TagPage = tuple[tuple[TagDetail, ...], int, int]  # (the page's tags, the page, how many pages)
 
-# The optional hook through which content trust (issue 13) tells the signature
-# status of an image: (upstream, repository, digest) -> status. Without one,
-# every tag shows "not checked".
-SignatureLookup = Callable[[str, str, str], SignatureStatus]
+# The optional hook through which content trust tells the signature status of
+# an image: (upstream, repository, digest, tag) -> status (mirror.ui.signatures).
+# Without one, every tag shows "not checked".
+SignatureLookup = Callable[[str, str, str, str], SignatureStatus]
 
 
 def pin_state(pins: Iterable[Pin], configured: Iterable[Pin], ref: Pin, digest: str) -> PinState:
@@ -62,7 +62,7 @@ class TagDetails:
         text = str(digest) if digest is not None else ""
         signature = SignatureStatus()
         if self._signatures is not None and digest is not None:
-            signature = self._signatures(upstream, repository, text)
+            signature = self._signatures(upstream, repository, text, tag)
         return TagDetail(
             tag=tag, digest=text, media_type=facts.media_type if facts else "",
             size=self._catalog.size_of(image | keys),

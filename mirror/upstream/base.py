@@ -38,7 +38,7 @@ class ManifestBody:
 
 @dataclass(frozen=True, slots=True)
 class Listing:
-    """A tags/list or referrers answer passed through to the client."""
+    """A tags/list answer passed through to the client, or a referrers answer for the proxy."""
 
     status: int
     body: bytes

@@ -64,7 +64,7 @@ class OfflineUpstream:
         raise NotCachedOffline(f"no tags of {repository!r} are cached", "NAME_UNKNOWN")
 
     async def referrers(self, repository: str, digest: str, query: dict[str, str]) -> Listing:
-        """Never available: referrers are not cached."""
+        """Never available (the proxy answers from the referrers it has kept)."""
         raise NotCachedOffline("referrers are not available offline", "MANIFEST_UNKNOWN")
 
     async def ping(self) -> int:

@@ -35,6 +35,7 @@ from tests.support.fake_upstream_helpers import (
     basic_matches,
     byte_range,
     oci_error,
+    referrers_index,
     send_shaped,
     sleep_unless,
 )
@@ -42,7 +43,7 @@ from tests.support.fake_upstream_helpers import (
 __all__ = ["SERVICE", "FakeUpstream", "Fault", "RecordedRequest"]
 
 SERVICE = "fake-registry"
-_V2 = re.compile(r"/v2/(?P<name>.+)/(?P<kind>manifests|blobs|tags)/(?P<ref>[^/]+)")
+_V2 = re.compile(r"/v2/(?P<name>.+)/(?P<kind>manifests|blobs|tags|referrers)/(?P<ref>[^/]+)")
 _CDN = re.compile(r"/cdn/(?P<ref>[^/]+)")
 
 
@@ -61,7 +62,9 @@ class FakeUpstream:
     ``strict_accept`` (404 a manifest whose media type the ``Accept`` lines do not
     list), ``manifest_headers`` (added to every manifest response),
     ``blob_redirect`` (a base URL such as ``up.cdn_url``: blob requests whose
-    method is in ``blob_redirect_methods`` get a 307 to ``<base>/cdn/<digest>``).
+    method is in ``blob_redirect_methods`` get a 307 to ``<base>/cdn/<digest>``),
+    ``referrers_api`` (answer ``/v2/<name>/referrers/<digest>`` with an index of the
+    manifests whose ``subject`` is that digest, as OCI distribution 1.1 does; off: 404).
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class FakeUpstream:
         self.manifest_headers: dict[str, str] = {}
         self.blob_redirect: str | None = None
         self.blob_redirect_methods = frozenset({"GET", "HEAD"})
+        self.referrers_api = False
         #: a base URL: every /v2/<name>/... request is answered 307 to the same path there
         self.redirect_registry: str | None = None
         #: the realm named in Bearer challenges (default: this registry's own ``/token``)
@@ -293,7 +297,9 @@ class FakeUpstream:
         if m is None:
             return self._error(404, "other")
         name, ref = m["name"], m["ref"]
-        kind = {"manifests": "manifest", "blobs": "blob"}.get(m["kind"], "tags")
+        kind = {"manifests": "manifest", "blobs": "blob", "referrers": "referrers"}.get(
+            m["kind"], "tags"
+        )
         if self.redirect_registry:
             # Like registry.k8s.io: the whole API answered by another registry.
             location = self.redirect_registry + request.path_qs
@@ -307,6 +313,8 @@ class FakeUpstream:
             return self._manifest(request, name, ref)
         if kind == "blob":
             return self._blob(request, name, ref)
+        if kind == "referrers":
+            return self._referrers(request, name, ref)
         if ref == "list":
             return self._tag_list(request, name)
         return self._error(404, "tags", name)
@@ -374,6 +382,16 @@ class FakeUpstream:
             tags = tags[:n]
         body = json.dumps({"name": name, "tags": tags}).encode()
         return Reply(200, "tags", body, headers, False, None, name)
+
+    def _referrers(self, request: web.Request, name: str, digest: str) -> Reply:
+        if not self.referrers_api:
+            return self._error(404, "referrers", name)
+        manifests = self._manifests.get(name, {}).values()
+        body, filtered = referrers_index(manifests, digest, request.query.get("artifactType"))
+        headers = CIMultiDict({"Content-Type": "application/vnd.oci.image.index.v1+json"})
+        if filtered:
+            headers["OCI-Filters-Applied"] = "artifactType"
+        return Reply(200, "referrers", body, headers, False, digest, name)
 
     def _denied(self, request: web.Request, name: str | None) -> Reply | None:
         """``None`` if the request may proceed, else the 401 to answer."""

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -18,7 +19,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 # Endpoint kinds that a global fault (``match=None``) applies to: content, not
 # the ``/v2/`` ping or the token endpoint, so a global 503 still lets a client
 # authenticate and a test can target those two explicitly when it wants to.
-CONTENT_KINDS = frozenset({"manifest", "blob", "tags", "cdn"})
+CONTENT_KINDS = frozenset({"manifest", "blob", "tags", "cdn", "referrers"})
 
 _DEFAULT_CODES = {
     401: ("UNAUTHORIZED", "authentication required"),
@@ -33,6 +34,7 @@ _NOT_FOUND = {
     "blob": ("BLOB_UNKNOWN", "blob unknown to registry"),
     "cdn": ("BLOB_UNKNOWN", "blob unknown to registry"),
     "tags": ("NAME_UNKNOWN", "repository name not known to registry"),
+    "referrers": ("NAME_UNKNOWN", "repository name not known to registry"),
 }
 
 
@@ -297,3 +299,32 @@ def abort(request: web.Request) -> web.StreamResponse:
     if request.transport is not None:
         request.transport.abort()
     return web.StreamResponse()
+
+
+def referrers_index(
+    manifests: Iterable[tuple[bytes, str]], subject: str, artifact_type: str | None
+) -> tuple[bytes, bool]:
+    """The referrers API's index of the manifests whose ``subject`` is ``subject``.
+
+    Returns the body and whether the ``artifactType`` filter was applied.
+    """
+    entries = []
+    for body, media_type in manifests:
+        doc = json.loads(body)
+        named = doc.get("subject") if isinstance(doc, dict) else None
+        if not isinstance(named, dict) or named.get("digest") != subject:
+            continue
+        config = doc.get("config") or {}
+        entry = {
+            "mediaType": media_type,
+            "digest": "sha256:" + hashlib.sha256(body).hexdigest(),
+            "size": len(body),
+            "artifactType": doc.get("artifactType") or config.get("mediaType"),
+        }
+        if doc.get("annotations"):
+            entry["annotations"] = doc["annotations"]
+        if artifact_type is None or entry["artifactType"] == artifact_type:
+            entries.append(entry)
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+             "manifests": entries}  # fmt: skip
+    return json.dumps(index).encode(), artifact_type is not None
