@@ -14,6 +14,9 @@ from typing import Any
 
 from mirror import __version__
 from mirror.cache.pins import parse_pins
+from mirror.cli_airgap import COMMANDS as AIRGAP_COMMANDS
+from mirror.cli_airgap import add_parsers as add_airgap_parsers
+from mirror.cli_airgap import run as run_airgap
 from mirror.config import Config, ConfigError, UpstreamConfig, load_config, parse_upstream_flag
 from mirror.config_security import SecurityConfig, describe_security
 from mirror.config_trust import describe_trust
@@ -122,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="e.g. alpine:3.20, ghcr.io/org/app@sha256:...")  # fmt: skip
     warm.add_argument("--mirror", default="http://127.0.0.1:5000", help="the mirror's URL")
     warm.add_argument("--file", type=Path, help="read image references from a file, one a line")
+    add_airgap_parsers(commands)
     return parser
 
 
@@ -214,6 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "healthcheck":
         return healthcheck(config)
+    if args.command in AIRGAP_COMMANDS:
+        setup_logging(config)
+        return run_airgap(args, config)
     if args.command == "serve" and config.security != SecurityConfig():
         # Checked, not yet served: never listen in the clear, or without the
         # authentication the operator asked for, as if they were in force.

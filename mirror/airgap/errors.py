@@ -7,6 +7,8 @@
     ├── LayoutError              the layout cannot be read as one: no ``oci-layout``,
     │                            no or unreadable ``index.json``, a bad summary (exit 1)
     ├── BaseMissing              an incremental layout whose base this cache lacks (exit 1)
+    ├── BudgetExceeded           an import that does not fit the cache budget, or that
+    │                            would evict cached images without --allow-evict (exit 1)
     └── ExportError              the export cannot be made: the destination exists, the
                                  cache's bytes do not match their digest (exit 1)
 
@@ -31,6 +33,10 @@ class LayoutError(AirgapError):
 
 class BaseMissing(AirgapError):
     """An incremental layout relies on blobs of an earlier export that are not here."""
+
+
+class BudgetExceeded(AirgapError):
+    """An import refused up front: it does not fit the cache budget, or would evict."""
 
 
 class ExportError(AirgapError):

@@ -1,0 +1,80 @@
+"""``registry-mirror export`` / ``import`` as an operator runs them, over real caches.
+
+A site is a TOML configuration file (as ``serve`` reads) naming the test
+upstream and a cache (disk or a moto bucket). The connected site's upstream
+is the real registry fixture; the disconnected site's is a fake upstream
+that counts connections, so a test can show the offline mirror made none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mirror.config import Config, build_config
+from tests.support.cli import run_cli
+from tests.support.mirror_process import toml_text
+from tests.support.skopeo import skopeo_copy
+
+UPSTREAM_NAME = "registry.example.internal"
+
+
+@dataclass
+class Site:
+    """A configuration file and what it holds, for the commands and for an in-process mirror."""
+
+    path: Path
+    settings: dict[str, Any]
+
+    @property
+    def config(self) -> Config:
+        """The configuration, as the in-process mirror takes it."""
+        return build_config({"listen": "127.0.0.1:0", **self.settings})
+
+    def offline(self, upstream_url: str) -> Config:
+        """The same site served ``--offline``, its upstream at ``upstream_url`` (never dialled)."""
+        upstreams = [{"name": UPSTREAM_NAME, "url": upstream_url}]
+        return build_config({"listen": "127.0.0.1:0", **self.settings, "upstreams": upstreams,
+                             "offline": True})  # fmt: skip
+
+
+def make_site(
+    workdir: Path, name: str, storage: dict[str, Any], upstream_url: str, **settings: Any
+) -> Site:
+    """Write ``<workdir>/<name>.toml`` for a cache ``storage`` and the named upstream."""
+    raw: dict[str, Any] = {
+        "storage": storage,
+        "upstreams": [{"name": UPSTREAM_NAME, "url": upstream_url, "retries": 1}],
+        **settings,
+    }
+    path = workdir / f"{name}.toml"
+    path.write_text(toml_text(raw))
+    return Site(path, raw)
+
+
+def disk(path: Path) -> dict[str, Any]:
+    """The ``storage`` table of a disk cache at ``path``."""
+    return {"path": str(path)}
+
+
+def airgap(command: str, site: Site, *args: str) -> subprocess.CompletedProcess[str]:
+    """``registry-mirror COMMAND --config SITE ARGS --json``."""
+    return run_cli(command, *args, "--config", str(site.path), "--json", "--quiet")
+
+
+def summary(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The ``--json`` document of a finished command."""
+    assert done.stdout, done.stderr
+    doc: dict[str, Any] = json.loads(done.stdout)
+    return doc
+
+
+async def pulled_digest(mirror_url: str, ref: str, workdir: Path) -> str:
+    """skopeo copies ``ref`` from the mirror; the digest of the top manifest it got."""
+    target = workdir / ("pulled-" + ref.replace("/", "_").replace(":", "_"))
+    await skopeo_copy(f"docker://{mirror_url.removeprefix('http://')}/{ref}", target)
+    return "sha256:" + hashlib.sha256((target / "manifest.json").read_bytes()).hexdigest()
