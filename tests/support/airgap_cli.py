@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,3 +79,15 @@ async def pulled_digest(mirror_url: str, ref: str, workdir: Path) -> str:
     target = workdir / ("pulled-" + ref.replace("/", "_").replace(":", "_"))
     await skopeo_copy(f"docker://{mirror_url.removeprefix('http://')}/{ref}", target)
     return "sha256:" + hashlib.sha256((target / "manifest.json").read_bytes()).hexdigest()
+
+
+def wait_for_partial(directory: Path, size: int, process: subprocess.Popen[bytes]) -> Path:
+    """The partial file once it holds ``size`` bytes; fails if the import ends first."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the import ended before it could be killed"
+        for path in directory.glob("*") if directory.is_dir() else []:
+            if path.stat().st_size >= size:
+                return path
+        time.sleep(0.02)
+    raise AssertionError(f"no partial of {size} bytes in {directory} after 120 s")
