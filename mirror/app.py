@@ -22,7 +22,7 @@ from mirror.proxy.tag_records import TagRecords
 from mirror.proxy.tags import TagService
 from mirror.readiness import ReadinessChecks
 from mirror.request_log import request_error_logger
-from mirror.routes import admin, ops, v2
+from mirror.routes import admin, admin_import, ops, v2
 from mirror.routes.keys import (
     BLOBS,
     CACHE,
@@ -149,6 +149,7 @@ def create_app(config: Config) -> web.Application:
     v2.add_routes(app)
     if config.admin_token:
         admin.add_routes(app)
+        admin_import.add_routes(app)
     ops.add_routes(app)
     app.cleanup_ctx.append(_resources)
     if config.metrics_listen is not None:

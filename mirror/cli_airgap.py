@@ -22,6 +22,7 @@ from typing import Any
 from mirror.airgap.commands import ExportRequest, ImportRequest, run_export, run_import
 from mirror.airgap.errors import AirgapError, SelectionError
 from mirror.airgap.names import Defaults
+from mirror.airgap.remote import import_remote
 from mirror.airgap.selection import parse_selection
 from mirror.config import Config
 from mirror.config_values import redact_url
@@ -61,6 +62,9 @@ def add_parsers(commands: Any) -> None:
     add("--allow-evict", action="store_true",
         help="let an import past the budget evict cached images (never pinned ones)")  # fmt: skip
     add("--spool-dir", type=Path, help="for tar members that come before their manifests")
+    add("--mirror", metavar="URL", help="import into this running mirror (its admin API)")
+    add("--admin-token-file", type=Path,
+        help="the mirror's admin token (default: admin.token, $MIRROR_ADMIN_TOKEN)")  # fmt: skip
 
 
 def _add_cache_flags(parser: argparse.ArgumentParser) -> None:
@@ -117,6 +121,8 @@ def _import(args: argparse.Namespace, config: Config) -> int:
             known = ", ".join(u.name for u in config.upstreams)
             raise SelectionError(f"--upstream {name!r} is not configured (configured: {known})")
     defaults = Defaults(args.name_upstream, args.name_repository)
+    if args.mirror is not None:
+        return _import_remote(args, _admin_token(args, config), defaults)
     request = ImportRequest(args.source, defaults, args.allow_evict, args.spool_dir)
     reporter = make_reporter(quiet=args.quiet)
     try:
@@ -130,6 +136,42 @@ def _import(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         print_json(report.to_json())
     return DONE if report.ok else PARTLY
+
+
+def _import_remote(args: argparse.Namespace, token: str, defaults: Defaults) -> int:
+    reporter = make_reporter(quiet=args.quiet)
+    try:
+        sending = import_remote(
+            args.mirror, token, args.source, reporter,
+            defaults=defaults, allow_evict=args.allow_evict,
+        )  # fmt: skip
+        report = asyncio.run(sending)
+        for image in report.get("images", []):
+            reporter.item(image["reference"], image["status"], image["reason"])
+        for digest, problem in report.get("damaged", {}).items():
+            reporter.item(digest, "damaged", problem)
+    finally:
+        reporter.close()
+    if args.json:
+        print_json(report)
+    return DONE if report.get("ok") else PARTLY
+
+
+def _admin_token(args: argparse.Namespace, config: Config) -> str:
+    """From --admin-token-file, else the configuration: never from the command line itself."""
+    if args.admin_token_file is None:
+        if config.admin_token is None:
+            raise SelectionError("--mirror needs the admin token: admin.token, "
+                                 "$MIRROR_ADMIN_TOKEN or --admin-token-file")  # fmt: skip
+        return config.admin_token
+    path: Path = args.admin_token_file
+    try:
+        token = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SelectionError(f"--admin-token-file {path}: {exc}") from None
+    if not token:
+        raise SelectionError(f"--admin-token-file {path} is empty")
+    return token
 
 
 def _fail(command: str, message: str, status: int) -> int:

@@ -25,7 +25,7 @@ from mirror.airgap.errors import BudgetExceeded
 from mirror.airgap.export import ExportResult, export_layout
 from mirror.airgap.importer import ImportOptions, ImportReport, import_layout
 from mirror.airgap.names import Defaults
-from mirror.airgap.reader import open_layout
+from mirror.airgap.reader import Layout, open_layout
 from mirror.airgap.selection import Selection, select_images
 from mirror.cache.manager import CacheManager, track
 from mirror.cache.pins import parse_pins, pinned_keys
@@ -96,7 +96,8 @@ async def run_import(config: Config, request: ImportRequest, reporter: Reporter)
         storage = await track(backend, config, metrics)
         manager = CacheManager(storage, config, metrics)
         try:
-            report = await import_into_cache(storage, config, request, reporter)
+            layout = open_layout(request.source, spool_dir=request.spool_dir)
+            report = await import_into_cache(storage, config, layout, request, reporter)
             await manager.evictor.settled()
         finally:
             await manager.close()
@@ -106,16 +107,19 @@ async def run_import(config: Config, request: ImportRequest, reporter: Reporter)
 
 
 async def import_into_cache(
-    storage: TrackedStorage, config: Config, request: ImportRequest, reporter: Reporter
+    storage: TrackedStorage,
+    config: Config,
+    layout: Layout,
+    request: ImportRequest,
+    reporter: Reporter,
 ) -> ImportReport:
-    """Import into a tracked cache: the command's and a running mirror's import."""
+    """Import ``layout`` (closed at the end) into a tracked cache: the command's, or a mirror's."""
 
     async def admit(incoming: int) -> None:
         await check_budget(storage, config, incoming, allow_evict=request.allow_evict)
 
     sink = CacheContent(storage, [u.name for u in config.upstreams])
     options = ImportOptions(config, request.defaults, datetime.now(UTC), admit)
-    layout = open_layout(request.source, spool_dir=request.spool_dir)
     try:
         return await import_layout(layout, sink, options, reporter)
     finally:

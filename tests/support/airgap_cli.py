@@ -8,16 +8,19 @@ that counts connections, so a test can show the offline mirror made none.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import os
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mirror.config import Config, build_config
-from tests.support.cli import run_cli
+from tests.support.cli import PROJECT_ROOT, run_cli
 from tests.support.mirror_process import toml_text
 from tests.support.skopeo import skopeo_copy
 
@@ -91,3 +94,16 @@ def wait_for_partial(directory: Path, size: int, process: subprocess.Popen[bytes
                 return path
         time.sleep(0.02)
     raise AssertionError(f"no partial of {size} bytes in {directory} after 120 s")
+
+
+async def run_cli_async(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """``python -m mirror ARGS`` without blocking the loop (an in-process mirror runs on it)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MIRROR_")}
+    environ["PYTHONPATH"] = str(PROJECT_ROOT)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mirror", *args, env={**environ, **(env or {})},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
