@@ -22,6 +22,7 @@ from mirror.config_security import SecurityConfig, describe_security
 from mirror.config_trust import describe_trust
 from mirror.config_values import redact_url
 from mirror.lifecycle import StartupError
+from mirror.progress import make_reporter
 from mirror.storage.factory import BACKENDS
 
 log = logging.getLogger("mirror")
@@ -114,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quarantine", action="store_true",
         help="keep damaged objects under _quarantine/ instead of deleting them",
     )  # fmt: skip
+    verify.add_argument("--quiet", action="store_true", help="no progress on standard error")
     health = commands.add_parser(
         "healthcheck", help="exit 0 when the mirror on the configured listen address is alive"
     )
@@ -125,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="e.g. alpine:3.20, ghcr.io/org/app@sha256:...")  # fmt: skip
     warm.add_argument("--mirror", default="http://127.0.0.1:5000", help="the mirror's URL")
     warm.add_argument("--file", type=Path, help="read image references from a file, one a line")
+    warm.add_argument("--quiet", action="store_true", help="no progress on standard error")
     add_airgap_parsers(commands)
     return parser
 
@@ -204,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``registry-mirror`` and ``python -m mirror``."""
     args = build_parser().parse_args(argv)
     if args.command == "warm":
-        return warm(args.mirror, args.references, args.file)
+        return warm(args.mirror, args.references, args.file, quiet=args.quiet)
     try:
         config = config_from_args(args)
         parse_pins(config)
@@ -233,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "gc":
         return gc(config)
     if args.command == "verify":
-        return verify(config, quarantine=args.quarantine)
+        return verify(config, quarantine=args.quarantine, quiet=args.quiet)
     if config.trust.enforcing:
         # Fail closed: a mirror that seemed to enforce a policy it ignores is worse than none.
         print(
@@ -260,7 +263,7 @@ def healthcheck(config: Config) -> int:
     return 0
 
 
-def warm(mirror_url: str, references: list[str], listing: Path | None) -> int:
+def warm(mirror_url: str, references: list[str], listing: Path | None, *, quiet: bool) -> int:
     """``registry-mirror warm``: 1 when some image could not be pulled."""
     from mirror.warm import warm as warm_images
 
@@ -272,7 +275,12 @@ def warm(mirror_url: str, references: list[str], listing: Path | None) -> int:
         print("registry-mirror warm: no image references given", file=sys.stderr)
         return 2
     failed = 0
-    for result in asyncio.run(warm_images(mirror_url, refs)):
+    reporter = make_reporter(quiet=quiet)
+    try:
+        results = asyncio.run(warm_images(mirror_url, refs, reporter))
+    finally:
+        reporter.close()
+    for result in results:
         if result.error is not None:
             failed += 1
             print(f"FAILED {result.reference}: {result.error}")
@@ -305,12 +313,16 @@ def gc(config: Config) -> int:
     return 1 if report.failed else 0
 
 
-def verify(config: Config, *, quarantine: bool) -> int:
+def verify(config: Config, *, quarantine: bool, quiet: bool) -> int:
     """``registry-mirror verify``: 1 when anything was damaged or unreadable."""
     from mirror.cache.commands import run_verify
 
     setup_logging(config)
-    report = asyncio.run(run_verify(config, quarantine=quarantine))
+    reporter = make_reporter(quiet=quiet)
+    try:
+        report = asyncio.run(run_verify(config, quarantine=quarantine, reporter=reporter))
+    finally:
+        reporter.close()
     print(f"checked {report.blobs} blobs and {report.manifests} manifests ({report.bytes} bytes)")
     for key in report.damaged:
         print(f"  damaged: {key}")
