@@ -1,5 +1,8 @@
 """Export a warmed cache, check it with skopeo and sha256sum, import it, pull it offline.
 
+The far cache is a disk directory or a moto bucket; it exports the same
+index again, so the layout round-trips through either backend.
+
 The connected mirror warms from the real registry fixture (an OCI and a
 Docker index, OCI and schema 2 manifests, a 4 MiB layer); every step after
 that runs the ``registry-mirror export`` and ``import`` commands as an
@@ -80,3 +83,7 @@ async def test_export_check_import_and_pull_offline(
         assert unreachable.connections == 0
     verified = run_cli("verify", "--config", str(far.path))
     assert verified.returncode == 0, verified.stdout + verified.stderr
+    # The far cache exports the same images, named and confirmed as they came.
+    again_out = tmp_path / "again"
+    assert airgap("export", far, str(again_out)).returncode == 0
+    assert (again_out / "index.json").read_bytes() == (layout / "index.json").read_bytes()

@@ -52,10 +52,11 @@ async def test_incremental_export_carries_only_new_blobs_and_needs_its_base(
     connected = await warmed_site(registry_none, tmp_path, FIRST)
     full = tmp_path / "full.tar.zst"
     assert airgap("export", connected, str(full)).returncode == 0
+    delta = tmp_path / "delta"
     async with run_mirror(connected.config) as mirror:  # a week later: one new image
         assert [r.error for r in await warm(mirror.url, [NEW])] == [None]
-    delta = tmp_path / "delta"
-    done = airgap("export", connected, str(delta), "--since", f"{full}.summary.json")
+        # exported while the mirror still serves from the same cache
+        done = airgap("export", connected, str(delta), "--since", f"{full}.summary.json")
     assert done.returncode == 0, done.stderr
     carried = set(json.loads((delta / SUMMARY_FILE).read_text())["blobs"])
     manifests = {m.digest for m in image_set.manifests.values()}
