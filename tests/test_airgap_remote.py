@@ -6,6 +6,7 @@ counts connections and must see none); the command runs as a process.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import tarfile
@@ -98,3 +99,52 @@ async def test_refusals_are_oci_errors_and_the_mirror_keeps_serving(
         async with http.get(f"{mirror.url}/healthz") as resp:
             assert resp.status == 200
     assert not list((tmp_path / "cache").rglob("blobs/*/*/*"))
+
+
+async def partial_request(
+    mirror_url: str, data: bytes
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A PUT of ``data`` that sends only its first half, and keeps the connection."""
+    host, port = mirror_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"PUT /admin/import HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n".encode()
+        + data[: len(data) // 2]
+    )
+    await writer.drain()
+    return reader, writer
+
+
+async def test_a_sender_that_goes_quiet_or_vanishes_leaves_nothing_partial(
+    image_set: ImageSet, tmp_path: Path
+) -> None:
+    tar = tmp_path / "layout.tar"
+    await export_images(ImageSetSource(image_set, ["library/medium:latest"]), tar)
+    data = tar.read_bytes()
+    cache = tmp_path / "cache"
+    config = offline_mirror(cache, "http://127.0.0.1:9", fill={"idle_timeout": "2s"})
+    url = "/admin/import"
+    async with run_mirror(config) as mirror, aiohttp.ClientSession(mirror.url) as http:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        answer, quiet = await partial_request(mirror.url, data)
+        await asyncio.sleep(0.5)
+        async with http.put(url, data=io.BytesIO(data), headers=auth) as resp:
+            assert resp.status == 429  # one import at a time
+        head = (await asyncio.wait_for(answer.readline(), timeout=60)).decode()
+        assert head.startswith("HTTP/1.1 200"), head  # cut after 2 s of silence
+        quiet.close()
+        _, vanished = await partial_request(mirror.url, data)
+        vanished.close()  # half a blob, then gone
+        for _ in range(600):  # until the mirror has given up on it
+            async with http.put(url, data=io.BytesIO(data), headers=auth) as resp:
+                if resp.status != 429:
+                    break
+            await asyncio.sleep(0.1)
+        assert resp.status == 200
+        async with http.get("/healthz") as health:
+            assert health.status == 200
+    assert not list((cache / ".partial").iterdir())
+    layer = max(image_set.blobs_of(image_set.image("library/medium:latest").manifest),
+                key=lambda b: b.size)  # fmt: skip
+    assert len(list(cache.rglob(layer.digest.removeprefix("sha256:")))) == 1

@@ -11,17 +11,22 @@ every object at once. Query parameters: ``upstream`` and ``repository`` (how
 to name entries without the mirror's annotations), ``allow_evict=1``.
 
 The body is bounded by ``cache.max_size`` when a budget is set: an import can
-never be larger. Answers: 200 with the import's report (its ``ok`` says
-whether every image was imported); 400 ``BLOB_UPLOAD_INVALID`` for a body
-that is no layout, or a delta whose base the cache lacks; 413
-``SIZE_INVALID`` for an import past the budget (without ``allow_evict``) or
-a body past the bound.
+never be larger. One import runs at a time, and a client that sends nothing
+for ``fill.idle_timeout`` is cut (its body ends as a broken stream): the tar
+reader waits for the body in a worker thread, and worker threads are what
+every disk read of the mirror runs in. Answers: 200 with the import's report
+(its ``ok`` says whether every image was imported); 400
+``BLOB_UPLOAD_INVALID`` for a body that is no layout, or a delta whose base
+the cache lacks; 413 ``SIZE_INVALID`` for an import past the budget (without
+``allow_evict``) or a body past the bound; 429 ``TOOMANYREQUESTS`` while
+another import runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import weakref
 from typing import Any
 
 from aiohttp import StreamReader, web
@@ -30,13 +35,15 @@ from mirror.airgap.commands import ImportRequest, import_into_cache
 from mirror.airgap.errors import AirgapError, BudgetExceeded
 from mirror.airgap.names import Defaults
 from mirror.airgap.reader import TarLayout
-from mirror.errors import ClientError, NameUnknown
+from mirror.errors import ClientError, NameUnknown, TooManyRequests
 from mirror.oci import validate_name
 from mirror.progress import make_reporter
 from mirror.routes.admin import _authorize
 from mirror.routes.keys import CACHE, CONFIG
 
 _READ = 1024 * 1024
+# One lock per app: an import holds a worker thread while it waits for the body.
+_RUNNING: weakref.WeakKeyDictionary[web.Application, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 class LayoutInvalid(ClientError):
@@ -58,11 +65,20 @@ def add_routes(app: web.Application) -> None:
 
 
 async def import_layout(request: web.Request) -> web.Response:
-    """Import the body's layout; the import's report as JSON."""
+    """Import the body's layout, one import at a time; the import's report as JSON."""
     _authorize(request)
-    config = request.app[CONFIG]
     wanted = ImportRequest("request body", _defaults(request), _flag(request, "allow_evict"))
-    body = _BodyReader(request.content, asyncio.get_running_loop(), config.cache.max_size)
+    running = _RUNNING.setdefault(request.app, asyncio.Lock())
+    if running.locked():
+        raise TooManyRequests("another import is running; send this one when it has ended", 60)
+    async with running:
+        return await _import(request, wanted)
+
+
+async def _import(request: web.Request, wanted: ImportRequest) -> web.Response:
+    config = request.app[CONFIG]
+    loop = asyncio.get_running_loop()
+    body = _BodyReader(request.content, loop, config.cache.max_size, config.fill.idle_timeout)
     layout = TarLayout("request body", io.BufferedReader(body, _READ), None)
     reporter = make_reporter(quiet=True)  # problems go to the mirror's standard error
     storage = request.app[CACHE].storage
@@ -99,10 +115,13 @@ class _BodyReader(io.RawIOBase):
     stream: what arrived whole imports, the rest is missing by name.
     """
 
-    def __init__(self, content: StreamReader, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+    def __init__(
+        self, content: StreamReader, loop: asyncio.AbstractEventLoop, limit: int, idle: float
+    ) -> None:
         self.content = content
         self.loop = loop
         self.limit = limit
+        self.idle = idle
         self.received = 0
         #: why the body was cut, when it passed ``limit``
         self.too_large = ""
@@ -112,11 +131,12 @@ class _BodyReader(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
-        future = asyncio.run_coroutine_threadsafe(self.content.read(len(view)), self.loop)
+        reading = asyncio.wait_for(self.content.read(len(view)), self.idle)
+        future = asyncio.run_coroutine_threadsafe(reading, self.loop)
         try:
             chunk = future.result()
-        except Exception as exc:  # the client went away: the tar reader's "broken stream"
-            raise EOFError(f"the request body ended: {exc}") from None
+        except Exception as exc:  # the client went away or went quiet: a "broken stream"
+            raise EOFError(f"the request body ended: {exc or type(exc).__name__}") from None
         self.received += len(chunk)
         if self.limit and self.received > self.limit:
             self.too_large = f"the body is larger than cache.max_size ({self.limit} bytes)"
