@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,8 @@ def _add_cache_flags(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     """Run ``export`` or ``import``; the exit status."""
+    if args.quiet:  # problems only: the cache's informational log lines too
+        logging.getLogger("mirror").setLevel(logging.WARNING)
     try:
         if args.command == "export":
             return _export(args, config)
