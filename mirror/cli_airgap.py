@@ -20,10 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mirror.airgap.commands import ExportRequest, ImportRequest, run_export, run_import
 from mirror.airgap.errors import AirgapError, SelectionError
 from mirror.airgap.names import Defaults
-from mirror.airgap.remote import import_remote
 from mirror.airgap.selection import parse_selection
 from mirror.config import Config
 from mirror.config_values import redact_url
@@ -102,6 +100,9 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
 
 def _export(args: argparse.Namespace, config: Config) -> int:
+    # Imported when used: every command (serve, the healthcheck probe) parses this module.
+    from mirror.airgap.commands import ExportRequest, run_export
+
     selection = parse_selection(
         config, images=args.image, listing=args.file, upstreams=args.select_upstreams,
         repositories=args.repositories,
@@ -119,6 +120,8 @@ def _export(args: argparse.Namespace, config: Config) -> int:
 
 
 def _import(args: argparse.Namespace, config: Config) -> int:
+    from mirror.airgap.commands import ImportRequest, run_import
+
     for name in filter(None, [args.name_upstream]):
         if config.upstream(name) is None:
             known = ", ".join(u.name for u in config.upstreams)
@@ -142,6 +145,8 @@ def _import(args: argparse.Namespace, config: Config) -> int:
 
 
 def _import_remote(args: argparse.Namespace, token: str, defaults: Defaults) -> int:
+    from mirror.airgap.remote import import_remote
+
     reporter = make_reporter(quiet=args.quiet)
     try:
         sending = import_remote(
