@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tests.support.airgap_cli import Site, airgap, disk, make_site, summary
 from tests.support.airgap_content import UPSTREAM, ImageSetSource, export_images
+from tests.support.cli import run_cli
 from tests.support.images import ImageSet, build_images, default_image_dir
 
 NOWHERE = "http://127.0.0.1:9"
@@ -78,6 +80,9 @@ def test_bad_input_exit_statuses(tmp_path: Path) -> None:
     assert unmatched.returncode == 1
     assert summary(unmatched)["unmatched"] == [f"{UPSTREAM}/library/alpine:3.20"]
     assert "no such tag in the cache" in unmatched.stderr
+    from_env = run_cli("export", f"{out}-2", "--json", "--image", f"{UPSTREAM}/library/alpine:3.20",
+                       env={"MIRROR_CONFIG": str(site.path)})  # fmt: skip
+    assert json.loads(from_env.stdout)["unmatched"] == [f"{UPSTREAM}/library/alpine:3.20"]
     (tmp_path / "empty").mkdir()
     not_layout = airgap("import", site, str(tmp_path / "empty"))
     assert not_layout.returncode == 3
