@@ -11,6 +11,7 @@ import io
 import json
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -40,12 +41,13 @@ async def send(
 
 
 async def test_import_into_a_running_mirror_serves_at_once(
-    image_set: ImageSet, tmp_path: Path
+    image_set: ImageSet, storage_settings: dict[str, Any], tmp_path: Path
 ) -> None:
     tar = tmp_path / "layout.tar.zst"
     await export_images(ImageSetSource(image_set, SMALL_REFS), tar)
     async with FakeUpstream() as unreachable:
-        async with run_mirror(offline_mirror(tmp_path / "cache", unreachable.url)) as mirror:
+        config = offline_mirror(tmp_path / "cache", unreachable.url, storage=storage_settings)
+        async with run_mirror(config) as mirror:
             status, out, err = await send(mirror.url, tar)
             assert status == 0, err
             report = json.loads(out)
