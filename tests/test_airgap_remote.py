@@ -78,6 +78,10 @@ async def test_refusals_are_oci_errors_and_the_mirror_keeps_serving(
         archive.addfile(info, io.BytesIO(b"\0" * info.size))
     config = offline_mirror(tmp_path / "cache", "http://127.0.0.1:9", cache={"max_size": "2MiB"})
     async with run_mirror(config) as mirror, aiohttp.ClientSession() as http:
+        status, _, err = await send("http://127.0.0.1:9", tar)  # nobody listens there
+        assert status == 3
+        assert "127.0.0.1:9" in err
+        assert "Traceback" not in err
         status, _, err = await send(mirror.url, tar, token="wrong")
         assert status == 3
         assert "401" in err

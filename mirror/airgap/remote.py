@@ -55,6 +55,9 @@ async def import_remote(
             body = await resp.read()
     except (aiohttp.ClientError, OSError) as exc:
         raise AirgapError(f"{url}: {exc}") from None
+    finally:
+        if handle is not sys.stdin.buffer:
+            await asyncio.to_thread(handle.close)
     return _answer(resp.status, body, url)
 
 
@@ -68,20 +71,16 @@ def _open_source(source: str) -> tuple[IO[bytes], int]:
             f"tar -C {source} -c . | registry-mirror import - --mirror URL"
         )
     try:
-        handle = Path(source).open("rb")  # noqa: SIM115 (closed by _chunks)
+        handle = Path(source).open("rb")  # noqa: SIM115 (closed by import_remote)
         return handle, Path(source).stat().st_size
     except OSError as exc:
         raise LayoutError(f"{source}: {exc.strerror or exc}") from None
 
 
 async def _chunks(handle: IO[bytes], reporter: Reporter) -> AsyncIterator[bytes]:
-    try:
-        while chunk := await asyncio.to_thread(handle.read, CHUNK):
-            reporter.advance(len(chunk))
-            yield chunk
-    finally:
-        if handle is not sys.stdin.buffer:
-            handle.close()
+    while chunk := await asyncio.to_thread(handle.read, CHUNK):
+        reporter.advance(len(chunk))
+        yield chunk
 
 
 def _answer(status: int, body: bytes, url: str) -> dict[str, Any]:
