@@ -2,7 +2,8 @@
 
 ``python -m bench.airgap [--reps N]`` prints one Markdown table: wall time,
 MB/s over it (decimal, over the image's bytes) and peak RSS (GNU time's
-``%M``: needs ``/usr/bin/time``), median of N runs, for
+``%M``: needs ``/usr/bin/time``), median of N rounds (a round runs every
+transfer once, in turn), for
 
 - export, cache -> layout: ``registry-mirror export`` from a disk cache
   holding the image (read through the storage protocol, every blob hashed)
@@ -56,18 +57,30 @@ def measure(command: list[str], work: Path) -> tuple[float, float]:
     return elapsed, int(rss.read_text().split()[-1]) / 1024
 
 
-def row(name: str, build: Callable[[Path], list[str]], work: Path, reps: int, size: int) -> str:
-    """Run ``build(dest)`` once to warm up, then ``reps`` times; one table row of medians."""
-    runs = []
+Build = Callable[[Path], list[str]]
+
+
+def table(rows: list[tuple[str, Build]], work: Path, reps: int, size: int) -> list[str]:
+    """Each row once to warm up, then ``reps`` rounds of every row in turn; rows of medians.
+
+    Rounds interleave ours and skopeo's transfers, so a change of the machine's
+    load during the run falls on both alike.
+    """
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in rows}
     for n in range(reps + 1):
-        dest = work / f"out-{n}"
-        runs.append(measure(build(dest), work))
-        _remove(dest)
-        for sidecar in work.glob(f"out-{n}*"):
-            _remove(sidecar)
-    wall = statistics.median(r[0] for r in runs[1:])
-    rss = max(r[1] for r in runs[1:])
-    return f"| {name} | {wall:.2f} | {size / wall / 1e6:.0f} | {rss:.0f} |"
+        for name, build in rows:
+            dest = work / f"out-{n}"
+            measured = measure(build(dest), work)
+            if n:
+                runs[name].append(measured)
+            for leftover in work.glob(f"out-{n}*"):
+                _remove(leftover)
+    lines = []
+    for name, found in runs.items():
+        wall = statistics.median(r[0] for r in found)
+        rss = max(r[1] for r in found)
+        lines.append(f"| {name} | {wall:.2f} | {size / wall / 1e6:.0f} | {rss:.0f} |")
+    return lines
 
 
 def _remove(path: Path) -> None:
@@ -103,31 +116,25 @@ def main(argv: list[str] | None = None) -> int:
         source_dir = work / "skopeo-dir"
         subprocess.run([*SKOPEO, "--preserve-digests", f"oci:{layout}", f"dir:{source_dir}"],
                        check=True, stdout=subprocess.DEVNULL)  # fmt: skip
-        rows = [
-            row("export cache -> directory (ours)", lambda d: [*export, str(d)],
-                work, args.reps, size),
-            row("export cache -> tar (ours)", lambda d: [*export, f"{d}.tar"],
-                work, args.reps, size),
-            row("export cache -> tar.zst (ours)", lambda d: [*export, f"{d}.tar.zst"],
-                work, args.reps, size),
-            row("skopeo copy dir: -> oci:", lambda d: [*SKOPEO, f"dir:{source_dir}", f"oci:{d}:x"],
-                work, args.reps, size),
-            row("skopeo copy dir: -> oci-archive:",
-                lambda d: [*SKOPEO, f"dir:{source_dir}", f"oci-archive:{d}.tar:x"],
-                work, args.reps, size),
-            row("import directory -> cache (ours)",
-                lambda d: [*MIRROR, "import", str(layout), *site, "--cache-dir", str(d)],
-                work, args.reps, size),
-            row("import tar.zst -> cache (ours)",
-                lambda d: [*MIRROR, "import", str(packed), *site, "--cache-dir", str(d)],
-                work, args.reps, size),
-            row("skopeo copy oci: -> dir:",
-                lambda d: [*SKOPEO, "--preserve-digests", f"oci:{layout}", f"dir:{d}"],
-                work, args.reps, size),
+        rows: list[tuple[str, Build]] = [
+            ("export cache -> directory (ours)", lambda d: [*export, str(d)]),
+            ("export cache -> tar (ours)", lambda d: [*export, f"{d}.tar"]),
+            ("export cache -> tar.zst (ours)", lambda d: [*export, f"{d}.tar.zst"]),
+            ("skopeo copy dir: -> oci:", lambda d: [*SKOPEO, f"dir:{source_dir}", f"oci:{d}:x"]),
+            ("skopeo copy dir: -> oci-archive:",
+             lambda d: [*SKOPEO, f"dir:{source_dir}", f"oci-archive:{d}.tar:x"]),
+            ("import directory -> cache (ours)",
+             lambda d: [*MIRROR, "import", str(layout), *site, "--cache-dir", str(d)]),
+            ("import tar.zst -> cache (ours)",
+             lambda d: [*MIRROR, "import", str(packed), *site, "--cache-dir", str(d)]),
+            ("skopeo copy oci: -> dir:",
+             lambda d: [*SKOPEO, "--preserve-digests", f"oci:{layout}", f"dir:{d}"]),
         ]  # fmt: skip
-    print(f"200 MiB image ({size} bytes), median of {args.reps} runs, warm page cache\n")
+        lines = table(rows, work, args.reps, size)
+    rounds = f"median of {args.reps} interleaved rounds"
+    print(f"200 MiB image ({size} bytes), {rounds}, warm page cache\n")
     print("| transfer | wall s | MB/s | peak RSS MiB |\n|---|---|---|---|")
-    print("\n".join(rows))
+    print("\n".join(lines))
     print("\n" + json.dumps({"load_average": list(_load())}))
     return 0
 
