@@ -154,3 +154,24 @@ async def test_a_sender_that_goes_quiet_or_vanishes_leaves_nothing_partial(
     layer = max(image_set.blobs_of(image_set.image("library/medium:latest").manifest),
                 key=lambda b: b.size)  # fmt: skip
     assert len(list(cache.rglob(layer.digest.removeprefix("sha256:")))) == 1
+
+
+async def test_a_cache_that_refuses_a_manifest_is_a_503_not_a_500(
+    image_set: ImageSet, tmp_path: Path
+) -> None:
+    tar = tmp_path / "layout.tar"
+    await export_images(ImageSetSource(image_set, ["library/tiny:oci"]), tar)
+    cache = tmp_path / "cache"
+    (cache / UPSTREAM).mkdir(parents=True)
+    (cache / UPSTREAM / "manifests").write_bytes(b"")  # a file where manifests must go
+    config = offline_mirror(cache, "http://127.0.0.1:9")
+    async with run_mirror(config) as mirror, aiohttp.ClientSession(mirror.url) as http:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        async with http.put("/admin/import", data=tar.read_bytes(), headers=auth) as resp:
+            assert resp.status == 503
+            error = (await resp.json())["errors"][0]
+            assert error["code"] == "UNAVAILABLE"
+            assert "the cache refused a write" in error["message"]
+        async with http.get("/healthz") as health:
+            assert health.status == 200
+    assert not list(cache.rglob("tags/*"))  # no tag without its manifest

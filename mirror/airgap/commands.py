@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mirror.airgap.cache_content import CacheContent
-from mirror.airgap.errors import BudgetExceeded
+from mirror.airgap.errors import BudgetExceeded, CacheFailed
 from mirror.airgap.export import ExportResult, export_layout
 from mirror.airgap.importer import ImportOptions, ImportReport, import_layout
 from mirror.airgap.names import Defaults
@@ -33,6 +33,7 @@ from mirror.cache.tracked import TrackedStorage
 from mirror.config import Config
 from mirror.metrics import Metrics
 from mirror.progress import Reporter
+from mirror.storage.base import StorageError
 from mirror.storage.factory import open_storage
 
 
@@ -122,6 +123,8 @@ async def import_into_cache(
     options = ImportOptions(config, request.defaults, datetime.now(UTC), admit)
     try:
         return await import_layout(layout, sink, options, reporter)
+    except StorageError as exc:  # blobs are refused one by one; this is a manifest or a tag
+        raise CacheFailed(f"the cache refused a write: {exc}") from None
     finally:
         await layout.close()
 

@@ -19,7 +19,8 @@ every disk read of the mirror runs in. Answers: 200 with the import's report
 ``BLOB_UPLOAD_INVALID`` for a body that is no layout, or a delta whose base
 the cache lacks; 413 ``SIZE_INVALID`` for an import past the budget (without
 ``allow_evict``) or a body past the bound; 429 ``TOOMANYREQUESTS`` while
-another import runs.
+another import runs; 503 ``UNAVAILABLE`` when the cache's storage refuses a
+manifest or tag record (a blob it refuses is named in the report instead).
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ from typing import Any
 from aiohttp import StreamReader, web
 
 from mirror.airgap.commands import ImportRequest, import_into_cache
-from mirror.airgap.errors import AirgapError, BudgetExceeded
+from mirror.airgap.errors import AirgapError, BudgetExceeded, CacheFailed
 from mirror.airgap.names import Defaults
 from mirror.airgap.reader import TarLayout
-from mirror.errors import ClientError, NameUnknown, TooManyRequests
+from mirror.errors import ClientError, MirrorError, NameUnknown, TooManyRequests
 from mirror.oci import validate_name
 from mirror.progress import make_reporter
 from mirror.routes.admin import _authorize
@@ -50,6 +51,13 @@ class LayoutInvalid(ClientError):
     """The body is not a layout the cache can take."""
 
     code = "BLOB_UPLOAD_INVALID"
+
+
+class CacheUnavailable(MirrorError):
+    """The cache's storage refused a write (S3 down, a disk error); nothing partial is visible."""
+
+    status = 503
+    code = "UNAVAILABLE"
 
 
 class ImportTooLarge(ClientError):
@@ -89,6 +97,8 @@ async def _import(request: web.Request, wanted: ImportRequest) -> web.Response:
             raise ImportTooLarge(body.too_large) from None
         if isinstance(exc, BudgetExceeded):
             raise ImportTooLarge(str(exc)) from None
+        if isinstance(exc, CacheFailed):
+            raise CacheUnavailable(str(exc)) from None
         raise LayoutInvalid(str(exc)) from None
     if body.too_large:
         raise ImportTooLarge(body.too_large, report.to_json())
