@@ -26,7 +26,7 @@ from mirror.proxy.tag_records import TagRecords
 from mirror.proxy.tags import TagService
 from mirror.readiness import ReadinessChecks
 from mirror.request_log import request_error_logger
-from mirror.routes import admin, ops, v2
+from mirror.routes import admin, admin_import, ops, v2
 from mirror.routes.keys import (
     ADMISSION,
     BLOBS,
@@ -223,6 +223,7 @@ def create_app(config: Config) -> web.Application:
     v2.add_routes(app)
     if config.admin_token:
         admin.add_routes(app)
+        admin_import.add_routes(app)
     ops.add_routes(app)
     app[TRAFFIC] = Traffic()
     app[PULL_STATS_INTERVALS] = Intervals()

@@ -13,6 +13,9 @@ from typing import Any
 
 from mirror import __version__
 from mirror.cache.pins import parse_pins
+from mirror.cli_airgap import COMMANDS as AIRGAP_COMMANDS
+from mirror.cli_airgap import add_parsers as add_airgap_parsers
+from mirror.cli_airgap import run as run_airgap
 from mirror.config import Config, ConfigError, UpstreamConfig, load_config, parse_upstream_flag
 from mirror.config_report import settings_lines, upstream_warnings
 from mirror.config_security import SecurityConfig, describe_security
@@ -20,6 +23,7 @@ from mirror.config_trust import describe_trust
 from mirror.config_values import redact_url
 from mirror.healthcheck import healthcheck
 from mirror.lifecycle import StartupError
+from mirror.progress import make_reporter
 from mirror.storage.factory import BACKENDS
 
 log = logging.getLogger("mirror")
@@ -139,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quarantine", action="store_true",
         help="keep damaged objects under _quarantine/ instead of deleting them",
     )  # fmt: skip
+    verify.add_argument("--quiet", action="store_true", help="no progress on standard error")
     health = commands.add_parser(
         "healthcheck", help="exit 0 when the mirror on the configured listen address is alive"
     )
@@ -151,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     warm.add_argument("--mirror", default="http://127.0.0.1:5000",
                       help="the mirror's URL (default: %(default)s)")  # fmt: skip
     warm.add_argument("--file", type=Path, help="read image references from a file, one a line")
+    warm.add_argument("--quiet", action="store_true", help="no progress on standard error")
+    add_airgap_parsers(commands)
     return parser
 
 
@@ -229,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``registry-mirror`` and ``python -m mirror``."""
     args = build_parser().parse_args(argv)
     if args.command == "warm":
-        return warm(args.mirror, args.references, args.file)
+        return warm(args.mirror, args.references, args.file, quiet=args.quiet)
     try:
         config = config_from_args(args)
         parse_pins(config)
@@ -245,6 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "healthcheck":
         return healthcheck(config)
+    if args.command in AIRGAP_COMMANDS:
+        setup_logging(config)
+        return run_airgap(args, config)
     unserved = SecurityConfig(tls=config.security.tls)
     if args.command == "serve" and config.security != unserved:
         # Checked, not yet served: never listen without the authentication
@@ -256,12 +266,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     if args.command in ("gc", "verify"):
-        status = gc(config) if args.command == "gc" else verify(config, quarantine=args.quarantine)
+        if args.command == "gc":
+            status = gc(config)
+        else:
+            status = verify(config, quarantine=args.quarantine, quiet=args.quiet)
         return max(status, tell_mirrors(args.mirror, config.admin_token))
     return serve(config)
 
 
-def warm(mirror_url: str, references: list[str], listing: Path | None) -> int:
+def warm(mirror_url: str, references: list[str], listing: Path | None, *, quiet: bool) -> int:
     """``registry-mirror warm``: 1 when some image could not be pulled."""
     from mirror.warm import warm as warm_images
 
@@ -273,7 +286,12 @@ def warm(mirror_url: str, references: list[str], listing: Path | None) -> int:
         print("registry-mirror warm: no image references given", file=sys.stderr)
         return 2
     failed = 0
-    for result in asyncio.run(warm_images(mirror_url, refs)):
+    reporter = make_reporter(quiet=quiet)
+    try:
+        results = asyncio.run(warm_images(mirror_url, refs, reporter))
+    finally:
+        reporter.close()
+    for result in results:
         if result.error is not None:
             failed += 1
             print(f"FAILED {result.reference}: {result.error}")
@@ -323,12 +341,16 @@ def gc(config: Config) -> int:
     return 1 if report.failed else 0
 
 
-def verify(config: Config, *, quarantine: bool) -> int:
+def verify(config: Config, *, quarantine: bool, quiet: bool) -> int:
     """``registry-mirror verify``: 1 when anything was damaged or unreadable."""
     from mirror.cache.commands import run_verify
 
     setup_logging(config)
-    report = asyncio.run(run_verify(config, quarantine=quarantine))
+    reporter = make_reporter(quiet=quiet)
+    try:
+        report = asyncio.run(run_verify(config, quarantine=quarantine, reporter=reporter))
+    finally:
+        reporter.close()
     print(f"checked {report.blobs} blobs and {report.manifests} manifests ({report.bytes} bytes)")
     for key in report.damaged:
         print(f"  damaged: {key}")

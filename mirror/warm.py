@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from mirror.oci import DEFAULT_ACCEPT, DIGEST_HEADER, INDEX_MEDIA_TYPES
+from mirror.progress import Reporter, make_reporter
 
 _BLOB_CONCURRENCY = 4
 _READ_CHUNK = 1024 * 1024
@@ -53,6 +54,14 @@ class WarmResult:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Pace:
+    """How many blobs go at once, and where their bytes are reported."""
+
+    limit: asyncio.Semaphore
+    reporter: Reporter
+
+
 def split_reference(reference: str) -> tuple[str, str]:
     """``name:tag`` or ``name@digest`` -> (name, tag or digest); a bare name means ``latest``."""
     name, at, digest = reference.partition("@")
@@ -64,16 +73,22 @@ def split_reference(reference: str) -> tuple[str, str]:
     return name, "latest"
 
 
-async def warm(mirror_url: str, references: Iterable[str]) -> list[WarmResult]:
-    """Pull every reference (all platforms, all blobs) through the mirror."""
+async def warm(
+    mirror_url: str, references: Iterable[str], reporter: Reporter | None = None
+) -> list[WarmResult]:
+    """Pull every reference (all platforms, all blobs) through the mirror.
+
+    ``reporter`` shows each image's blob bytes as they arrive (a bar, or lines).
+    """
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300)
     limit = asyncio.Semaphore(_BLOB_CONCURRENCY)
+    progress = reporter if reporter is not None else make_reporter(quiet=True)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         results = []
         for reference in references:
             result = WarmResult(reference)
             try:
-                await _warm_one(session, mirror_url.rstrip("/"), result, limit)
+                await _warm_one(session, mirror_url.rstrip("/"), result, _Pace(limit, progress))
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 result.error = str(exc) or type(exc).__name__
             results.append(result)
@@ -81,7 +96,10 @@ async def warm(mirror_url: str, references: Iterable[str]) -> list[WarmResult]:
 
 
 async def _warm_one(
-    session: aiohttp.ClientSession, base: str, result: WarmResult, limit: asyncio.Semaphore
+    session: aiohttp.ClientSession,
+    base: str,
+    result: WarmResult,
+    pace: _Pace,
 ) -> None:
     name, ref = split_reference(result.reference)
     digest, document = await _manifest(session, f"{base}/v2/{name}/manifests/{ref}")
@@ -100,8 +118,10 @@ async def _warm_one(
         for doc in documents
         for digest in _descriptors(doc, "config") + _descriptors(doc, "layers")
     }
+    pace.reporter.start(f"warm {result.reference}", total_bytes=_total_size(documents),
+                  total_items=len(blobs))  # fmt: skip
     await asyncio.gather(
-        *(_blob(session, f"{base}/v2/{name}/blobs/{d}", result, limit) for d in sorted(blobs))
+        *(_blob(session, f"{base}/v2/{name}/blobs/{d}", result, pace) for d in sorted(blobs))
     )
 
 
@@ -175,15 +195,31 @@ async def _manifest(session: aiohttp.ClientSession, url: str) -> tuple[str, dict
         return resp.headers.get(DIGEST_HEADER, ""), document
 
 
+def _total_size(documents: list[dict[str, object]]) -> int:
+    """The bytes of every config and layer, once each, as the manifests give them."""
+    sizes: dict[str, int] = {}
+    for doc in documents:
+        for field in ("config", "layers"):
+            value = doc.get(field)
+            for entry in value if isinstance(value, list) else [value]:
+                if isinstance(entry, dict) and isinstance(entry.get("size"), int):
+                    sizes[str(entry.get("digest"))] = entry["size"]
+    return sum(sizes.values())
+
+
 async def _blob(
-    session: aiohttp.ClientSession, url: str, result: WarmResult, limit: asyncio.Semaphore
+    session: aiohttp.ClientSession,
+    url: str,
+    result: WarmResult,
+    pace: _Pace,
 ) -> None:
-    async with limit, session.get(url) as resp:
+    async with pace.limit, session.get(url) as resp:
         if resp.status != 200:
             raise ValueError(f"{url}: {resp.status} {_oci_message(await resp.read())}")
         # The mirror verifies and caches; here the bytes only need to be drained.
         async for chunk in resp.content.iter_chunked(_READ_CHUNK):
             result.blob_bytes += len(chunk)
+            pace.reporter.advance(len(chunk))
     result.blobs += 1
 
 

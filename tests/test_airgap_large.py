@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from mirror.oci import parse_digest
 from mirror.storage import layout
 from mirror.storage.disk import PARTIAL_DIR
+from tests.support.airgap_cli import wait_for_partial
 from tests.support.airgap_content import UPSTREAM
 from tests.support.airgap_process import DELAY_ENV, STATS_ENV
 from tests.support.images import ImageSet
@@ -78,7 +78,7 @@ def test_kill_9_during_a_large_import_then_rerun_completes(
             [*DRIVER, "import", str(tmp_path / "layout"), str(cache)], stdout=out, env=env
         )
         try:
-            partial = _wait_for_partial(cache / PARTIAL_DIR, 32 * MIB, process)
+            partial = wait_for_partial(cache / PARTIAL_DIR, 32 * MIB, process)
         finally:
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=30)
@@ -93,18 +93,6 @@ def test_kill_9_during_a_large_import_then_rerun_completes(
     assert [i["status"] for i in report["images"]] == ["imported"]
     assert _sha256_file(cache / key) == layer.digest
     assert not partial.exists()  # swept at start, as the cache does
-
-
-def _wait_for_partial(directory: Path, size: int, process: subprocess.Popen[bytes]) -> Path:
-    """The partial file once it holds ``size`` bytes; fails if the import ends first."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the import finished before it could be killed"
-        for path in directory.glob("*") if directory.is_dir() else []:
-            if path.stat().st_size >= size:
-                return path
-        time.sleep(0.01)
-    raise AssertionError(f"no partial of {size} bytes in {directory} after 120 s")
 
 
 def _sha256_file(path: Path) -> str:

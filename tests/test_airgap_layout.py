@@ -1,7 +1,7 @@
 """The air-gap layout: export to a directory, a tar and a tar.zst, read back and imported.
 
-Sources are the test images in memory (phase 1: the cache is bound in
-phase 2); the sink is the mirror's real disk storage.
+Sources are the test images in memory; the sink is the mirror's real disk
+storage (the commands over a real cache: ``tests/test_airgap_cache*.py``).
 """
 
 from __future__ import annotations

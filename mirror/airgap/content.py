@@ -1,8 +1,8 @@
 """The two protocols an export reads from and an import writes to.
 
-Phase 2 implements both over the cache (any storage backend, through the
-proxy's manifest store and tag records); the tests implement them in memory
-and over a directory. Everything is keyed the way the cache is: blobs and
+:mod:`mirror.airgap.cache_content` implements both over the cache (any
+storage backend, in the cache's own formats); the tests also implement them
+in memory and over a directory. Everything is keyed the way the cache is: blobs and
 manifests per upstream (one upstream can never read what was pulled from
 another), tags per upstream and repository.
 
@@ -59,7 +59,7 @@ class SourceImage:
 class TagEntry:
     """A tag pointing at a manifest, as last confirmed upstream at ``confirmed``.
 
-    Phase 2 turns it into the cache's own tag record
+    The cache keeps it as its own tag record
     (:class:`mirror.stored.TagRecord`: ``checked`` is ``confirmed``).
     """
 

@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from mirror.airgap.content import ContentSource, SourceImage
 from mirror.airgap.descriptors import Descriptor, Links, manifest_links
 from mirror.airgap.errors import LayoutError
-from mirror.airgap.names import ImageName, annotations_for, referrer_annotations
+from mirror.airgap.names import (
+    TAG,
+    ImageName,
+    annotations_for,
+    confirmed_at,
+    referrer_annotations,
+)
 from mirror.errors import ManifestRejected
 from mirror.manifest_check import check_manifest
 from mirror.oci import Digest
@@ -88,7 +94,9 @@ async def _plan_image(
         name = ImageName(image.upstream, image.repository, image.tag)
         annotations = annotations_for(name, image.digest, image.confirmed)
     else:
-        annotations = referrer_annotations(image.upstream, image.repository, subject)
+        annotations = referrer_annotations(
+            image.upstream, image.repository, subject, image.tag, image.confirmed
+        )
     entry = Descriptor(
         root.media_type, image.digest, len(root.body), annotations, None, walk.artifact_type
     )
@@ -114,7 +122,10 @@ async def _plan_referrers(
                 if (image.upstream, found.digest) in seen:
                     continue
                 seen.add((image.upstream, found.digest))
-                referrer = SourceImage(image.upstream, image.repository, None, found.digest)
+                # A referrer found by the tag schema keeps its tag (and its time).
+                tag, confirmed = found.annotations.get(TAG), confirmed_at(found.annotations)
+                referrer = SourceImage(image.upstream, image.repository, tag, found.digest,
+                                       confirmed)  # fmt: skip
                 child = await _plan_image(source, plan, referrer, digest)
                 if child is not None:
                     pending.append(child)

@@ -22,6 +22,7 @@ finds them and continues with the rest.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -51,6 +52,9 @@ class ImportOptions:
     defaults: Defaults
     #: for tags of a layout made by another tool (no confirmation time in it)
     confirmed: datetime
+    #: told the bytes the import will write before it writes any; raises to refuse
+    #: (the cache budget, :class:`~mirror.airgap.errors.BudgetExceeded`)
+    admit: Callable[[int], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -115,7 +119,7 @@ async def import_layout(
     if summary is not None and summary.base is not None:
         await _check_base(sink, good, summary)
     report = ImportReport(layout.name)
-    await _copy_blobs(layout, sink, good, report, reporter)
+    await _copy_blobs(layout, sink, good, report, reporter, options.admit)
     report.problems = list(layout.problems)
     for root in roots:
         outcome = await _publish(sink, graph, root, report, options, summary)
@@ -143,7 +147,12 @@ async def _check_base(sink: ImportSink, roots: list[Root], summary: ExportSummar
 
 
 async def _copy_blobs(
-    layout: Layout, sink: ImportSink, roots: list[Root], report: ImportReport, reporter: Reporter
+    layout: Layout,
+    sink: ImportSink,
+    roots: list[Root],
+    report: ImportReport,
+    reporter: Reporter,
+    admit: Callable[[int], Awaitable[None]] | None,
 ) -> None:
     """Write every blob the roots need and the sink lacks; record damage by digest."""
     upstreams: dict[Digest, set[str]] = defaultdict(set)
@@ -159,6 +168,9 @@ async def _copy_blobs(
         report.blobs_present += len(names) - len(lacking)
         if lacking:
             todo[digest] = lacking
+    incoming = sum((sizes[d] or 0) * len(names) for d, names in todo.items())
+    if admit is not None:
+        await admit(incoming)
     reporter.start("import", total_bytes=sum(sizes[d] or 0 for d in todo), total_items=len(todo))
     async for blob in layout.blobs(set(todo)):
         problem = await _copy_blob(sink, blob, todo.pop(blob.digest), sizes[blob.digest], reporter)

@@ -92,9 +92,24 @@ def annotations_for(name: ImageName, digest: Digest, confirmed: datetime | None)
     return found
 
 
-def referrer_annotations(upstream: str, repository: str, subject: Digest) -> dict[str, str]:
-    """The ``index.json`` annotations of an exported referrer (no ``ref.name``)."""
-    return {UPSTREAM: upstream, REPOSITORY: repository, SUBJECT: str(subject)}
+def referrer_annotations(
+    upstream: str,
+    repository: str,
+    subject: Digest,
+    tag: str | None = None,
+    confirmed: datetime | None = None,
+) -> dict[str, str]:
+    """The ``index.json`` annotations of an exported referrer (no ``ref.name``).
+
+    A referrer found through the tag schema (``sha256-<hex>.sig``) keeps its
+    tag, so the far side finds it the same way.
+    """
+    found = {UPSTREAM: upstream, REPOSITORY: repository, SUBJECT: str(subject)}
+    if tag is not None:
+        found[TAG] = tag
+    if confirmed is not None:
+        found[CONFIRMED] = format_time(confirmed)
+    return found
 
 
 def parse_image_reference(text: str, config: Config) -> Pin:

@@ -22,6 +22,7 @@ from mirror.cache.manager import CacheManager, track
 from mirror.cache.verify import VerifyReport, verify
 from mirror.config import Config
 from mirror.metrics import Metrics
+from mirror.progress import Reporter
 from mirror.storage.factory import open_storage
 
 
@@ -53,10 +54,13 @@ async def run_gc(config: Config) -> GcResult:
         await backend.close()
 
 
-async def run_verify(config: Config, *, quarantine: bool) -> VerifyReport:
+async def run_verify(
+    config: Config, *, quarantine: bool, reporter: Reporter | None = None
+) -> VerifyReport:
     """Re-hash every blob and manifest in the cache, of every upstream."""
     backend = await open_storage(config, Metrics())
     try:
-        return await verify(backend, [u.name for u in config.upstreams], quarantine=quarantine)
+        upstreams = [u.name for u in config.upstreams]
+        return await verify(backend, upstreams, quarantine=quarantine, reporter=reporter)
     finally:
         await backend.close()

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass, field
 
 from mirror.oci import Digest
+from mirror.progress import Reporter, make_reporter
 from mirror.storage import layout
 from mirror.storage.base import ObjectInfo, ObjectNotFound, Storage, StorageError
 from mirror.stored import decode_manifest
@@ -44,21 +45,36 @@ class VerifyReport:
         return not self.damaged and not self.unreadable
 
 
-async def verify(storage: Storage, upstreams: list[str], *, quarantine: bool) -> VerifyReport:
+async def verify(
+    storage: Storage,
+    upstreams: list[str],
+    *,
+    quarantine: bool,
+    reporter: Reporter | None = None,
+) -> VerifyReport:
     """Check every blob and manifest in ``storage``, of whatever upstream.
 
     ``upstreams`` are the configured ones: objects of any other upstream are
     checked as well, and counted in :attr:`VerifyReport.unconfigured`.
+    ``reporter`` shows the bytes hashed against the total listed first.
     """
+    progress = reporter if reporter is not None else make_reporter(quiet=True)
     report = VerifyReport()
-    async for info in storage.walk(""):
+    # Listed first, so that progress has a total; keys and sizes only.
+    objects = [info async for info in storage.walk("") if layout.parse_content_key(info.key)]
+    progress.start("verify", total_bytes=sum(info.size for info in objects),
+                   total_items=len(objects))  # fmt: skip
+    for info in objects:
         parsed = layout.parse_content_key(info.key)
-        if parsed is None:
-            continue  # a tag record (nothing to hash), the probe, the quarantine
+        assert parsed is not None  # a tag record, the probe, the quarantine were left out
         upstream, kind, digest = parsed
         if upstream not in upstreams:
             report.unconfigured[upstream] = report.unconfigured.get(upstream, 0) + 1
+        damaged = len(report.damaged)
         await _check(storage, info, kind, digest, report, quarantine)
+        progress.advance(info.size)
+        if len(report.damaged) > damaged:
+            progress.item(info.key, "damaged", "does not match its digest")
     report.unconfigured = dict(sorted(report.unconfigured.items()))
     return report
 

@@ -1,7 +1,8 @@
 """Export and import as a separate process, for stdout/stdin streams, kill -9 and peak RSS.
 
-Phase 2 gives the mirror ``export`` and ``import`` commands; until then this
-driver runs the same library code over the test source and disk sink::
+The mirror's ``export`` and ``import`` commands work on a configured cache;
+this driver runs the same library code over the test source and disk sink,
+with knobs the commands do not have::
 
     python -m tests.support.airgap_process export DEST REF...   (DEST may be "-")
     python -m tests.support.airgap_process import SRC CACHE_DIR (SRC may be "-")
