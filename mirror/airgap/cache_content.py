@@ -13,7 +13,10 @@ on S3, and beside a running mirror:
   registry without the referrers API: the tags ``sha256-<hex>.sig``,
   ``.att`` and ``.sbom`` of the subject's repository. They travel as
   referrer entries that keep their tag, so the far side finds them the same
-  way; they are not listed as images of their own.
+  way; they are not listed as images of their own. The referrers the
+  mirror's referrers endpoint keeps for the subject
+  (:mod:`mirror.stored_referrers`: from the upstream's referrers API, e.g.
+  sigstore bundles) travel too, those whose manifest is cached.
 - **Import** writes blobs through the storage writer, whose partial object
   becomes the blob only on the importer's commit, after size and digest
   were checked; manifests and tag records with one atomic ``put`` each. A
@@ -21,7 +24,9 @@ on S3, and beside a running mirror:
   type answers (an index: ``any``; an image manifest: ``any`` and
   ``manifest``; schema 1: all three), with ``checked`` set to the export's
   confirmation time, so ``tag_ttl``, ``max_stale`` and offline rules count
-  from when the connected cache last asked its upstream.
+  from when the connected cache last asked its upstream. A manifest that
+  names a ``subject`` is added to that subject's referrers index, so the
+  far side's referrers endpoint lists it, offline too.
 
 Given a :class:`~mirror.cache.tracked.TrackedStorage`, every write updates
 the cache index (the budget, eviction, the size metrics).
@@ -37,10 +42,19 @@ from mirror.accept import VARIANT_TYPES
 from mirror.airgap.content import SourceImage, TagEntry
 from mirror.airgap.descriptors import Descriptor
 from mirror.airgap.names import CONFIRMED, TAG, format_time
-from mirror.oci import Digest, parse_digest
+from mirror.oci import OCI_INDEX, Digest, parse_digest, sha256_digest
 from mirror.storage import layout
 from mirror.storage.base import BlobWriter, Storage
 from mirror.stored import StoredManifest, TagRecord, decode_manifest, decode_record
+from mirror.stored_referrers import (
+    REFERRERS_VARIANT,
+    descriptors_of,
+    fallback_tag,
+    index_body,
+    json_object,
+    referrer_descriptor,
+    subject_of,
+)
 
 #: the tag schema's suffixes: cosign signatures and attestations, SBOMs
 REFERRER_SUFFIXES = ("sig", "att", "sbom")
@@ -71,9 +85,11 @@ class CacheContent:
                 parsed = layout.parse_tag_key(info.key)
                 if parsed is None or _REFERRER_TAG.fullmatch(parsed[2]):
                     continue
+                variant = info.key.rpartition("/")[2]
+                if variant == REFERRERS_VARIANT:
+                    continue  # a subject's referrers index: exported with the subject
                 record = await self._record(info.key)
                 if record is not None:
-                    variant = info.key.rpartition("/")[2]
                     tags.setdefault((parsed[1], parsed[2]), {})[variant] = record
             for (repository, tag), records in sorted(tags.items()):
                 chosen = _choose(records)
@@ -105,6 +121,30 @@ class CacheContent:
             annotations = {TAG: tag, CONFIRMED: format_time(_moment(record.checked))}
             found.append(Descriptor(record.media_type, parse_digest(record.digest), record.size,
                                     annotations))  # fmt: skip
+        tagged = {descriptor.digest for descriptor in found}
+        for descriptor in await self._indexed_referrers(upstream, repository, digest):
+            if descriptor.digest not in tagged:
+                found.append(descriptor)
+        return found
+
+    async def _indexed_referrers(
+        self, upstream: str, repository: str, digest: Digest
+    ) -> list[Descriptor]:
+        """The subject's referrers index as the mirror keeps it, its cached manifests only."""
+        key = layout.tag_key(upstream, repository, fallback_tag(str(digest)), REFERRERS_VARIANT)
+        record = await self._record(key)
+        index = await self.manifest(upstream, parse_digest(record.digest)) if record else None
+        if record is None or index is None:
+            return []
+        annotations = {CONFIRMED: format_time(_moment(record.checked))}
+        found = []
+        for entry in descriptors_of(index.body):
+            referrer = parse_digest(entry["digest"])
+            if await self.storage.stat(layout.manifest_key(upstream, referrer)) is None:
+                continue  # listed upstream, never fetched through this mirror
+            artifact = entry.get("artifactType")
+            found.append(Descriptor(entry["mediaType"], referrer, entry["size"],
+                                    dict(annotations), None, artifact))  # fmt: skip
         return found
 
     # -- ImportSink
@@ -124,8 +164,37 @@ class CacheContent:
     async def put_manifest(
         self, upstream: str, repository: str, digest: Digest, manifest: StoredManifest
     ) -> None:
-        """Store a manifest the importer checked, in the cache's format."""
+        """Store a manifest the importer checked, in the cache's format.
+
+        A manifest with a ``subject`` joins the subject's referrers index in
+        ``repository`` first: an import stopped between the two writes it
+        again on the next run, as the manifest is still missing then.
+        """
+        doc = json_object(manifest.body)
+        subject = subject_of(doc) if doc is not None else None
+        if doc is not None and subject is not None:
+            entry = referrer_descriptor(str(digest), manifest.media_type, manifest.body, doc)
+            await self._add_referrer(upstream, repository, parse_digest(subject), entry)
         await self.storage.put(layout.manifest_key(upstream, digest), manifest.encode())
+
+    async def _add_referrer(
+        self, upstream: str, repository: str, subject: Digest, entry: dict[str, object]
+    ) -> None:
+        key = layout.tag_key(upstream, repository, fallback_tag(str(subject)), REFERRERS_VARIANT)
+        record = await self._record(key)
+        index = await self.manifest(upstream, parse_digest(record.digest)) if record else None
+        entries = list(descriptors_of(index.body)) if index is not None else []
+        if any(known["digest"] == entry["digest"] for known in entries):
+            return
+        body = index_body([*entries, entry])
+        index_digest = sha256_digest(body)
+        await self.storage.put(
+            layout.manifest_key(upstream, index_digest), StoredManifest(OCI_INDEX, body).encode()
+        )
+        # Confirmed long ago: the far side's referrers endpoint asks its upstream
+        # (if it has one) the first time, and answers this list when it cannot.
+        stored = TagRecord(str(index_digest), OCI_INDEX, len(body), 0.0)
+        await self.storage.put(key, stored.encode())
 
     async def tag(self, upstream: str, repository: str, tag: str) -> TagEntry | None:
         """The tag as an import last left it; None when a record an import writes is missing.

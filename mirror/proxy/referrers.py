@@ -26,9 +26,7 @@ schema, possibly nothing, with a ``Warning`` that it may be incomplete.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,6 +49,17 @@ from mirror.proxy.tag_records import TagRecords
 from mirror.proxy.tags import TagRequest, TagService
 from mirror.routing import Target
 from mirror.stored import StoredManifest, TagRecord
+from mirror.stored_referrers import (
+    MAX_REFERRERS,
+    REFERRERS_VARIANT,
+    descriptors_of,
+    fallback_tag,
+    index_body,
+    is_fallback_tag,
+    json_object,
+    referrer_descriptor,
+    valid_descriptors,
+)
 
 __all__ = [
     "MAX_REFERRERS",
@@ -63,31 +72,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: the tag-record variant under which a subject's referrers index is kept
-REFERRERS_VARIANT = "referrers"
-#: descriptors kept per subject (a referrers answer is bounded like a manifest)
-MAX_REFERRERS = 1000
 #: cosign's tags beside the fallback tag: signatures, attestations, SBOMs
 COSIGN_SUFFIXES = (".sig", ".att", ".sbom")
-_DESCRIPTOR_STRINGS = ("mediaType", "digest", "artifactType")
-_FALLBACK_TAG = re.compile(r"sha(?:256|512)-[0-9a-f]{64}")
 # An upstream that answers the referrers API with one of these has no such API.
 _NO_API = (ManifestUnknown, NameUnknown)
-
-
-def fallback_tag(digest: str) -> str:
-    """``sha256:abc`` -> ``sha256-abc``: the referrers tag schema's tag of ``digest``.
-
-    As the distribution spec truncates it (algorithm to 32, encoded part to 64
-    characters), so a sha512 digest still makes a valid tag.
-    """
-    algorithm, _, encoded = digest.partition(":")
-    return f"{algorithm[:32]}-{encoded[:64]}"
-
-
-def is_fallback_tag(tag: str) -> bool:
-    """Whether ``tag`` is a referrers fallback tag: an index of a subject's referrers."""
-    return _FALLBACK_TAG.fullmatch(tag) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +93,7 @@ class ReferrersAnswer:
             for d in self.descriptors
             if artifact_type is None or d.get("artifactType") == artifact_type
         ]
-        return _index_body(entries)
+        return index_body(entries)
 
 
 class Referrers:
@@ -151,7 +139,7 @@ class Referrers:
         if record is None:
             return []
         stored = await self._manifests.cached(upstream, parse_digest(record.digest))
-        return list(_descriptors_of(stored.body)) if stored is not None else []
+        return list(descriptors_of(stored.body)) if stored is not None else []
 
     async def _refresh(
         self, target: Target, digest: Digest, record: TagRecord | None
@@ -159,7 +147,7 @@ class Referrers:
         found = await self._from_api(target, digest)
         if found is None:
             found = await self._from_tags(target, digest)
-        body = _index_body(list(found))
+        body = index_body(list(found))
         stored = await self._manifests.keep(target.upstream.name, StoredManifest(OCI_INDEX, body))
         await self._records.put(
             target.upstream.name, target.repository, fallback_tag(str(digest)), REFERRERS_VARIANT,
@@ -176,10 +164,10 @@ class Referrers:
             return None
         if listing.status != 200:
             return None  # 2xx without an index: no API worth the name
-        doc = _json_object(listing.body)
+        doc = json_object(listing.body)
         if doc is None or not isinstance(doc.get("manifests"), list):
             raise ManifestRejected("the upstream's referrers answer is not an image index")
-        return _valid_descriptors(doc["manifests"])
+        return valid_descriptors(doc["manifests"])
 
     async def _from_tags(self, target: Target, digest: Digest) -> tuple[dict[str, Any], ...]:
         """Descriptors from the referrers fallback tag and cosign's tags (absent ones skipped).
@@ -250,60 +238,23 @@ class Referrers:
         if record is None:
             return None
         stored = await self._manifests.cached(target.upstream.name, parse_digest(record.digest))
-        return _descriptors_of(stored.body) if stored is not None else None
+        return descriptors_of(stored.body) if stored is not None else None
 
 
 def _from_tagged(
     is_index_tag: bool, digest: str, media_type: str, body: bytes
 ) -> list[dict[str, Any]]:
     """Descriptors a tag of the schema gives: an index's entries, or the manifest itself."""
-    doc = _json_object(body)
+    doc = json_object(body)
     if doc is None:
         return []
     if is_index_tag:
         if media_type not in INDEX_MEDIA_TYPES or not isinstance(doc.get("manifests"), list):
             return []
-        return list(_valid_descriptors(doc["manifests"]))
+        return list(valid_descriptors(doc["manifests"]))
     if media_type in INDEX_MEDIA_TYPES:
         return []
-    entry: dict[str, Any] = {
-        "mediaType": media_type,
-        "digest": digest,
-        "size": len(body),
-    }
-    config = doc.get("config")
-    artifact = doc.get("artifactType") or (
-        config.get("mediaType") if isinstance(config, dict) else None
-    )
-    if isinstance(artifact, str):
-        entry["artifactType"] = artifact
-    annotations = doc.get("annotations")
-    if isinstance(annotations, dict) and all(isinstance(v, str) for v in annotations.values()):
-        entry["annotations"] = annotations
-    return [entry]
-
-
-def _valid_descriptors(entries: list[Any]) -> tuple[dict[str, Any], ...]:
-    """The well-formed descriptors among ``entries``, with only the fields the spec names."""
-    kept = []
-    for entry in entries[:MAX_REFERRERS]:
-        if not isinstance(entry, dict):
-            continue
-        size = entry.get("size")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            continue
-        if not all(isinstance(entry.get(f, ""), str) for f in _DESCRIPTOR_STRINGS):
-            continue
-        if not isinstance(entry.get("mediaType"), str) or not _is_digest(entry.get("digest")):
-            continue
-        descriptor = {k: entry[k] for k in (*_DESCRIPTOR_STRINGS, "size") if k in entry}
-        annotations = entry.get("annotations")
-        if isinstance(annotations, dict) and all(
-            isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
-        ):
-            descriptor["annotations"] = annotations
-        kept.append(descriptor)
-    return tuple(kept)
+    return [referrer_descriptor(digest, media_type, body, doc)]
 
 
 def _unique(found: list[dict[str, Any]]) -> tuple[dict[str, Any], ...]:
@@ -311,32 +262,3 @@ def _unique(found: list[dict[str, Any]]) -> tuple[dict[str, Any], ...]:
     for descriptor in found:
         seen.setdefault(descriptor["digest"], descriptor)
     return tuple(seen.values())[:MAX_REFERRERS]
-
-
-def _descriptors_of(body: bytes) -> tuple[dict[str, Any], ...]:
-    doc = _json_object(body)
-    entries = doc.get("manifests") if doc is not None else None
-    return _valid_descriptors(entries) if isinstance(entries, list) else ()
-
-
-def _index_body(entries: list[dict[str, Any]]) -> bytes:
-    doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
-    return json.dumps(doc, separators=(",", ":")).encode()
-
-
-def _json_object(body: bytes) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, ValueError, RecursionError):  # deep nesting: no index
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def _is_digest(value: object) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        parse_digest(value)
-    except MirrorError:
-        return False
-    return True
