@@ -60,6 +60,7 @@ def test_the_questions_of_the_issue_have_panels() -> None:
         "mirror_fills_in_flight",
         "mirror_signature_verifications_total",  # content trust: verdicts
         "mirror_signature_refusals_total",  # and refusals by reason
+        "mirror_tls_certificate_expiry_timestamp_seconds",  # the front door's certificate
     ):
         assert needle in exprs, needle
 
