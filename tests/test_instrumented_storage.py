@@ -71,11 +71,13 @@ async def test_a_memo_hit_in_the_running_mirror_is_not_a_backend_operation(
 ) -> None:
     async with run_mirror(mirror_config(tmp_path / "cache", "http://127.0.0.1:9")) as mirror:
         storage, metrics = mirror.app[STORAGE], mirror.app[METRICS]
+        # The start-up reads (stored pins, pull counts) are done before the app answers.
+        started = observations(metrics, "get")
         await storage.put(TAG_KEY, b'{"digest": "x"}')
         assert observations(metrics, "put") == 1
         for _ in range(3):
             assert await storage.get(TAG_KEY) == b'{"digest": "x"}'  # from memory
-        assert observations(metrics, "get") == 0
+        assert observations(metrics, "get") == started
 
         # Written behind the mirror's back: the first read goes to the disk, once.
         path = tmp_path / "cache" / MANIFEST_KEY
@@ -83,7 +85,7 @@ async def test_a_memo_hit_in_the_running_mirror_is_not_a_backend_operation(
         path.write_bytes(b"application/vnd.oci.image.manifest.v1+json\n{}")
         for _ in range(3):
             assert await storage.get(MANIFEST_KEY) is not None
-        assert observations(metrics, "get") == 1
+        assert observations(metrics, "get") == started + 1
 
 
 async def test_every_operation_is_observed_once(tmp_path: Path) -> None:
