@@ -22,7 +22,7 @@ from mirror.proxy.tag_records import TagRecords
 from mirror.proxy.tags import TagService
 from mirror.readiness import ReadinessChecks
 from mirror.request_log import request_error_logger
-from mirror.routes import admin, ops, v2
+from mirror.routes import admin, front_door, ops, v2
 from mirror.routes.keys import (
     BLOBS,
     CACHE,
@@ -147,9 +147,11 @@ def create_app(config: Config) -> web.Application:
     app[METRICS] = Metrics()
     app[SHUTDOWN] = ShutdownClock(config.shutdown_grace)
     v2.add_routes(app)
-    if config.admin_token:
+    if config.admin_token or front_door.grants_admin(config.security.auth):
         admin.add_routes(app)
     ops.add_routes(app)
+    # Client authentication and the rate limit, inside oci_errors ([auth], [rate_limit]).
+    app.middlewares.extend(front_door.install(app, config, app[METRICS]))
     app.cleanup_ctx.append(_resources)
     if config.metrics_listen is not None:
         app.cleanup_ctx.append(ops.separate_listener(*config.metrics_listen))

@@ -15,7 +15,7 @@ from typing import Any
 from mirror import __version__
 from mirror.cache.pins import parse_pins
 from mirror.config import Config, ConfigError, UpstreamConfig, load_config, parse_upstream_flag
-from mirror.config_security import SecurityConfig, describe_security
+from mirror.config_security import describe_security
 from mirror.config_trust import describe_trust
 from mirror.config_values import redact_url
 from mirror.lifecycle import StartupError
@@ -214,12 +214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "healthcheck":
         return healthcheck(config)
-    if args.command == "serve" and config.security != SecurityConfig():
-        # Checked, not yet served: never listen in the clear, or without the
-        # authentication the operator asked for, as if they were in force.
+    if args.command == "serve" and config.security.tls is not None:
+        # Checked, not yet served: never listen in the clear as if TLS were in force.
         print(
-            "registry-mirror: configuration error: [tls], [auth] and [rate_limit] are "
-            "validated by check-config but not served by this version",
+            "registry-mirror: configuration error: [tls] is validated by check-config "
+            "but not served by this version",
             file=sys.stderr,
         )
         return 2

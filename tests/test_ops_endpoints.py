@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import get_args
 
 import aiohttp
 import pytest
@@ -18,6 +19,7 @@ from mirror.metrics import (
     SOURCES,
     STATUS_CLASSES,
 )
+from mirror.security import events
 from mirror.storage.instrumented import ACTIONS
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.mirror_app import mirror_config, run_mirror
@@ -46,6 +48,11 @@ EXPECTED_SAMPLES = {
     "mirror_cache_max_size_bytes",
     "mirror_cache_evictions_total",
     "mirror_cache_evicted_bytes_total",
+    "mirror_client_auth_failures_total",
+    "mirror_client_login_throttled_total",
+    "mirror_client_access_refused_total",
+    "mirror_client_rate_limited_total",
+    "mirror_tokens_issued_total",
 }
 # Every operation of the storage protocol, and the fill's local spool.
 STORAGE_ACTIONS = {*ACTIONS, "spool"}
@@ -63,7 +70,13 @@ def closed_label_sets(upstream: str) -> dict[str, set[str]]:
         "action": STORAGE_ACTIONS,
         "upstream": {upstream},
         "via": set(REFUSED_VIA),
-        "reason": set(REFUSED_REASONS),
+        "reason": set(REFUSED_REASONS) | set(get_args(events.FailureReason)),
+        # The front door's (mirror.security.events), exported at zero without [auth] too.
+        "credential": set(get_args(events.Credential)),
+        "outcome": set(get_args(events.ThrottleOutcome)),
+        "answer": set(get_args(events.RefusalAnswer)),
+        "client": set(get_args(events.ClientKind)),
+        "grant": set(get_args(events.Grant)),
     }
 
 
