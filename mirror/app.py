@@ -16,6 +16,7 @@ from mirror.metrics import Metrics
 from mirror.proxy.blobs import BlobStore
 from mirror.proxy.downloads import Downloads
 from mirror.proxy.freshness import FreshnessPolicy
+from mirror.proxy.links import RepositoryLinks
 from mirror.proxy.listings import Listings
 from mirror.proxy.manifests import ManifestStore
 from mirror.proxy.tag_records import TagRecords
@@ -128,8 +129,9 @@ def _add_proxy(
     """The proxy's stores, one per resource, for the handlers."""
     config, metrics = app[CONFIG], app[METRICS]
     redirect = config.storage.backend == "s3" and config.storage.s3.redirect
-    app[BLOBS] = BlobStore(storage, downloads, redirect=redirect)
-    app[MANIFESTS] = ManifestStore(storage, metrics)
+    links = RepositoryLinks(storage)  # blob access follows repositories
+    app[BLOBS] = BlobStore(storage, downloads, links, redirect=redirect)
+    app[MANIFESTS] = ManifestStore(storage, metrics, links)
     records = TagRecords(storage)
     app[TAGS] = TagService(records, app[MANIFESTS], policies)
     app[LISTINGS] = Listings(records, policies)
