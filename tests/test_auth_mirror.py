@@ -378,3 +378,40 @@ async def test_malformed_token_requests_get_400(mirror: RunningMirror) -> None:
                 assert (await resp.json())["errors"][0]["code"] == "UNSUPPORTED"
         async with http.post(token_url, json={"grant_type": "password"}) as resp:
             assert resp.status == 400
+
+
+async def test_login_and_refresh_grants_and_the_ns_scope(
+    mirror: RunningMirror, images: dict[str, SmallImage], tmp_path: Path
+) -> None:
+    base, team = mirror.url, images["team"]
+    url = f"{base}/auth/token"
+    async with aiohttp.ClientSession() as http:
+        # containerd: HEAD with ?ns= first; the challenge's scope names upstream and repository.
+        head = f"{base}/v2/team/app/manifests/1?ns=ghcr.io"
+        status, _, challenge = await answer(http, head, method="HEAD")
+        assert status == 401
+        scope = challenge.split('scope="')[1].split('"')[0]
+        assert scope == "repository:ghcr.io/team/app:pull"
+        # The password grant (containerd with --user, containers/image), then its refresh.
+        form = {"grant_type": "password", "username": "alice", "password": PASSWORDS["alice"],
+                "access_type": "offline", "scope": scope, "service": SERVICE}  # fmt: skip
+        async with http.post(url, data=form) as resp:
+            body = await resp.json()
+        assert (await answer(http, head, bearer(body["access_token"]), "HEAD"))[0] == 200
+        form = {"grant_type": "refresh_token", "refresh_token": body["refresh_token"],
+                "scope": scope, "service": SERVICE}  # fmt: skip
+        async with http.post(url, data=form) as resp:
+            refreshed = (await resp.json())["access_token"]
+        assert (await answer(http, base + manifest_path(team), bearer(refreshed)))[0] == 200
+        # A new password ends the refresh tokens of the old one (the file is re-read).
+        write_htpasswd(tmp_path / "htpasswd", ("alice", "a-new-one"), flags=("-B", "-C", "4"))
+        deadline = time.monotonic() + 20
+        while True:
+            async with http.post(url, data=form) as resp:
+                if resp.status == 401:
+                    assert "invalid_token" in resp.headers["WWW-Authenticate"]
+                    break
+            assert time.monotonic() < deadline, "the old login never ended"
+            await asyncio.sleep(0.25)
+        password = 'mirror_tokens_issued_total{grant="password"}'
+        assert await metric(http, base, password) == 1
