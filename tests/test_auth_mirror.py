@@ -254,6 +254,9 @@ async def test_probes_and_metrics_are_not_gated(tmp_path: Path, up: FakeUpstream
         for _ in range(3):  # not rate limited either
             for path in ("/healthz", "/readyz", "/metrics"):
                 assert (await answer(http, mirror.url + path))[0] == 200, path
+        assert (await answer(http, mirror.url + "/no-such-page"))[:2] == (404, "NAME_UNKNOWN")
+        for path in ("/v2/", "/v2/_catalog", "/v2/x/blobs/uploads/", "/v2/not/an/endpoint"):
+            assert (await answer(http, mirror.url + path))[:2] == (401, "UNAUTHORIZED"), path
 
 
 async def test_the_admin_api_takes_identities_with_admin_and_its_static_token(

@@ -9,12 +9,13 @@ request of this app, what it is about:
   the upstream and repository the :class:`mirror.routing.Router` resolves it
   to, so the rules and the token grants see the same names whatever spelling
   (``?ns=``, a path prefix, ``library/``) the client used;
-- any other path under ``/v2`` (``/v2/``, ``_catalog``, pushes, paths that
-  name no endpoint): :attr:`Area.BASE`, a valid credential or the challenge;
 - the admin API: :attr:`Area.ADMIN` (its static ``admin.token``, or an
   identity the rules give ``admin``);
-- anything else (``/healthz``, ``/readyz``, ``/metrics``, the token
-  endpoint): public.
+- ``/healthz``, ``/readyz``, ``/metrics``, the token endpoint, and paths no
+  route matches (404): public;
+- anything else (``/v2/``, ``_catalog``, pushes, paths under ``/v2`` that name
+  no endpoint, and any page added later): :attr:`Area.BASE`, a valid
+  credential or the challenge. New routes are gated unless listed here.
 
 Middlewares, outermost first: ``oci_errors`` (the app's), ``client_auth``,
 ``rate_limit``; the rate limit runs after authentication so that a user is
@@ -42,6 +43,8 @@ from mirror.security.tokens import TokenAuthority
 # Named routes of mirror.routes.v2 and mirror.routes.admin.
 _REPOSITORY_ROUTES = frozenset({"manifest", "blob", "tags", "referrers"})
 _ADMIN_ROUTES = frozenset({"admin-cache", "admin-purge", "admin-gc"})
+# Probes and Prometheus have no login; the token endpoint checks its own credentials.
+_PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", TOKEN_PATH})
 
 
 def pull_of(target: Target) -> Pull:
@@ -51,15 +54,15 @@ def pull_of(target: Target) -> Pull:
 
 def classify(request: web.Request) -> Resource:
     """What ``request`` is about, for :class:`ClientGate` (see the module docstring)."""
-    route = request.match_info.route.name
+    info = request.match_info
+    route = info.route.name
     if route in _REPOSITORY_ROUTES:
-        name, ns = request.match_info["name"], request.query.get("ns")
-        return pull_of(request.app[ROUTER].resolve(name, ns))
+        return pull_of(request.app[ROUTER].resolve(info["name"], request.query.get("ns")))
     if route in _ADMIN_ROUTES:
         return Area.ADMIN
-    if request.path == "/v2" or request.path.startswith("/v2/"):
-        return Area.BASE
-    return None
+    if request.path in _PUBLIC_PATHS or info.http_exception is not None:
+        return None
+    return Area.BASE
 
 
 def _rate_limited(request: web.Request) -> bool:
