@@ -16,7 +16,9 @@ storage key or a file descriptor:
 A blob is served under a repository only if that repository is known to
 contain it (:mod:`mirror.proxy.links`); otherwise the upstream is asked under
 that repository first, so a blob cached through one repository never leaks
-through another. A cache hit touches the key (LRU recency). On disk the file is opened before
+through another.
+
+A cache hit touches the key (LRU recency). On disk the file is opened before
 anything is sent: an eviction after that costs nothing (an unlinked file stays
 readable through its descriptor), and one between the lookup and the open
 makes the request a miss like any other.
@@ -192,7 +194,9 @@ class BlobStore:
             # Evicted between the lookup and the open: a miss like any other.
         if not known and self._downloads.running(key) is not None:
             await self._confirm(target, digest)  # another repository's download: not ours yet
-        # No await between the check above and join: a download joined here was confirmed.
+            # Known now; the download may have finished meanwhile: look again, from the cache.
+            return await self.get(target, digest)
+        # No await since the check above: a download joined here was confirmed, or is ours.
         download = self._downloads.join(key) or self._downloads.start(
             target.upstream, target.repository, digest, key
         )

@@ -56,13 +56,14 @@ class RepositoryLinks:
 
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
-        self._repositories: LRUCache[tuple[str, Digest], set[str]] = LRUCache(_MAX_DIGESTS)
-        self._expanded: LRUCache[tuple[str, str, Digest], bool] = LRUCache(_MAX_EXPANDED)
+        # Keyed by the digest's text: what the routes and the tag records hold, parsed or not.
+        self._repositories: LRUCache[tuple[str, str], set[str]] = LRUCache(_MAX_DIGESTS)
+        self._expanded: LRUCache[tuple[str, str, str], bool] = LRUCache(_MAX_EXPANDED)
         self._loaded: TTLCache[tuple[str, str], bool] = TTLCache(_MAX_LOADED, _RELOAD_AFTER)
 
     def has(self, target: Target, digest: Digest) -> bool:
         """Whether ``target``'s repository is known to contain ``digest`` (memory only)."""
-        repositories = self._repositories.get((target.upstream.name, digest))
+        repositories = self._repositories.get((target.upstream.name, str(digest)))
         return repositories is not None and target.repository in repositories
 
     async def find(self, target: Target, digest: Digest) -> bool:
@@ -83,24 +84,28 @@ class RepositoryLinks:
         """Note that ``target``'s repository contains ``digests``."""
         self._link(target.upstream.name, target.repository, digests)
 
-    def _link(self, upstream: str, repository: str, digests: Iterable[Digest]) -> None:
+    def _link(self, upstream: str, repository: str, digests: Iterable[Digest | str]) -> None:
         for digest in digests:
-            key = (upstream, digest)
+            key = (upstream, str(digest))
             repositories = self._repositories.get(key)
             if repositories is None:
                 self._repositories[key] = {repository}
             else:
                 repositories.add(repository)
 
-    def served(self, target: Target, digest: Digest, stored: StoredManifest | None) -> None:
-        """A manifest went out for ``target``: link it, and (once) what it names."""
+    def served(self, target: Target, digest: Digest | str, stored: StoredManifest | None) -> None:
+        """A manifest went out for ``target``: link it, and (once) what it names
+        (``stored`` None: a ``HEAD``, the manifest only)."""
         upstream, repository = target.upstream.name, target.repository
+        expanded = (upstream, repository, str(digest))
+        if expanded in self._expanded:
+            return  # the common case, a hit: linked with what it names already
         self._link(upstream, repository, (digest,))
-        if stored is None or (upstream, repository, digest) in self._expanded:
+        if stored is None:
             return
         references = manifest_references(stored.encode())
         self._link(upstream, repository, (*references.blobs, *references.manifests))
-        self._expanded[(upstream, repository, digest)] = True
+        self._expanded[expanded] = True
 
     async def _load(self, upstream: str, repository: str) -> None:
         """Link what the repository's stored tag records lead to (child manifests included)."""

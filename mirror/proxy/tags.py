@@ -82,9 +82,8 @@ class TagService:
         """The manifest the tag points to, of a type the client takes."""
         answer = await self._answer(request)
         # The repository's own tag points to it: its manifest (and what that names) is R's.
-        digest = parse_digest(answer.digest)
         body = StoredManifest(answer.media_type, answer.body) if answer.body is not None else None
-        self._manifests.links.served(request.target, digest, body)
+        self._manifests.links.served(request.target, answer.digest, body)
         if not request.accepted.allows(answer.media_type):
             raise ManifestUnknown(
                 f"tag {request.tag!r} is a {answer.media_type}, which the request's Accept "
