@@ -162,6 +162,11 @@ class BlobStore:
         self._links.link(target, (digest,))
         return size
 
+    async def _ensure_known(self, target: Target, digest: Digest) -> None:
+        """Return once the repository is known to contain the blob; BLOB_UNKNOWN if not."""
+        if not await self._known(target, digest):
+            await self._confirm(target, digest)
+
     async def head(self, target: Target, digest: Digest) -> BlobHead:
         """The blob's size: cached, from its running download, or from an upstream HEAD."""
         key = layout.blob_key(target.upstream.name, digest)
@@ -181,22 +186,21 @@ class BlobStore:
     async def get(self, target: Target, digest: Digest) -> BlobSource:
         """Where to send the blob from; a miss starts or joins its download."""
         key = layout.blob_key(target.upstream.name, digest)
-        known = await self._known(target, digest)
         info = await self._cache.stat(key)
         if info is not None:
-            if not known:
-                await self._confirm(target, digest)
-                known = True
+            await self._ensure_known(target, digest)
             await self._cache.touch(key)
             cached = await self._cached(str(digest), key, info.size)
             if cached is not None:
                 return cached
             # Evicted between the lookup and the open: a miss like any other.
-        if not known and self._downloads.running(key) is not None:
-            await self._confirm(target, digest)  # another repository's download: not ours yet
-            # Known now; the download may have finished meanwhile: look again, from the cache.
-            return await self.get(target, digest)
-        # No await since the check above: a download joined here was confirmed, or is ours.
+        if self._downloads.running(key) is not None and not self._links.has(target, digest):
+            await self._ensure_known(target, digest)  # another repository's download?
+            if self._downloads.running(key) is None:
+                # It ended (committed, or failed) while we asked: look again, now known.
+                return await self.get(target, digest)
+        # No await since the last check: a download joined here is known to be ours, and
+        # one started here is asked for under this repository (a cold miss costs nothing more).
         download = self._downloads.join(key) or self._downloads.start(
             target.upstream, target.repository, digest, key
         )
