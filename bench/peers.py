@@ -20,7 +20,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -102,9 +102,11 @@ def upstream_peer(registry: UpstreamRegistry) -> Peer:
 
 
 def start_mirror(
-    workdir: Path, upstream_url: str, *, name: str = "mirror", source: Path = REPO_ROOT
-) -> Peer:
-    """Our mirror over a fresh disk cache in ``workdir/<name>``, run from the tree ``source``."""
+    workdir: Path, upstream_url: str, *, name: str = "mirror", source: Path = REPO_ROOT,
+    options: Sequence[str] = (),
+) -> Peer:  # fmt: skip
+    """Our mirror over a fresh disk cache in ``workdir/<name>``, run from the tree ``source``
+    (``options``: more arguments of ``serve``, such as ``--config FILE``)."""
     root = workdir / name
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -112,7 +114,7 @@ def start_mirror(
         sys.executable, "-m", "mirror", "serve",
         "--listen", f"127.0.0.1:{port}",
         "--cache-dir", str(root / "cache"),
-        "--upstream", upstream_url,
+        "--upstream", upstream_url, *options,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(source)}
     process = start_process(name, argv, log_path=root / "mirror.log", cwd=root, env=env)
