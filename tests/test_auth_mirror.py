@@ -269,6 +269,10 @@ async def test_the_admin_api_takes_identities_with_admin_and_its_static_token(
             assert (await answer(http, url, basic("olga")))[0] == 200
             assert (await answer(http, url, basic("carol")))[:2] == (403, "DENIED")
             assert (await answer(http, url))[:2] == (401, "UNAUTHORIZED")
+            # Every path under /admin/ is the admin API's: a route added later is guarded too.
+            other = mirror.url + "/admin/not-a-route"
+            assert (await answer(http, other, basic("carol")))[:2] == (403, "DENIED")
+            assert (await answer(http, other, basic("olga")))[0] == 404
             if static is not None:
                 assert (await answer(http, url, bearer(static)))[0] == 200
 

@@ -9,7 +9,8 @@ request of this app, what it is about:
   the upstream and repository the :class:`mirror.routing.Router` resolves it
   to, so the rules and the token grants see the same names whatever spelling
   (``?ns=``, a path prefix, ``library/``) the client used;
-- the admin API: :attr:`Area.ADMIN` (its static ``admin.token``, or an
+- the admin API, every path under ``/admin/`` (so an admin route added later
+  is one too): :attr:`Area.ADMIN` (its static ``admin.token``, or an
   identity the rules give ``admin``);
 - ``/healthz``, ``/readyz``, ``/metrics``, the token endpoint, and paths no
   route matches (404): public;
@@ -40,9 +41,9 @@ from mirror.security.limits import LoginThrottle, RateLimiter
 from mirror.security.token_endpoint import TokenEndpoint
 from mirror.security.tokens import TokenAuthority
 
-# Named routes of mirror.routes.v2 and mirror.routes.admin.
+# Named routes of mirror.routes.v2.
 _REPOSITORY_ROUTES = frozenset({"manifest", "blob", "tags", "referrers"})
-_ADMIN_ROUTES = frozenset({"admin-cache", "admin-purge", "admin-gc"})
+_ADMIN_PREFIX = "/admin/"
 # Probes and Prometheus have no login; the token endpoint checks its own credentials.
 _PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", TOKEN_PATH})
 
@@ -58,7 +59,7 @@ def classify(request: web.Request) -> Resource:
     route = info.route.name
     if route in _REPOSITORY_ROUTES:
         return pull_of(request.app[ROUTER].resolve(info["name"], request.query.get("ns")))
-    if route in _ADMIN_ROUTES:
+    if request.path.startswith(_ADMIN_PREFIX) or request.path == _ADMIN_PREFIX.rstrip("/"):
         return Area.ADMIN
     if request.path in _PUBLIC_PATHS or info.http_exception is not None:
         return None

@@ -94,6 +94,8 @@ class Caller:
 
 
 CALLER = web.RequestKey("caller", Caller)
+#: whether the caller was let in to the admin API (a caller let in to /v2 was not)
+ADMIN_GRANTED = web.RequestKey("admin_granted", bool)
 
 
 def printable(text: str, limit: int = 64) -> str:
@@ -255,6 +257,7 @@ class ClientGate:
             caller = await self.identify(request)
             self.authorize(request, caller, resource)
             request[CALLER] = caller
+            request[ADMIN_GRANTED] = resource is Area.ADMIN
             return await handler(request)
 
         return client_auth
