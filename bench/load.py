@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 CURL_FORMAT = "%{http_code} %{size_download} %{time_starttransfer} %{time_total}\\n"
@@ -105,11 +106,15 @@ class WrkResult:
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
 
-def run_wrk(url: str, seconds: float, connections: int = 64, threads: int = 2) -> WrkResult:
-    """``wrk --latency`` against ``url`` with a manifest Accept header."""
+def run_wrk(
+    url: str, seconds: float, connections: int = 64, threads: int = 2,
+    headers: Sequence[str] = (),
+) -> WrkResult:  # fmt: skip
+    """``wrk --latency`` against ``url`` with a manifest Accept header (and ``headers``)."""
+    extra = [arg for header in headers for arg in ("-H", header)]
     argv = [
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-        "--latency", "-H", f"Accept: {ACCEPT_MANIFEST}", url,
+        "--latency", "-H", f"Accept: {ACCEPT_MANIFEST}", *extra, url,
     ]  # fmt: skip
     out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=120).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)

@@ -21,7 +21,7 @@ import os
 import ssl
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -109,10 +109,12 @@ def start_mirror(
     name: str = "mirror",
     source: Path = REPO_ROOT,
     tls: tuple[Path, Path, Path] | None = None,
+    options: Sequence[str] = (),
 ) -> Peer:
     """Our mirror over a fresh disk cache in ``workdir/<name>``, run from the tree ``source``.
 
     ``tls``: (certificate, key, the CA that issued them): serve https with them.
+    ``options``: more arguments of ``serve``, such as ``--config FILE``.
     """
     root = workdir / name
     root.mkdir(parents=True, exist_ok=True)
@@ -121,7 +123,7 @@ def start_mirror(
         sys.executable, "-m", "mirror", "serve",
         "--listen", f"127.0.0.1:{port}",
         "--cache-dir", str(root / "cache"),
-        "--upstream", upstream_url,
+        "--upstream", upstream_url, *options,
     ]  # fmt: skip
     scheme, context = "http", None
     if tls is not None:

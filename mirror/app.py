@@ -18,6 +18,7 @@ from mirror.proxy.admission import Admission
 from mirror.proxy.blobs import BlobStore
 from mirror.proxy.downloads import Downloads
 from mirror.proxy.freshness import FreshnessPolicy
+from mirror.proxy.links import RepositoryLinks
 from mirror.proxy.listings import Listings
 from mirror.proxy.manifests import ManifestStore
 from mirror.proxy.referrers import Referrers
@@ -26,7 +27,7 @@ from mirror.proxy.tag_records import TagRecords
 from mirror.proxy.tags import TagService
 from mirror.readiness import ReadinessChecks
 from mirror.request_log import request_error_logger
-from mirror.routes import admin, admin_import, ops, v2
+from mirror.routes import admin, admin_import, front_door, ops, v2
 from mirror.routes.keys import (
     ADMISSION,
     BLOBS,
@@ -55,7 +56,6 @@ from mirror.ui.keys import ACTIONS, VIEW
 from mirror.ui.live import LiveActions, LiveView
 from mirror.ui.signatures import signature_lookup
 from mirror.ui.site import create_ui_app, mount_ui
-from mirror.ui.viewers import admin_token_viewer
 from mirror.upstream.base import Upstream
 from mirror.upstream.client import UpstreamClient
 from mirror.upstream.egress import client_session
@@ -177,13 +177,14 @@ async def _pull_stats(app: web.Application) -> AsyncIterator[None]:
 
 
 def _bind_ui(app: web.Application) -> LiveView:
-    """The web UI's view of what was just built; admin actions only with an admin token."""
+    """The web UI's view of what was just built; admin actions only where admins can exist."""
     view = LiveView(
         app[CONFIG], app[CACHE], app[FILLS], app[METRICS], app[TRAFFIC], app[PULLS],
         signature_lookup(app[ADMISSION]),
     )  # fmt: skip
     app[UI][VIEW] = view
-    if app[CONFIG].admin_token:
+    config = app[CONFIG]
+    if config.admin_token or front_door.grants_admin(config.security.auth):
         app[UI][ACTIONS] = LiveActions(app[CACHE])
     return view
 
@@ -197,14 +198,15 @@ def _add_proxy(
     """The proxy's stores, one per resource, for the handlers."""
     config, metrics = app[CONFIG], app[METRICS]
     redirect = config.storage.backend == "s3" and config.storage.s3.redirect
-    app[BLOBS] = BlobStore(storage, downloads, redirect=redirect)
-    app[MANIFESTS] = ManifestStore(storage, metrics)
+    links = RepositoryLinks(storage)  # blob access follows repositories
+    app[BLOBS] = BlobStore(storage, downloads, links, redirect=redirect)
+    app[MANIFESTS] = ManifestStore(storage, metrics, links)
     records = TagRecords(storage)
     app[TAGS] = TagService(records, app[MANIFESTS], policies)
     app[LISTINGS] = Listings(records, policies)
     app[REFERRERS] = Referrers(records, app[MANIFESTS], app[TAGS], policies)
     # The verifier reads signature blobs itself: from a store that never redirects.
-    signature_blobs = BlobStore(storage, downloads, redirect=False)
+    signature_blobs = BlobStore(storage, downloads, links, redirect=False)
     stores = SignatureStores(app[TAGS], app[MANIFESTS], signature_blobs, app[REFERRERS], records)
     app[ADMISSION] = Admission(TrustVerifier(config.trust), stores, metrics)
 
@@ -221,14 +223,17 @@ def create_app(config: Config) -> web.Application:
     app[METRICS] = Metrics()
     app[SHUTDOWN] = ShutdownClock(config.shutdown_grace)
     v2.add_routes(app)
-    if config.admin_token:
+    if config.admin_token or front_door.grants_admin(config.security.auth):
         admin.add_routes(app)
         admin_import.add_routes(app)
     ops.add_routes(app)
     app[TRAFFIC] = Traffic()
     app[PULL_STATS_INTERVALS] = Intervals()
-    app[UI] = create_ui_app(None, admin_token_viewer(config.admin_token))
+    gate = front_door.build_gate(config, app[METRICS])
+    app[UI] = create_ui_app(None, front_door.ui_viewer(gate, config.admin_token))
     mount_ui(app, app[UI])
+    # Client authentication and the rate limit, inside oci_errors ([auth], [rate_limit]).
+    app.middlewares.extend(front_door.install(app, config, app[METRICS], gate))
     app.cleanup_ctx.append(_resources)
     app.cleanup_ctx.append(_pull_stats)  # after: it writes to the storage opened there
     if config.metrics_listen is not None:

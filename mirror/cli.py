@@ -18,7 +18,7 @@ from mirror.cli_airgap import add_parsers as add_airgap_parsers
 from mirror.cli_airgap import run as run_airgap
 from mirror.config import Config, ConfigError, UpstreamConfig, load_config, parse_upstream_flag
 from mirror.config_report import settings_lines, upstream_warnings
-from mirror.config_security import SecurityConfig, describe_security
+from mirror.config_security import describe_security
 from mirror.config_trust import describe_trust
 from mirror.config_values import redact_url
 from mirror.healthcheck import healthcheck
@@ -255,16 +255,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in AIRGAP_COMMANDS:
         setup_logging(config)
         return run_airgap(args, config)
-    unserved = SecurityConfig(tls=config.security.tls)
-    if args.command == "serve" and config.security != unserved:
-        # Checked, not yet served: never listen without the authentication
-        # the operator asked for, as if it were in force.
-        print(
-            "registry-mirror: configuration error: [auth] and [rate_limit] are "
-            "validated by check-config but not served by this version",
-            file=sys.stderr,
-        )
-        return 2
     if args.command in ("gc", "verify"):
         if args.command == "gc":
             status = gc(config)

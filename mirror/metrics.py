@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import get_args
 
 from prometheus_client import (
     CollectorRegistry,
@@ -20,6 +21,15 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from mirror.security.events import (
+    ClientKind,
+    Credential,
+    FailureReason,
+    Grant,
+    RefusalAnswer,
+    ThrottleOutcome,
+)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -168,6 +178,7 @@ class Metrics:
         )  # fmt: skip
         self._answered: set[str] = set()  # upstreams with a recorded request
         self._init_trust()
+        self._init_client_auth()
         self._init_closed_sets()
 
     def _init_trust(self) -> None:
@@ -185,6 +196,41 @@ class Metrics:
             self._signature_checks.labels(result)
         for reason in SIGNATURE_REFUSALS:
             self._signature_refusals.labels(reason)
+
+    def _init_client_auth(self) -> None:
+        """The front door's counters (mirror.security.events), every series at zero."""
+        r = self.registry
+        self._auth_failures = Counter(
+            "mirror_client_auth_failures", "Client credentials refused, by kind and reason.",
+            ["credential", "reason"], registry=r,
+        )  # fmt: skip
+        self._login_throttled = Counter(
+            "mirror_client_login_throttled",
+            "Credential checks delayed or refused after failed logins from the address.",
+            ["outcome"], registry=r,
+        )  # fmt: skip
+        self._access_refused = Counter(
+            "mirror_client_access_refused",
+            "Requests refused by the access rules: challenge (401) or denied (403).",
+            ["answer"], registry=r,
+        )  # fmt: skip
+        self._client_rate_limited = Counter(
+            "mirror_client_rate_limited", "Requests answered 429 by the per-client rate limit.",
+            ["client"], registry=r,
+        )  # fmt: skip
+        self._tokens_issued = Counter(
+            "mirror_tokens_issued", "Access tokens issued by the token endpoint, by grant.",
+            ["grant"], registry=r,
+        )  # fmt: skip
+        for credential in get_args(Credential):
+            for reason in get_args(FailureReason):
+                self._auth_failures.labels(credential, reason)
+        for counter, labels in (
+            (self._login_throttled, ThrottleOutcome), (self._access_refused, RefusalAnswer),
+            (self._client_rate_limited, ClientKind), (self._tokens_issued, Grant),
+        ):  # fmt: skip
+            for label in get_args(labels):
+                counter.labels(label)
 
     def _init_closed_sets(self) -> None:
         """Export every series of the closed label sets from the start, at zero.
@@ -340,6 +386,27 @@ class Metrics:
             self._signature_checks.labels(result).inc()
         if result == "refused" and reason in SIGNATURE_REFUSALS:
             self._signature_refusals.labels(reason).inc()
+
+    # -- client authentication (mirror.security.events.SecurityEvents)
+    def auth_failed(self, credential: Credential, reason: FailureReason) -> None:
+        """Client credentials were refused."""
+        self._auth_failures.labels(credential, reason).inc()
+
+    def login_throttled(self, outcome: ThrottleOutcome) -> None:
+        """A credential check was delayed, or refused, after failed logins."""
+        self._login_throttled.labels(outcome).inc()
+
+    def access_refused(self, answer: RefusalAnswer) -> None:
+        """The access rules answered 401 (challenge) or 403 (denied)."""
+        self._access_refused.labels(answer).inc()
+
+    def rate_limited(self, client: ClientKind) -> None:
+        """The per-client rate limit answered 429."""
+        self._client_rate_limited.labels(client).inc()
+
+    def token_issued(self, grant: Grant) -> None:
+        """The token endpoint issued an access token."""
+        self._tokens_issued.labels(grant).inc()
 
     def render(self) -> bytes:
         """The text exposition of every metric."""

@@ -19,12 +19,18 @@ import pytest
 
 from mirror.warm import warm
 from tests.support.airgap_cli import Site, airgap, disk, make_site
-from tests.support.clients import Containerd, DockerDaemon, Podman, write_hosts_toml
+from tests.support.clients import (
+    Containerd,
+    DockerDaemon,
+    Podman,
+    require_contained,
+    write_hosts_toml,
+)
 from tests.support.images import ImageSet
 from tests.support.mirror_app import run_mirror
 from tests.support.mirror_process import start_mirror_process
 from tests.support.registry import UpstreamRegistry
-from tests.test_e2e_clients import HUB_SERVER, require
+from tests.test_e2e_clients import HUB_SERVER
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -76,7 +82,7 @@ def far(
 
 @pytest.fixture(scope="module")
 def docker(far: FarMirror, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
-    require("dockerd", "docker")
+    require_contained("dockerd", "docker")
     daemon = DockerDaemon(tmp_path_factory.mktemp("docker"), far.url)
     try:
         yield daemon
@@ -94,7 +100,7 @@ def test_docker_pulls_offline(docker: DockerDaemon, far: FarMirror, image_set: I
 @pytest.mark.parametrize("image", IMAGES)
 def test_podman_pulls_offline(far: FarMirror, image_set: ImageSet, image: str,
                               tmp_path: Path) -> None:  # fmt: skip
-    require("podman")
+    require_contained("podman")
     podman = Podman(tmp_path, far.url)
     assert image_set.image(f"library/{image}").digest in podman.pull(f"docker.io/library/{image}")
     far.untouched()
@@ -103,7 +109,7 @@ def test_podman_pulls_offline(far: FarMirror, image_set: ImageSet, image: str,
 @pytest.mark.parametrize("image", IMAGES)
 def test_containerd_pulls_offline(far: FarMirror, image_set: ImageSet, image: str,
                                   tmp_path: Path) -> None:  # fmt: skip
-    require("containerd", "ctr")
+    require_contained("containerd", "ctr")
     daemon = Containerd(tmp_path / "containerd")
     try:
         hosts = write_hosts_toml(tmp_path / "certs.d", "docker.io", far.url, HUB_SERVER)

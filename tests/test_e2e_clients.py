@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from tests.support.clients import (
     Podman,
     Skopeo,
     containerd_hosts_toml,
-    missing_tools,
+    require_contained,
     write_hosts_toml,
 )
 from tests.support.images import ImageSet
@@ -40,15 +39,6 @@ ROOT = Path(__file__).resolve().parent.parent
 HUB_SERVER = "https://registry-1.docker.io"
 # library/... names on the default upstream; the same repositories exist on ghcr.io.
 IMAGES = ["multi:latest", "multi:docker", "tiny:docker", "large:latest"]
-
-
-def require(*tools: str) -> None:
-    """Skip unless running as root (mount namespaces) with ``tools`` installed."""
-    if os.geteuid() != 0:
-        pytest.skip("contained clients need root (unshare -m)")
-    missing = missing_tools(*tools)
-    if missing:
-        pytest.skip(f"not installed: {', '.join(missing)} (see .ci/install-debian-packages)")
 
 
 class Mirror:
@@ -105,7 +95,7 @@ def assert_from_ghcr(registry: UpstreamRegistry, since: int, repository: str) ->
 
 @pytest.fixture(scope="module")
 def skopeo(tmp_path_factory: pytest.TempPathFactory) -> Skopeo:
-    require("skopeo")
+    require_contained("skopeo")
     return Skopeo(tmp_path_factory.mktemp("skopeo"))
 
 
@@ -129,7 +119,7 @@ def test_skopeo_prefix_routes_to_second_upstream(
 
 @pytest.fixture(scope="module")
 def docker(mirror: Mirror, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
-    require("dockerd", "docker")
+    require_contained("dockerd", "docker")
     daemon = DockerDaemon(tmp_path_factory.mktemp("docker"), mirror.url)
     try:
         yield daemon
@@ -157,7 +147,7 @@ def test_docker_prefix_routes_to_second_upstream(
 
 @pytest.fixture(scope="module")
 def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
-    require("containerd", "ctr")
+    require_contained("containerd", "ctr")
     daemon = Containerd(tmp_path_factory.mktemp("containerd"))
     try:
         yield daemon
@@ -229,7 +219,7 @@ def test_containerd_override_path_prefix(
 
 @pytest.fixture(scope="module")
 def podman(mirror: Mirror, tmp_path_factory: pytest.TempPathFactory) -> Podman:
-    require("podman")
+    require_contained("podman")
     return Podman(tmp_path_factory.mktemp("podman"), mirror.url)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import get_args
 
 import aiohttp
 import pytest
@@ -21,6 +22,7 @@ from mirror.metrics import (
     SOURCES,
     STATUS_CLASSES,
 )
+from mirror.security import events
 from mirror.storage.instrumented import ACTIONS
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.mirror_app import mirror_config, run_mirror
@@ -50,6 +52,11 @@ EXPECTED_SAMPLES = {
     "mirror_cache_evictions_total",
     "mirror_cache_evicted_bytes_total",
     "mirror_pull_stats_errors_total",
+    "mirror_client_auth_failures_total",
+    "mirror_client_login_throttled_total",
+    "mirror_client_access_refused_total",
+    "mirror_client_rate_limited_total",
+    "mirror_tokens_issued_total",
 }
 # /readyz fails while an upstream does (by default only the storage counts: test_readiness.py).
 STRICT = {"require_upstream": True}
@@ -69,8 +76,16 @@ def closed_label_sets(upstream: str) -> dict[str, set[str]]:
         "action": STORAGE_ACTIONS,
         "upstream": {upstream},
         "via": set(REFUSED_VIA),
-        "reason": set(REFUSED_REASONS) | set(SIGNATURE_REFUSALS),
+        "reason": set(REFUSED_REASONS)
+        | set(SIGNATURE_REFUSALS)
+        | set(get_args(events.FailureReason)),
         "step": set(PULL_STATS_STEPS),
+        # The front door's (mirror.security.events), exported at zero without [auth] too.
+        "credential": set(get_args(events.Credential)),
+        "outcome": set(get_args(events.ThrottleOutcome)),
+        "answer": set(get_args(events.RefusalAnswer)),
+        "client": set(get_args(events.ClientKind)),
+        "grant": set(get_args(events.Grant)),
     }
 
 

@@ -12,7 +12,6 @@ and where. docs/security.md quotes these findings.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 
 from mirror.config import build_config
-from tests.support.clients import INSECURE_POLICY, ClientError, Containerd, missing_tools
+from tests.support.clients import INSECURE_POLICY, ClientError, Containerd, require_contained
 from tests.support.guarded_registry import RunningRegistry, registry_in_thread
 from tests.support.htpasswd import write_htpasswd
 from tests.support.images import ImageSet, build_images, default_image_dir
@@ -39,15 +38,6 @@ from tests.support.tls_clients import (
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 USERS = {"alice": "alice-mirror-pw", "hubuser": "hub-pw"}
-
-
-def require(*tools: str) -> None:
-    """Skip unless running as root (mount namespaces) with ``tools`` installed."""
-    if os.geteuid() != 0:
-        pytest.skip("contained clients need root (unshare -m)")
-    missing = missing_tools(*tools)
-    if missing:
-        pytest.skip(f"not installed: {', '.join(missing)} (see .ci/install-debian-packages)")
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +86,7 @@ def token_requests(registry: RunningRegistry, since: int) -> list[tuple[str, str
 def test_dockerd_sends_its_docker_hub_login_to_the_mirror(
     registry: RunningRegistry, tls: dict[str, Any], tmp_path: Path
 ) -> None:
-    require("dockerd", "docker")
+    require_contained("dockerd", "docker")
     docker = SecureDockerDaemon(tmp_path, port_of(registry), tls["client"])
     try:
         # `docker login mirror.test:PORT` is kept for that host: not used for pulls of
@@ -128,7 +118,7 @@ def test_dockerd_sends_its_docker_hub_login_to_the_mirror(
 def test_containerd_sends_a_static_header_or_its_user_to_the_token_endpoint(
     registry: RunningRegistry, tls: dict[str, Any], tmp_path: Path
 ) -> None:
-    require("containerd", "ctr")
+    require_contained("containerd", "ctr")
     containerd = Containerd(tmp_path / "containerd")
     ctr = ["ctr", "--address", str(containerd.socket), "images", "pull", "--snapshotter",
            "native"]  # fmt: skip
@@ -158,7 +148,7 @@ def test_containerd_sends_a_static_header_or_its_user_to_the_token_endpoint(
 def test_podman_sends_the_login_of_the_mirrors_own_host(
     registry: RunningRegistry, tls: dict[str, Any], tmp_path: Path
 ) -> None:
-    require("podman")
+    require_contained("podman")
     podman = SecurePodman(tmp_path, port_of(registry), tls["client"])
     podman.set_logins({"docker.io": f"hubuser:{USERS['hubuser']}"})
     since = len(registry.requests)
@@ -179,7 +169,7 @@ def test_podman_sends_the_login_of_the_mirrors_own_host(
 def test_skopeo_sends_src_creds_and_shows_the_cert_dir(
     registry: RunningRegistry, tls: dict[str, Any], tmp_path: Path
 ) -> None:
-    require("skopeo")
+    require_contained("skopeo")
     box = Namespace(tmp_path)
     certs = tls["client"].write_certs_dir(tmp_path / "certs")
     (tmp_path / "policy.json").write_text(json.dumps(INSECURE_POLICY))

@@ -305,20 +305,3 @@ def test_check_config_fails_with_the_field_named(tmp_path: Path, pki: dict[str, 
     assert done.stderr.startswith(
         "registry-mirror: configuration error: tls.key: the key does not belong to certificate 1"
     ), done.stderr
-
-
-def test_serve_refuses_a_front_door_it_does_not_serve_yet(
-    tmp_path: Path, pki: dict[str, Path]
-) -> None:
-    # Until client auth is wired into the app, an [auth] section must not leave an
-    # operator believing the mirror is protected while anyone may pull ([tls] is served).
-    tls = f'[tls]\ncert = "{pki["cert"]}"\nkey = "{pki["key"]}"\n'
-    for section in (
-        '[auth]\ndefault = "deny"\n',
-        "[rate_limit]\nrate = 5\n",
-        tls + '[auth]\ndefault = "deny"\n',
-    ):
-        (tmp_path / "mirror.toml").write_text('listen = "127.0.0.1:0"\n' + section)
-        done = run_mirror("serve", "--config", str(tmp_path / "mirror.toml"))
-        assert done.returncode == 2
-        assert "not served by this version" in done.stderr

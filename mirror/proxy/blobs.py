@@ -13,6 +13,11 @@ storage key or a file descriptor:
 
 :meth:`BlobStore.head` answers a ``HEAD`` with a :class:`BlobHead`.
 
+A blob is served under a repository only if that repository is known to
+contain it (:mod:`mirror.proxy.links`); otherwise the upstream is asked under
+that repository first, so a blob cached through one repository never leaks
+through another.
+
 A cache hit touches the key (LRU recency). On disk the file is opened before
 anything is sent: an eviction after that costs nothing (an unlinked file stays
 readable through its descriptor), and one between the lookup and the open
@@ -32,6 +37,7 @@ from mirror.oci import Digest
 from mirror.proxy.cache_io import CacheIO
 from mirror.proxy.download import Download, Follower, OnCut
 from mirror.proxy.downloads import Downloads
+from mirror.proxy.links import RepositoryLinks
 from mirror.routing import Target
 from mirror.storage import layout
 from mirror.storage.base import Storage, StorageError
@@ -134,15 +140,36 @@ BlobSource = CachedFile | StoredBlob | Redirect | Following
 class BlobStore:
     """Finds blobs in the cache, or starts (or joins) their download."""
 
-    def __init__(self, storage: Storage, downloads: Downloads, *, redirect: bool) -> None:
+    def __init__(
+        self, storage: Storage, downloads: Downloads, links: RepositoryLinks, *, redirect: bool
+    ) -> None:
         self._storage = storage
         self._cache = CacheIO(storage)
         self._downloads = downloads
+        self._links = links
         self._redirect = redirect
+
+    async def _known(self, target: Target, digest: Digest) -> bool:
+        # The hit path: one lookup in memory; the stored records only when that fails.
+        return self._links.has(target, digest) or await self._links.find(target, digest)
+
+    async def _confirm(self, target: Target, digest: Digest) -> int | None:
+        """The upstream's HEAD of the blob under this repository (404: BLOB_UNKNOWN)."""
+        size = await target.upstream.head_blob(target.repository, str(digest))
+        self._links.link(target, (digest,))
+        return size
+
+    async def _ensure_known(self, target: Target, digest: Digest) -> None:
+        """Return once the repository is known to contain the blob; BLOB_UNKNOWN if not."""
+        if not await self._known(target, digest):
+            await self._confirm(target, digest)
 
     async def head(self, target: Target, digest: Digest) -> BlobHead:
         """The blob's size: cached, from its running download, or from an upstream HEAD."""
         key = layout.blob_key(target.upstream.name, digest)
+        if not await self._known(target, digest):
+            # Also before the manifest (docker checks layers it has): ask, never a bare 404.
+            return BlobHead(str(digest), await self._confirm(target, digest), "miss")
         info = await self._cache.stat(key)
         if info is not None:
             await self._cache.touch(key)
@@ -158,16 +185,26 @@ class BlobStore:
         key = layout.blob_key(target.upstream.name, digest)
         info = await self._cache.stat(key)
         if info is not None:
+            await self._ensure_known(target, digest)
             await self._cache.touch(key)
             cached = await self._cached(str(digest), key, info.size)
             if cached is not None:
                 return cached
             # Evicted between the lookup and the open: a miss like any other.
+        if self._downloads.running(key) is not None and not self._links.has(target, digest):
+            await self._ensure_known(target, digest)  # another repository's download?
+            if self._downloads.running(key) is None:
+                # It ended (committed, or failed) while we asked: look again, now known.
+                return await self.get(target, digest)
+        # No await since the last check: a download joined here is known to be ours, and
+        # one started here is asked for under this repository (a cold miss costs nothing more).
         download = self._downloads.join(key) or self._downloads.start(
             target.upstream, target.repository, digest, key
         )
         # Shielded: a client that leaves must not cancel what every follower waits for.
-        return Following(str(digest), await asyncio.shield(download.started), download)
+        size = await asyncio.shield(download.started)
+        self._links.link(target, (digest,))  # sent (or confirmed) for this repository
+        return Following(str(digest), size, download)
 
     async def cached(self, target: Target, digest: Digest) -> BlobSource | None:
         """The blob if the cache holds it; never a download (for readers that ask nobody)."""

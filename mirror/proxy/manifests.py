@@ -6,6 +6,11 @@ until evicted, whatever the client's ``Accept`` (the digest names the
 content), and the upstream is asked for every known type, so the cached copy
 serves every later client.
 
+A manifest asked for by digest is served from the cache under a repository
+only if that repository is known to contain it (:mod:`mirror.proxy.links`);
+otherwise it is fetched under that repository, so the upstream decides.
+Every manifest served for a repository links what it names to it.
+
 Nothing is stored or served unchecked: an upstream answer must be a manifest
 (:mod:`mirror.manifest_check`) and match its digest; a cached copy is checked
 again on every read, and one that no longer matches its digest or is no
@@ -28,6 +33,7 @@ from mirror.metrics import Metrics
 from mirror.oci import Digest, parse_digest, sha256_digest
 from mirror.proxy.cache_io import CacheIO
 from mirror.proxy.flight import SingleFlight
+from mirror.proxy.links import RepositoryLinks
 from mirror.routing import Target
 from mirror.storage import layout
 from mirror.storage.base import Storage
@@ -66,10 +72,12 @@ class FetchedManifest:
 class ManifestStore:
     """Reads, writes and fetches manifests by digest."""
 
-    def __init__(self, storage: Storage, metrics: Metrics) -> None:
+    def __init__(self, storage: Storage, metrics: Metrics, links: RepositoryLinks) -> None:
         self._cache = CacheIO(storage)
         self._metrics = metrics
-        self._flight: SingleFlight[tuple[str, str], StoredManifest] = SingleFlight()
+        self.links = links
+        # Keyed by repository too: a fetch under A must not answer B (links follow repositories).
+        self._flight: SingleFlight[tuple[str, str, str], StoredManifest] = SingleFlight()
         # Key -> media type of manifests that passed the check in this process:
         # a hit on them re-checks the digest only, not the (costlier) structure.
         self._checked: LRUCache[str, str] = LRUCache(maxsize=_CHECKED_KEYS)
@@ -80,15 +88,18 @@ class ManifestStore:
 
     async def get(self, target: Target, digest: Digest) -> ManifestAnswer:
         """The manifest ``digest``: cached (``hit``), else fetched once (``miss``)."""
-        stored = await self.cached(target.upstream.name, digest)
-        if stored is not None:
-            return ManifestAnswer.of(str(digest), stored, "hit")
+        links = self.links
+        if links.has(target, digest) or await links.find(target, digest):
+            stored = await self.cached(target.upstream.name, digest)
+            if stored is not None:
+                links.served(target, digest, stored)
+                return ManifestAnswer.of(str(digest), stored, "hit")
         return ManifestAnswer.of(str(digest), await self.fetch_by_digest(target, digest), "miss")
 
     async def fetch_by_digest(self, target: Target, digest: Digest) -> StoredManifest:
         """GET a manifest by digest upstream, once however many ask at the same time."""
         return await self._flight.run(
-            (target.upstream.name, str(digest)),
+            (target.upstream.name, target.repository, str(digest)),
             lambda: self._fetch_stored(target, digest),
         )
 
@@ -109,6 +120,7 @@ class ManifestStore:
             raise DigestMismatch(f"upstream manifest {reference} does not match its digest")
         stored = StoredManifest(media_type, got.body)
         await self._put(upstream.name, digest, stored)
+        self.links.served(target, digest, stored)
         return FetchedManifest(str(digest), stored)
 
     async def cached(self, upstream: str, digest: Digest) -> StoredManifest | None:

@@ -33,7 +33,7 @@ from mirror.proxy.freshness import FreshnessPolicy, stale_warning
 from mirror.proxy.manifests import ManifestAnswer, ManifestStore
 from mirror.proxy.tag_records import TagRecords
 from mirror.routing import Target
-from mirror.stored import TagRecord
+from mirror.stored import StoredManifest, TagRecord
 from mirror.upstream.base import ManifestHead
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,9 @@ class TagService:
     async def manifest(self, request: TagRequest) -> ManifestAnswer:
         """The manifest the tag points to, of a type the client takes."""
         answer = await self._answer(request)
+        # The repository's own tag points to it: its manifest (and what that names) is R's.
+        body = StoredManifest(answer.media_type, answer.body) if answer.body is not None else None
+        self._manifests.links.served(request.target, answer.digest, body)
         if not request.accepted.allows(answer.media_type):
             raise ManifestUnknown(
                 f"tag {request.tag!r} is a {answer.media_type}, which the request's Accept "

@@ -2,7 +2,8 @@
 
 Each record carries ``method``, ``path``, ``status``, ``bytes`` (body bytes
 sent), ``duration_ms``, ``kind`` and ``cache_result`` (set by the routes),
-``remote`` and ``user_agent`` as ``extra`` fields, so
+``remote``, ``user`` (the caller's user name with ``[auth]``, else ``-``) and
+``user_agent`` as ``extra`` fields, so
 :class:`mirror.logs.JsonFormatter` writes them as JSON keys. No header that
 can carry credentials (``Authorization``, cookies) and no query string is
 ever logged; the path is logged percent-encoded, so it cannot break a line.
@@ -16,6 +17,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from mirror.routes.keys import BODY_BYTES, CACHE_RESULT, KIND
+from mirror.security.gate import CALLER, printable
 
 
 def body_bytes(request: web.BaseRequest, response: web.StreamResponse) -> int:
@@ -45,7 +47,16 @@ def access_fields(
         "kind": request.get(KIND, "-"),
         "cache_result": request.get(CACHE_RESULT, "-"),
         "user_agent": request.headers.get("User-Agent", "-"),
+        "user": _user(request),
     }
+
+
+def _user(request: web.BaseRequest) -> str:
+    """Who the client-auth middleware found (never credentials): a user name, or ``-``."""
+    caller = request.get(CALLER)
+    if caller is None or caller.user is None:
+        return "-"
+    return printable(caller.user)
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -55,8 +66,8 @@ class AccessLogger(AbstractAccessLogger):
         """Write the record for one finished request."""
         fields = access_fields(request, response, time)
         self.logger.info(
-            '%s "%s %s" %d %dB %.1fms %s %s',
-            fields["remote"], fields["method"], fields["path"], fields["status"],
+            '%s %s "%s %s" %d %dB %.1fms %s %s',
+            fields["remote"], fields["user"], fields["method"], fields["path"], fields["status"],
             fields["bytes"], fields["duration_ms"], fields["kind"], fields["cache_result"],
             extra=fields,
         )  # fmt: skip

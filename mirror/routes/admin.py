@@ -1,7 +1,9 @@
-"""The admin API under ``/admin/``: off unless ``admin.token`` is set.
+"""The admin API under ``/admin/``: off unless ``admin.token`` is set or a rule grants ``admin``.
 
-Every request needs ``Authorization: Bearer <admin.token>``; anything else
-gets a 401 OCI error. Endpoints:
+Every request needs ``Authorization: Bearer <admin.token>``, or (with
+``[auth]``) the credentials of an identity the access rules give ``admin``,
+which the client-auth middleware checks (:mod:`mirror.routes.front_door`);
+anything else gets a 401 OCI error. Endpoints:
 
 ``GET /admin/cache[?upstream=&repository=]``
     totals, then each repository with its tags, sizes and last access; under a
@@ -36,6 +38,7 @@ from mirror.errors import ManifestUnknown, NameUnknown, QueryInvalid, SelectorRe
 from mirror.oci import Digest, parse_digest, validate_tag
 from mirror.routes.keys import ADMISSION, CACHE, CONFIG, ROUTER
 from mirror.routing import Target
+from mirror.security.gate import ADMIN_GRANTED
 from mirror.upstream.base import Upstream
 
 T = TypeVar("T")
@@ -50,6 +53,8 @@ def add_routes(app: web.Application) -> None:
 
 
 def _authorize(request: web.Request) -> None:
+    if request.get(ADMIN_GRANTED, False):
+        return  # the client-auth middleware found an identity with the admin action
     token = (request.app[CONFIG].admin_token or "").encode()
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     # Constant-time compare: the answer time must not reveal how much matched.

@@ -49,7 +49,9 @@ def decode_basic(value: str) -> BasicCredentials:
     """The user and password of a Basic credential (base64 of UTF-8 ``user:password``)."""
     try:
         text = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        # ValueError: characters beyond ASCII (a Latin-1 header), which b64decode refuses
+        # before it looks at the alphabet.
         raise MalformedCredentials("Basic credentials are not base64 of UTF-8 text") from None
     user, sep, password = text.partition(":")
     if not sep or not user:

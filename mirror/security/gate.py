@@ -10,6 +10,9 @@ The app says what a request is about with a ``classify`` function:
   clients would never send credentials);
 - :attr:`Area.ADMIN`: the admin API, for identities the rules give ``admin``
   (and the static ``admin.token``);
+- :attr:`Area.UI`: the web UI, for any valid credential; its challenge is
+  ``Basic`` whatever the mode, as browsers can answer no other (the pages
+  list every upstream's repositories, so there is no anonymous view);
 - ``None``: public (``/healthz``, ``/metrics``, the token endpoint).
 
 Credentials: ``Basic`` (htpasswd) on any request; ``Bearer`` tokens issued by
@@ -61,6 +64,7 @@ class Area(enum.Enum):
 
     BASE = "base"
     ADMIN = "admin"
+    UI = "ui"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +98,8 @@ class Caller:
 
 
 CALLER = web.RequestKey("caller", Caller)
+#: whether the caller was let in to the admin API (a caller let in to /v2 was not)
+ADMIN_GRANTED = web.RequestKey("admin_granted", bool)
 
 
 def printable(text: str, limit: int = 64) -> str:
@@ -213,6 +219,11 @@ class ClientGate:
         if resource is Area.ADMIN:
             self._decide(request, self.rules.decide(caller.identity, "admin"), None)
             return
+        if resource is Area.UI:
+            if not caller.credentials_shown:
+                self.events.access_refused("challenge")
+                raise AuthenticationRequired("log in to see the cache", basic_challenge())
+            return
         assert isinstance(resource, Pull)
         scope = pull_scope(resource.upstream, resource.repository)
         decision = self.rules.decide(
@@ -235,6 +246,10 @@ class ClientGate:
         self.events.access_refused("challenge")
         raise AuthenticationRequired(message, self.challenge(request, scope, error))
 
+    def is_admin(self, caller: Caller) -> bool:
+        """Whether the rules give ``caller`` the admin API (the web UI's actions too)."""
+        return self.rules.decide(caller.identity, "admin") is Decision.ALLOW
+
     def _is_admin_token(self, request: web.BaseRequest) -> bool:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         return (
@@ -250,11 +265,12 @@ class ClientGate:
             resource = classify(request)
             if resource is None:
                 return await handler(request)
-            if resource is Area.ADMIN and self._is_admin_token(request):
+            if resource in (Area.ADMIN, Area.UI) and self._is_admin_token(request):
                 return await handler(request)  # the static admin.token, as before
             caller = await self.identify(request)
             self.authorize(request, caller, resource)
             request[CALLER] = caller
+            request[ADMIN_GRANTED] = resource is Area.ADMIN
             return await handler(request)
 
         return client_auth

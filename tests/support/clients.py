@@ -76,13 +76,14 @@ class Contained:
         ]  # fmt: skip
 
     def run(
-        self, argv: Sequence[str], env: dict[str, str] | None = None, timeout: float = PULL_TIMEOUT
-    ) -> str:
+        self, argv: Sequence[str], env: dict[str, str] | None = None,
+        timeout: float = PULL_TIMEOUT, stdin: str | None = None,
+    ) -> str:  # fmt: skip
         """Run ``argv`` contained; its stdout, or :class:`ClientError` with all output."""
         merged = {**os.environ, **(env or {})}
         done = subprocess.run(
             self.wrap(argv), capture_output=True, text=True, env=merged, timeout=timeout,
-            check=False,
+            check=False, input=stdin,
         )  # fmt: skip
         if done.returncode != 0:
             raise ClientError(
@@ -124,14 +125,16 @@ class Skopeo:
         self.policy.write_text(json.dumps(INSECURE_POLICY))
         self._pulls = 0
 
-    def pull(self, mirror_url: str, name: str) -> list[str]:
-        """Copy ``<mirror>/<name>`` (all platforms, digests kept) into a dir: layout."""
+    def pull(self, mirror_url: str, name: str, creds: str | None = None) -> list[str]:
+        """Copy ``<mirror>/<name>`` (all platforms, digests kept) into a dir: layout;
+        ``creds`` (``USER:PASSWORD``) is the login skopeo sends (``--src-creds``)."""
         self._pulls += 1
         target = self.workdir / f"pulled-{self._pulls}"
+        login = ["--src-creds", creds] if creds is not None else []
         self.box.run(
             [
                 "skopeo", "--policy", str(self.policy), "copy", "-q", "--all",
-                "--preserve-digests", "--src-tls-verify=false",
+                "--preserve-digests", "--src-tls-verify=false", *login,
                 f"docker://{_host(mirror_url)}/{name}", f"dir:{target}",
             ],
             env={"TMPDIR": str(self.workdir)},
@@ -161,11 +164,20 @@ class Podman:
             "TMPDIR": str(workdir / "tmp"),
             "CONTAINERS_REGISTRIES_CONF": str(workdir / "registries.conf"),
             "CONTAINERS_STORAGE_CONF": str(workdir / "storage.conf"),
+            # podman login writes here, and pulls read it (not the host's own logins)
+            "REGISTRY_AUTH_FILE": str(workdir / "auth.json"),
         }
+        (workdir / "auth.json").write_text('{"auths": {}}')  # podman refuses a missing one
 
-    def _podman(self, *args: str) -> str:
+    def _podman(self, *args: str, stdin: str | None = None) -> str:
         base = ["podman", "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
-        return self.box.run([*base, "--tmpdir", str(self.workdir / "tmp"), *args], self.env)
+        argv = [*base, "--tmpdir", str(self.workdir / "tmp"), *args]
+        return self.box.run(argv, self.env, stdin=stdin)
+
+    def login(self, registry: str, user: str, password: str) -> None:
+        """``podman login`` to ``registry`` (``HOST:PORT``, plain HTTP)."""
+        self._podman("login", "--tls-verify=false", "-u", user, "--password-stdin", registry,
+                     stdin=password)  # fmt: skip
 
     def pull(self, reference: str) -> list[str]:
         """``podman pull <reference>``; the image's RepoDigests."""
@@ -304,10 +316,16 @@ def write_hosts_toml(hosts_dir: Path, registry: str, mirror_url: str, server: st
     return hosts_dir
 
 
-def containerd_hosts_toml(mirror_url: str, server: str, *, override_path: bool = False) -> str:
-    """A hosts.toml with the mirror first and ``server`` as the fallback."""
+def containerd_hosts_toml(
+    mirror_url: str, server: str, *, override_path: bool = False, authorization: str | None = None
+) -> str:
+    """A hosts.toml with the mirror first and ``server`` as the fallback; ``authorization``
+    is an ``Authorization`` header sent to the mirror on every request."""
     text = (
         f'server = "{server}"\n\n[host."{mirror_url}"]\n'
         '  capabilities = ["pull", "resolve"]\n  skip_verify = true\n'
     )
-    return text + ("  override_path = true\n" if override_path else "")
+    text += "  override_path = true\n" if override_path else ""
+    if authorization is not None:
+        text += f'  [host."{mirror_url}".header]\n    Authorization = "{authorization}"\n'
+    return text

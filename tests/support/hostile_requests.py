@@ -9,6 +9,7 @@ the names of the configured upstreams.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -78,6 +79,8 @@ def build_cases(bed: Bed) -> list[Case]:
         *_queries(),
         *_hosts(bed),
         *_accept(),
+        *_authorization(bed),
+        *_token_requests(),
     ]
     names = [case.name for case in cases]
     assert len(names) == len(set(names)), "case names must be unique"
@@ -441,3 +444,65 @@ def _accept() -> Iterator[Case]:
         ("unicode", ((b"Accept", "application/vnd.oci.image.manifest.v1+json\u00b2".encode()),)),
     ]:
         yield Case(f"accept-{label}", request(target, headers=headers))
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.b64encode(data)
+
+
+def _authorization(bed: Bed) -> Iterator[Case]:
+    """Credentials a client-auth middleware must refuse cleanly (401 or 400), never a 5xx."""
+    jwt_none = b"eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhZG1pbiJ9."
+    values = [
+        ("basic-no-value", b"Basic"),
+        ("basic-not-base64", b"Basic !!!"),
+        ("basic-no-colon", b"Basic " + _b64(b"alice")),
+        ("basic-empty-user", b"Basic " + _b64(b":password")),
+        ("basic-not-utf8", b"Basic " + _b64(b"\xff\xfe:\xfd")),
+        ("basic-nul", b"Basic " + _b64(b"alice\x00:pw\x00")),
+        ("basic-long-user", b"Basic " + _b64(b"u" * 3000 + b":pw")),
+        ("basic-72-plus-password", b"Basic " + _b64(b"alice:" + b"p" * 4000)),
+        ("bearer-empty", b"Bearer "),
+        ("bearer-three-dots", b"Bearer a.b.c"),
+        ("bearer-alg-none", b"Bearer " + jwt_none),
+        ("bearer-8191", b"Bearer " + b"e" * 8184),
+        ("digest", b'Digest username="alice", realm="x", nonce="1", response="2"'),
+        ("scheme-only-space", b" "),
+        ("latin1", b"Basic \xe9\xe9\xe9"),
+    ]
+    paths = ["/v2/", f"/v2/{bed.repository}/manifests/latest", "/admin/cache", "/auth/token"]
+    for name, value in values:
+        for index, path in enumerate(paths):
+            headers = ((b"Authorization", value),)
+            yield Case(f"authorization-{name}-{index}", request(path, headers=headers))
+    twice = ((b"Authorization", b"Basic " + _b64(b"a:b")), (b"Authorization", b"Bearer x"))
+    yield Case("authorization-twice", request(f"/v2/{bed.repository}/manifests/latest",
+                                              headers=twice))  # fmt: skip
+
+
+def _token_requests() -> Iterator[Case]:
+    """The token endpoint's malformed requests: 400 (or 404 where token auth is off)."""
+    form = ((b"Content-Type", b"application/x-www-form-urlencoded"),)
+    for name, target in [
+        ("scope-traversal", "/auth/token?service=s&scope=repository:../../etc/passwd:pull"),
+        ("scope-registry", "/auth/token?service=s&scope=repository:evil.example/x:pull"),
+        ("scope-empty", "/auth/token?scope=&scope=::&scope=repository::pull"),
+        ("scope-many", "/auth/token?" + "&".join(["scope=repository:a:pull"] * 300)),
+        ("scope-huge", "/auth/token?scope=repository:" + "a" * 6000 + ":pull"),
+        ("scope-control", "/auth/token?scope=repository:a%00b%0d%0a:pull"),
+        ("offline-junk", "/auth/token?offline_token=%ff&account=%00"),
+    ]:
+        yield Case(f"token-get-{name}", request(target))
+    for name, headers, body in [
+        ("no-content-type", (), b"grant_type=password"),
+        ("json", ((b"Content-Type", b"application/json"),), b'{"grant_type":"password"}'),
+        ("grant-unknown", form, b"grant_type=client_credentials"),
+        ("password-no-user", form, b"grant_type=password&password=x"),
+        ("refresh-garbage", form, b"grant_type=refresh_token&refresh_token=a.b.c"),
+        ("not-utf8", form, b"grant_type=password&username=\xff&password=\xfe"),
+        ("too-many-fields", form, b"&".join([b"a=b"] * 500)),
+        ("form-20k", form, b"grant_type=password&username=" + b"a" * 20000),
+    ]:
+        sized = (*headers, (b"Content-Length", str(len(body)).encode()))
+        data = request("/auth/token", method=b"POST", headers=sized, body=body)
+        yield Case(f"token-post-{name}", data)
