@@ -221,7 +221,19 @@ def start_distribution_proxy(workdir: Path, upstream_url: str) -> Peer:
     config_path.write_text(json.dumps(config, indent=2) + "\n")  # JSON is valid YAML
     process = serve_distribution("distribution-proxy", config_path, root)
     wait_for_http(f"http://127.0.0.1:{port}/v2/", process, timeout=30)
-    return Peer("distribution", f"http://127.0.0.1:{port}", process, root)
+    blobs = root / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256"
+
+    def cached() -> dict[str, int]:
+        # Distribution 2.8 streams a cold blob to the client straight from a first
+        # upstream GET and stores it from a second one, in the background; the
+        # blob is stored once its data file has moved here.
+        found: dict[str, int] = {}
+        for data in blobs.glob("*/*/data"):
+            with contextlib.suppress(FileNotFoundError):
+                found[data.parent.name] = data.stat().st_size
+        return found
+
+    return Peer("distribution", f"http://127.0.0.1:{port}", process, root, cached=cached)
 
 
 def start_nginx(workdir: Path, blob_file: Path, url_path: str) -> Peer:

@@ -100,6 +100,8 @@ def thundering_herd(setup: Setup) -> None:
         setup.peers[name].reset_peak()
         mark = setup.upstream.log_mark()
         batch = fetch_concurrently(setup.url(name, blob.url_path()), setup.knobs.herd, setup.size)
+        # Published first: a store in the background (distribution's) makes a GET of its own.
+        setup.peers[name].wait_cached([blob.digest[7:]], setup.size)
         gets = [
             entry
             for entry in setup.upstream.requests(mark)
@@ -109,7 +111,6 @@ def thundering_herd(setup: Setup) -> None:
         setup.record("c_upstream_gets", name, len(gets))
         setup.record("c_upstream_mib", name, sum(e.size for e in gets) / MIB)
         setup.record("c_failures", name, batch.failures(setup.size))
-        setup.peers[name].wait_cached([blob.digest[7:]], setup.size)
         setup.record("c_rss_mib", name, setup.peers[name].scenario_peak_rss_mib())
         log.info("(c) %-12s %d clients in %6.2f s, %d upstream GETs, %.0f MiB from upstream, "
                  "%d failed, peak RSS %.0f MiB", name, setup.knobs.herd, batch.wall, len(gets),
