@@ -141,9 +141,11 @@ def upstream_peer(registry: UpstreamRegistry) -> Peer:
     return Peer("upstream", registry.url, registry.process, registry.workdir)
 
 
-def start_mirror(workdir: Path, upstream_url: str) -> Peer:
-    """Our mirror over a fresh disk cache in ``workdir/mirror``."""
-    root = workdir / "mirror"
+def start_mirror(
+    workdir: Path, upstream_url: str, *, name: str = "mirror", source: Path = REPO_ROOT
+) -> Peer:
+    """Our mirror over a fresh disk cache in ``workdir/<name>``, run from the tree ``source``."""
+    root = workdir / name
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     argv = [
@@ -152,14 +154,14 @@ def start_mirror(workdir: Path, upstream_url: str) -> Peer:
         "--cache-dir", str(root / "cache"),
         "--upstream", upstream_url,
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    process = start_process("mirror", argv, log_path=root / "mirror.log", cwd=root, env=env)
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    process = start_process(name, argv, log_path=root / "mirror.log", cwd=root, env=env)
     wait_for_http(f"http://127.0.0.1:{port}/v2/", process, timeout=30)
 
     def cached() -> dict[str, int]:
         return _blob_files(root / "cache")
 
-    return Peer("mirror", f"http://127.0.0.1:{port}", process, root, cached=cached)
+    return Peer(name, f"http://127.0.0.1:{port}", process, root, cached=cached)
 
 
 def _blob_files(cache: Path) -> dict[str, int]:

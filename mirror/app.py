@@ -6,125 +6,136 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 
-from mirror.cache.fills import FillManager
 from mirror.cache.manager import CacheManager, track
-from mirror.config import Config
-from mirror.lifecycle import CONFIG_ERROR, ShutdownClock, StartupError
+from mirror.config import Config, UpstreamConfig
+from mirror.lifecycle import ShutdownClock
 from mirror.metrics import Metrics
+from mirror.proxy.blobs import BlobStore
+from mirror.proxy.downloads import Downloads
+from mirror.proxy.freshness import FreshnessPolicy
+from mirror.proxy.listings import Listings
+from mirror.proxy.manifests import ManifestStore
+from mirror.proxy.tag_records import TagRecords
+from mirror.proxy.tags import TagService
+from mirror.readiness import ReadinessChecks
 from mirror.request_log import request_error_logger
-from mirror.routes.admin import AdminHandlers
+from mirror.routes import admin, ops, v2
+from mirror.routes.keys import (
+    BLOBS,
+    CACHE,
+    CONFIG,
+    LISTINGS,
+    MANIFESTS,
+    METRICS,
+    READINESS,
+    ROUTER,
+    TAGS,
+)
 from mirror.routes.middleware import oci_errors
-from mirror.routes.ops import OpsHandlers
-from mirror.routes.v2 import V2Handlers
 from mirror.routing import Router
-from mirror.service import PullService
 from mirror.storage.base import Storage, StorageError
-from mirror.storage.disk import DiskStorage
+from mirror.storage.factory import open_storage
 from mirror.storage.memo import MemoStorage
+from mirror.upstream.base import Upstream
 from mirror.upstream.client import UpstreamClient
 from mirror.upstream.egress import client_session
+from mirror.upstream.offline import OfflineUpstream
+
+__all__ = ["CACHE", "CONFIG", "FILLS", "METRICS", "SHUTDOWN", "STORAGE", "create_app"]
 
 log = logging.getLogger(__name__)
 
-CONFIG = web.AppKey("config", Config)
-METRICS = web.AppKey("metrics", Metrics)
-STORAGE = web.AppKey("storage", Storage)
-SERVICE = web.AppKey("service", PullService)
-FILLS = web.AppKey("fills", FillManager)
-ROUTER = web.AppKey("router", Router)
-CLIENTS = web.AppKey("clients", dict[str, UpstreamClient])
-HANDLERS = web.AppKey("handlers", V2Handlers)
-CACHE = web.AppKey("cache", CacheManager)
-ADMIN = web.AppKey("admin", AdminHandlers)
-OPS = web.AppKey("ops", OpsHandlers)
+# Keys the handlers do not read (theirs are in mirror.routes.keys): for the
+# server's shutdown and for tests.
+STORAGE = web.AppKey("storage", Storage)  # the tracked storage the proxy uses
+FILLS = web.AppKey("fills", Downloads)  # the running downloads ("fills")
 SHUTDOWN = web.AppKey("shutdown", ShutdownClock)
 
 
-async def open_storage(config: Config, metrics: Metrics) -> Storage:
-    """The configured storage backend, ready for use; :class:`StartupError` if it cannot be."""
-    if config.storage.backend == "s3":
-        from botocore.exceptions import InvalidRegionError
-
-        from mirror.storage.s3 import S3Storage  # imported only when used
-
-        # An upload younger than one fill's time limit may be another mirror's live fill.
-        stale = config.fill.total_timeout + 600
-        try:
-            return await S3Storage.open(config.storage.s3, stale_upload_age=stale)
-        except ValueError as exc:  # botocore refuses the region or the endpoint URL
-            setting = "region" if isinstance(exc, InvalidRegionError) else "endpoint_url"
-            raise StartupError(f"storage.s3.{setting}: {exc}", CONFIG_ERROR) from None
-    try:
-        return DiskStorage(config.storage.path)
-    except OSError as exc:
-        raise StartupError(
-            f"storage.path: cannot create the cache directory {str(config.storage.path)!r}: "
-            f"{exc.strerror or exc}",
-            CONFIG_ERROR,
-        ) from None
-
-
 def spool_dir(config: Config) -> Path:
-    """Where fills keep spool files when the backend has no local partials."""
+    """Where downloads keep spool files when the backend has no local partials."""
     return config.storage.path / ".spool"
 
 
-async def _sweep(storage: Storage, metrics: Metrics) -> None:
+async def _sweep(storage: Storage) -> None:
     try:
         swept = await storage.sweep_partials()
     except StorageError as exc:
         # A cache that is down at start must not stop the mirror: pulls are served through.
         log.warning("cannot sweep partial objects: %s", exc)
-        metrics.storage_error(storage.backend, "sweep")
         return
     if swept:
         log.info("removed %d partial objects left by an earlier run", swept)
 
 
+def _upstream(
+    config: Config, upstream: UpstreamConfig, session: aiohttp.ClientSession, metrics: Metrics
+) -> tuple[Upstream, FreshnessPolicy]:
+    """How the proxy reaches one upstream, and how long it trusts that upstream's tags.
+
+    Offline, the upstream answers nothing and every cached record is trusted.
+    """
+    if config.offline:
+        return OfflineUpstream(upstream), FreshnessPolicy.offline()
+    return UpstreamClient(upstream, session, metrics), FreshnessPolicy.of(upstream)
+
+
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     metrics = app[METRICS]
-    backend = await open_storage(config, metrics)
-    await _sweep(backend, metrics)
+    backend = await open_storage(config, metrics)  # instrumented: timed and counted
+    await _sweep(backend)
     # Everything below reads and writes through the tracked storage, so the
     # cache index sees every commit, hit and delete.
     # Small objects are also kept in memory; the memo sits under the tracker
-    # so that every delete (eviction, purge) goes through it and forgets the key.
+    # so that every delete (eviction, purge) goes through it and forgets the key,
+    # and above the instrumented backend, so a memory hit is not a storage operation.
     storage = await track(MemoStorage(backend, config.cache.memory), config, metrics)
     session = client_session()  # for the configured upstreams' own origins
-    clients = {u.name: UpstreamClient(u, session, metrics) for u in config.upstreams}
-    fills = FillManager(storage, spool_dir(config), config.fill, metrics)
-    service = PullService(
-        storage, fills, metrics, offline=config.offline,
-        redirect_blobs=config.storage.backend == "s3" and config.storage.s3.redirect,
-    )  # fmt: skip
-    router = Router(config, clients)
-    cache = CacheManager(storage, config, metrics, busy=fills.is_filling)
-    app[CACHE] = cache
-    if ADMIN in app:
-        app[ADMIN].bind(cache, router)
+    wired = {u.name: _upstream(config, u, session, metrics) for u in config.upstreams}
+    upstreams = {name: upstream for name, (upstream, _) in wired.items()}
+    policies = {name: policy for name, (_, policy) in wired.items()}
+    downloads = Downloads(storage, spool_dir(config), config.fill, metrics)
+    cache = CacheManager(storage, config, metrics, busy=downloads.is_downloading)
+    app[STORAGE], app[FILLS], app[CACHE] = storage, downloads, cache
+    app[ROUTER] = Router(config, upstreams)
+    _add_proxy(app, storage, downloads, policies)
+    app[READINESS] = ReadinessChecks(backend, upstreams, offline=config.offline)  # bare backend
     cache.start()
-    app[STORAGE], app[CLIENTS], app[FILLS], app[SERVICE], app[ROUTER] = (
-        storage, clients, fills, service, router,
-    )  # fmt: skip
-    app[HANDLERS].bind(router, service, storage, metrics)
-    app[OPS].bind(backend, clients)  # the probe key stays out of the cache index
-    metrics.upstreams_configured(clients)
+    metrics.upstreams_configured(upstreams)
     try:
         yield
     finally:
-        await fills.close(app[SHUTDOWN].remaining())
-        await cache.close()  # after the fills: their last commits may start a pass
-        await service.close()
-        for client in clients.values():
-            await client.close()
+        await downloads.close(app[SHUTDOWN].remaining())
+        await cache.close()  # after the downloads: their last commits may start a pass
+        await app[TAGS].close()
+        await app[MANIFESTS].close()
+        for upstream in upstreams.values():
+            await upstream.close()
         await session.close()
         await storage.close()
 
 
-def create_app(config: Config, metrics: Metrics | None = None) -> web.Application:
+def _add_proxy(
+    app: web.Application,
+    storage: Storage,
+    downloads: Downloads,
+    policies: dict[str, FreshnessPolicy],
+) -> None:
+    """The proxy's stores, one per resource, for the handlers."""
+    config, metrics = app[CONFIG], app[METRICS]
+    redirect = config.storage.backend == "s3" and config.storage.s3.redirect
+    app[BLOBS] = BlobStore(storage, downloads, redirect=redirect)
+    app[MANIFESTS] = ManifestStore(storage, metrics)
+    records = TagRecords(storage)
+    app[TAGS] = TagService(records, app[MANIFESTS], policies)
+    app[LISTINGS] = Listings(records, policies)
+
+
+def create_app(config: Config) -> web.Application:
     """A ready-to-run mirror application for ``config``."""
     app = web.Application(
         middlewares=[oci_errors],
@@ -133,16 +144,13 @@ def create_app(config: Config, metrics: Metrics | None = None) -> web.Applicatio
         handler_args={"logger": request_error_logger()},
     )
     app[CONFIG] = config
-    app[METRICS] = metrics or Metrics()
+    app[METRICS] = Metrics()
     app[SHUTDOWN] = ShutdownClock(config.shutdown_grace)
-    app[HANDLERS] = V2Handlers()
-    app[HANDLERS].register(app)
+    v2.add_routes(app)
     if config.admin_token:
-        app[ADMIN] = AdminHandlers(config.admin_token)
-        app[ADMIN].register(app)
-    app[OPS] = OpsHandlers(app[METRICS], offline=config.offline)
-    app[OPS].register(app)
+        admin.add_routes(app)
+    ops.add_routes(app)
     app.cleanup_ctx.append(_resources)
     if config.metrics_listen is not None:
-        app.cleanup_ctx.append(app[OPS].separate_listener(*config.metrics_listen))
+        app.cleanup_ctx.append(ops.separate_listener(*config.metrics_listen))
     return app

@@ -19,6 +19,7 @@ from mirror.config_security import SecurityConfig, describe_security
 from mirror.config_trust import describe_trust
 from mirror.config_values import redact_url
 from mirror.lifecycle import StartupError
+from mirror.storage.factory import BACKENDS
 
 log = logging.getLogger("mirror")
 
@@ -43,7 +44,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="never contact an upstream; serve only what is cached",
     )
-    add("--storage", choices=["disk", "s3"], help="cache backend (default disk)")
+    add("--storage", choices=sorted(BACKENDS), help="cache backend (default disk)")
     add("--s3-bucket", help="S3 bucket (storage s3)")
     add("--s3-prefix", help="key prefix inside the bucket")
     add("--s3-region", help="S3 region")
@@ -78,13 +79,15 @@ _FLAG_SETTINGS = {
 def config_from_args(args: argparse.Namespace) -> Config:
     """Load the configuration with the command line's flags on top."""
     overrides: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
     for attr, dotted in _FLAG_SETTINGS.items():
         value = getattr(args, attr, None)
         if value is not None:
             overrides[dotted] = value
+            spelled[dotted] = "--" + attr.replace("_", "-")
     if args.upstream:
         overrides["upstreams"] = [parse_upstream_flag(v) for v in args.upstream]
-    return load_config(args.config, overrides)
+    return load_config(args.config, overrides, spelled=spelled)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -276,7 +279,7 @@ def warm(mirror_url: str, references: list[str], listing: Path | None) -> int:
 
 def gc(config: Config) -> int:
     """``registry-mirror gc``: 1 when some deletion failed."""
-    from mirror.cache.maintenance import run_gc
+    from mirror.cache.commands import run_gc
 
     setup_logging(config)
     result = asyncio.run(run_gc(config))
@@ -287,6 +290,9 @@ def gc(config: Config) -> int:
           f"kept {report.kept} pinned or in use; {report.failed} failed")  # fmt: skip
     for entry in report.removed:
         print(f"  evicted {entry.key} ({entry.size} bytes)")
+    for upstream, usage in result.unconfigured.items():
+        print(f"  upstream {upstream} is not in the configuration: its {usage.objects} "
+              f"objects ({usage.bytes} bytes) count toward the budget and age out")  # fmt: skip
     print(f"cache: {report.size_after} bytes in {result.entries} objects, budget "
           f"{result.max_size}; {result.partials} partial objects swept")  # fmt: skip
     return 1 if report.failed else 0
@@ -294,7 +300,7 @@ def gc(config: Config) -> int:
 
 def verify(config: Config, *, quarantine: bool) -> int:
     """``registry-mirror verify``: 1 when anything was damaged or unreadable."""
-    from mirror.cache.maintenance import run_verify
+    from mirror.cache.commands import run_verify
 
     setup_logging(config)
     report = asyncio.run(run_verify(config, quarantine=quarantine))
@@ -303,6 +309,9 @@ def verify(config: Config, *, quarantine: bool) -> int:
         print(f"  damaged: {key}")
     for key in report.unreadable:
         print(f"  unreadable: {key}")
+    for upstream, objects in report.unconfigured.items():
+        print(f"  upstream {upstream} is not in the configuration: its {objects} blobs "
+              "and manifests were checked as well")  # fmt: skip
     print(f"{len(report.damaged)} damaged ({report.deleted} removed, {report.quarantined} "
           f"quarantined), {len(report.unreadable)} unreadable")  # fmt: skip
     return 0 if report.ok else 1

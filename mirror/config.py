@@ -19,13 +19,7 @@ from urllib.parse import urlsplit
 
 from mirror.config_security import SecurityConfig, parse_security
 from mirror.config_trust import parse_trust
-from mirror.config_upstreams import (
-    DOCKER_HUB_NAME,
-    DOCKER_HUB_URL,
-    UpstreamConfig,
-    parse_upstream_flag,
-    parse_upstreams,
-)
+from mirror.config_upstreams import UpstreamConfig, parse_upstream_flag, parse_upstreams
 from mirror.config_values import (
     ConfigError,
     parse_bool,
@@ -38,6 +32,7 @@ from mirror.config_values import (
     reject_unknown,
     sub_table,
 )
+from mirror.docker_hub import DOCKER_HUB_NAME, DOCKER_HUB_URL, registry_name
 from mirror.trust.policy import TrustSettings
 
 __all__ = [
@@ -173,6 +168,18 @@ class Config:
             if upstream.name == name:
                 return upstream
         return None
+
+    def upstream_named(self, registry: str) -> UpstreamConfig | None:
+        """The configured upstream a client means by ``registry`` (``ns``, a prefix, a pin).
+
+        Its name in any case, or for any of Docker Hub's host names the
+        upstream that is Docker Hub (see :mod:`mirror.docker_hub`).
+        """
+        name = registry_name(registry)
+        found = self.upstream(name)
+        if found is None and name == DOCKER_HUB_NAME:
+            found = next((u for u in self.upstreams if u.is_docker_hub), None)
+        return found
 
 
 # ---------------------------------------------------------------- parsing
@@ -350,22 +357,31 @@ def load_config(
     path: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    spelled: Mapping[str, str] | None = None,
 ) -> Config:
     """Defaults < TOML file < ``MIRROR_*`` environment < ``overrides`` (CLI flags).
 
     ``overrides`` maps dotted setting paths to values; ``upstreams`` replaces
-    the whole list.
+    the whole list. ``spelled`` says how the user wrote each override
+    (``tag_ttl`` -> ``--tag-ttl``): an error about a setting that a flag or an
+    environment variable set names that flag or variable too.
     """
     env = os.environ if environ is None else environ
     if path is None and env.get("MIRROR_CONFIG"):
         path = Path(env["MIRROR_CONFIG"])
     tree: dict[str, Any] = read_toml(path) if path is not None else {}
+    names: dict[str, str] = {}
     for name, dotted in ENV_SETTINGS.items():
         if name in env:
             set_path(tree, dotted, env[name])
+            names[dotted] = name
     for dotted, value in (overrides or {}).items():
         set_path(tree, dotted, value)
+        names[dotted] = (spelled or {}).get(dotted, dotted)
     if "upstream" in tree and "upstreams" in tree and "upstreams" not in (overrides or {}):
         # A single --upstream/MIRROR_UPSTREAM URL replaces the file's list.
         del tree["upstreams"]
-    return build_config(tree, env)
+    try:
+        return build_config(tree, env)
+    except ConfigError as exc:
+        raise exc.sourced(names) from None

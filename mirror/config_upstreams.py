@@ -30,10 +30,9 @@ from mirror.credentials import (
     parse_auths,
     resolve_credentials,
 )
+from mirror.docker_hub import DOCKER_HUB_NAME, DOCKER_HUB_URL, is_docker_hub_host, registry_name
 from mirror.upstream.addresses import parse_allow_entry
 
-DOCKER_HUB_URL = "https://registry-1.docker.io"
-DOCKER_HUB_NAME = "docker.io"
 REDIRECT_MODES = ("none", "blobs", "all")
 # Upstreams whose whole API answers with redirects by design: registry.k8s.io
 # sends every /v2/ request on to the Artifact Registry (or S3) nearest the
@@ -66,12 +65,9 @@ class UpstreamConfig:
 
     @property
     def is_docker_hub(self) -> bool:
-        """Docker Hub puts one-component names under ``library/``."""
-        return self.name == DOCKER_HUB_NAME or urlsplit(self.url).hostname in (
-            "registry-1.docker.io",
-            "index.docker.io",
-            "docker.io",
-        )
+        """Named or reached as Docker Hub (see :mod:`mirror.docker_hub`)."""
+        host = urlsplit(self.url).hostname or ""
+        return is_docker_hub_host(self.name) or is_docker_hub_host(host)
 
 
 # ---------------------------------------------------------------- parsing
@@ -96,8 +92,7 @@ def _parse_upstream_url(value: object, where: str) -> str:
 
 def _name_from_url(url: str) -> str:
     """The registry name an upstream answers to when none is given."""
-    host = urlsplit(url).netloc.lower()
-    return DOCKER_HUB_NAME if host in ("registry-1.docker.io", "index.docker.io") else host
+    return registry_name(urlsplit(url).netloc)
 
 
 def parse_upstream_flag(value: str) -> dict[str, Any]:
@@ -190,30 +185,68 @@ def _read_auths(path: str, where: str) -> dict[str, Credentials]:
         raise ConfigError(f"{where}: {str(path)!r}: {exc}") from None
 
 
+# Top-level settings that every upstream takes unless its table sets its own.
+_UPSTREAM_DEFAULTS = ("tag_ttl", "max_stale")
+
+
 def parse_upstreams(
     raw: Mapping[str, Any], environ: Mapping[str, str]
 ) -> tuple[UpstreamConfig, ...]:
-    """The upstreams of a raw settings tree (``upstreams``, or the ``upstream`` shorthand)."""
-    defaults = {k: raw[k] for k in ("tag_ttl", "max_stale") if k in raw}
+    """The upstreams of a raw settings tree (``upstreams``, or the ``upstream`` shorthand).
+
+    A top-level setting that applies to upstreams (``tag_ttl``, ``max_stale``,
+    ``upstream_username``, the ``upstream`` URL) is reported by its own name
+    when it is wrong, not as the upstream it was copied into.
+    """
+    defaults = {k: parse_duration(raw[k], k) for k in _UPSTREAM_DEFAULTS if k in raw}
     tables = raw.get("upstreams")
+    shorthand = tables is None
     if tables is None:
         tables = [{"url": raw.get("upstream", DOCKER_HUB_URL)}]
     if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
         raise ConfigError("upstreams: expected a non-empty list of tables")
-    if raw.get("upstream_username") or raw.get("upstream_password"):
-        tables = list(tables)
-        index = _default_index(tables)
-        table = dict(tables[index])
-        table.setdefault("username", raw.get("upstream_username"))
-        table.setdefault("password", raw.get("upstream_password"))
-        tables[index] = table
+    tables = _with_top_level_credentials(raw, tables)
     auths = _read_auths(str(raw["auths_file"]), "auths_file") if raw.get("auths_file") else {}
     sources = CredentialSources(environ, auths, _read_auths)
-    result = tuple(_upstream(t, f"upstreams[{i}]", defaults, sources) for i, t in enumerate(tables))
+    try:
+        result = tuple(
+            _upstream(t, f"upstreams[{i}]", defaults, sources) for i, t in enumerate(tables)
+        )
+    except ConfigError as exc:
+        raise exc.renamed({"upstreams[0].url": "upstream"} if shorthand else {}) from None
     names = [u.name for u in result]
     if len(set(names)) != len(names):
         raise ConfigError(f"upstreams: duplicate upstream name in {names}")
     return result
+
+
+def _with_top_level_credentials(
+    raw: Mapping[str, Any], tables: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``tables`` with ``upstream_username``/``upstream_password`` in the default upstream's.
+
+    Each fills in only what the table does not set itself (a username in the
+    file and the password from the environment is a usual split). A password
+    that no username goes with would be dropped without a word: an error.
+    """
+    for key in ("upstream_username", "upstream_password"):
+        if key in raw and not isinstance(raw[key], str):
+            raise ConfigError(f"{key}: expected a string")  # never quote a credential
+    if not (raw.get("upstream_username") or raw.get("upstream_password")):
+        return tables
+    tables = list(tables)
+    index = _default_index(tables)
+    table = dict(tables[index])
+    if raw.get("upstream_username"):
+        table.setdefault("username", raw["upstream_username"])
+    if raw.get("upstream_password"):
+        if not (table.get("username") or table.get("username_env")):
+            raise ConfigError(
+                "upstream_password: set, but the default upstream has no username to go with it"
+            )
+        table.setdefault("password", raw["upstream_password"])
+    tables[index] = table
+    return tables
 
 
 def _default_index(tables: list[dict[str, Any]]) -> int:

@@ -36,7 +36,31 @@ def redact_url(text: str) -> str:
 
 
 class ConfigError(ValueError):
-    """A setting is missing, malformed or out of range."""
+    """A setting is missing, malformed or out of range.
+
+    The message starts with the setting's name and a colon: ``tag_ttl: expected ...``.
+    """
+
+    @property
+    def setting(self) -> str:
+        """The name the message starts with."""
+        return str(self).partition(": ")[0]
+
+    def renamed(self, names: Mapping[str, str]) -> ConfigError:
+        """This error naming its setting as in ``names``: ``upstreams[0].url`` -> ``upstream``."""
+        if self.setting not in names:
+            return self
+        return ConfigError(names[self.setting] + str(self)[len(self.setting) :])
+
+    def sourced(self, sources: Mapping[str, str]) -> ConfigError:
+        """This error naming the flag or variable that set it: ``tag_ttl: ... (set by --tag-ttl)``.
+
+        ``sources`` maps a setting to the flag or environment variable that set it.
+        """
+        source = sources.get(self.setting)
+        if source is None or source == self.setting:
+            return self
+        return ConfigError(f"{self} (set by {source})")
 
 
 def parse_size(value: object, where: str) -> int:

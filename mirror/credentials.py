@@ -7,10 +7,10 @@ The format is what ``docker login`` and ``podman login`` write::
                "ghcr.io": {"username": "me", "password": "<token>"}}}
 
 Keys may be bare hosts or URLs; they are reduced to ``host[:port]``, and
-Docker Hub's spellings (``index.docker.io/v1/``, ``registry-1.docker.io``) to
-``docker.io``. Credential helpers (``credsStore``, ``credHelpers``) run
-external programs and are not supported; entries they manage carry no
-``auth`` and are skipped.
+Docker Hub's spellings (``index.docker.io/v1/``, ``registry-1.docker.io``, ...;
+see :mod:`mirror.docker_hub`) to ``docker.io``. Credential helpers
+(``credsStore``, ``credHelpers``) run external programs and are not
+supported; entries they manage carry no ``auth`` and are skipped.
 
 :func:`resolve_credentials` picks one upstream's credentials from its config
 table, the environment, its own ``docker_config`` file or the global
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+from mirror.docker_hub import registry_name
 
 
 class CredentialError(ValueError):
@@ -45,8 +45,7 @@ class Credentials:
 def registry_key(text: str) -> str:
     """``https://index.docker.io/v1/`` -> ``docker.io``; ``ghcr.io`` -> ``ghcr.io``."""
     raw = text.strip()
-    netloc = urlsplit(raw if "://" in raw else "//" + raw).netloc.lower()
-    return "docker.io" if netloc in DOCKER_HUB_HOSTS else netloc
+    return registry_name(urlsplit(raw if "://" in raw else "//" + raw).netloc)
 
 
 def parse_auths(text: str) -> dict[str, Credentials]:

@@ -3,13 +3,15 @@
 ::
 
     MirrorError                       (500 UNKNOWN: a bug, never expected)
+    ├── CacheUnreadable               a cached blob broke off while being sent (the client is cut)
     ├── ClientError                   the request itself is wrong
     │   ├── NameInvalid               400 NAME_INVALID
     │   ├── NameUnknown               404 NAME_UNKNOWN (no such upstream / repository)
     │   ├── DigestInvalid             400 DIGEST_INVALID
-    │   ├── ReferenceInvalid          400 MANIFEST_INVALID (bad tag syntax)
+    │   ├── ReferenceInvalid          400 MANIFEST_INVALID (bad tag syntax in the admin API, pins)
     │   ├── ManifestUnknown           404 MANIFEST_UNKNOWN
     │   ├── BlobUnknown               404 BLOB_UNKNOWN
+    │   ├── NotCachedOffline          404 (the resource's *_UNKNOWN code: offline, not cached)
     │   ├── RangeNotSatisfiable       416 (with Content-Range: bytes */size)
     │   ├── Unsupported               405 UNSUPPORTED (push to a mirror)
     │   ├── QueryInvalid              400 PAGINATION_NUMBER_INVALID
@@ -54,12 +56,12 @@ class MirrorError(Exception):
         """Extra response headers this error must carry."""
         return {}
 
-    def body(self) -> dict[str, Any]:
-        """The OCI error document."""
-        entry: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.detail is not None:
-            entry["detail"] = self.detail
-        return {"errors": [entry]}
+
+class CacheUnreadable(MirrorError):
+    """A cached blob could not be read to its end: the backend failed, or the file shrank.
+
+    Only ever raised once the status line went out: the client's transfer is cut.
+    """
 
 
 class ClientError(MirrorError):
@@ -105,6 +107,22 @@ class BlobUnknown(ClientError):
 
     status = 404
     code = "BLOB_UNKNOWN"
+
+
+class NotCachedOffline(ClientError):
+    """The mirror is offline and has not cached what was asked for.
+
+    A 404 with the code of the resource asked for (``MANIFEST_UNKNOWN``,
+    ``BLOB_UNKNOWN``, ``NAME_UNKNOWN``). Not a failure of anything: what the
+    cache does know (a record of another Accept variant, the tags it has seen)
+    may answer in its place, without a ``Warning``.
+    """
+
+    status = 404
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class QueryInvalid(ClientError):

@@ -9,9 +9,7 @@ and action. Never repository names, tags or digests.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -215,15 +213,6 @@ class Metrics:
     def storage_operation(self, backend: str, action: str, seconds: float) -> None:
         """Record a storage operation's latency."""
         self._storage_latency.labels(backend, action).observe(seconds)
-
-    @contextmanager
-    def storage_timer(self, backend: str, action: str) -> Iterator[None]:
-        """Record the latency of the storage operation run inside the block."""
-        started = time.monotonic()
-        try:
-            yield
-        finally:
-            self.storage_operation(backend, action, time.monotonic() - started)
 
     def storage_error(self, backend: str, action: str) -> None:
         """Count a failed storage operation."""

@@ -11,7 +11,13 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from mirror.errors import DigestInvalid, NameInvalid, RangeNotSatisfiable, ReferenceInvalid
+from mirror.errors import (
+    DigestInvalid,
+    ManifestUnknown,
+    NameInvalid,
+    RangeNotSatisfiable,
+    ReferenceInvalid,
+)
 from mirror.numbers import digits_value
 
 # Header names, spelled once.
@@ -124,10 +130,18 @@ class Reference:
 
 
 def parse_reference(value: str) -> Reference:
-    """Parse a manifest reference (a tag or a digest)."""
+    """Parse a manifest reference (a tag or a digest).
+
+    A malformed digest is 400 ``DIGEST_INVALID``. Text that is no valid tag
+    names no manifest: 404 ``MANIFEST_UNKNOWN``, the only failure the
+    distribution spec allows for fetching a manifest (its conformance suite
+    asks for ``.INVALID_MANIFEST_NAME``).
+    """
     if is_digest_like(value):
         return Reference(digest=parse_digest(value))
-    return Reference(tag=validate_tag(value))
+    if _TAG_RE.fullmatch(value) is None:
+        raise ManifestUnknown(f"no manifest is tagged {value[:130]!r}: it is not a valid tag")
+    return Reference(tag=value)
 
 
 @dataclass(frozen=True, slots=True)

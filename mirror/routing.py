@@ -19,16 +19,14 @@ next host, so a catch-all ``_default`` hosts.toml keeps working).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mirror.config import DOCKER_HUB_NAME, Config
+from mirror.config import Config
+from mirror.docker_hub import official_repository
 from mirror.errors import Denied
 from mirror.oci import validate_name
-from mirror.upstream.client import UpstreamClient
-
-# Names clients use for Docker Hub besides "docker.io".
-_DOCKER_HUB_ALIASES = ("registry-1.docker.io", "index.docker.io", "registry.hub.docker.com")
-
+from mirror.upstream.base import Upstream
 
 _LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
 _HOST_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*(?::[0-9]{{1,5}})?")
@@ -38,7 +36,7 @@ _HOST_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*(?::[0-9]{{1,5}})?")
 class Target:
     """The upstream and repository one request is about."""
 
-    upstream: UpstreamClient
+    upstream: Upstream
     repository: str
     namespace: str | None  # the ns value to echo in OCI-Namespace, if one was given
 
@@ -46,18 +44,20 @@ class Target:
 class Router:
     """Maps request names (and ``ns``) to configured upstreams."""
 
-    def __init__(self, config: Config, clients: dict[str, UpstreamClient]) -> None:
-        self._clients = clients
-        self._default = clients[config.default_upstream.name]
-        self._aliases: dict[str, str] = {name: name for name in clients}
-        if DOCKER_HUB_NAME in clients:
-            for alias in _DOCKER_HUB_ALIASES:
-                self._aliases.setdefault(alias, DOCKER_HUB_NAME)
+    def __init__(self, config: Config, upstreams: Mapping[str, Upstream]) -> None:
+        self._config = config
+        self._upstreams = upstreams
+        self._default = upstreams[config.default_upstream.name]
 
-    def upstream_named(self, name: str) -> UpstreamClient | None:
-        """The configured upstream called ``name`` (or a known alias of it)."""
-        canonical = self._aliases.get(name.lower())
-        return self._clients.get(canonical) if canonical else None
+    @property
+    def default(self) -> Upstream:
+        """The upstream of names without a registry (Docker Hub, if configured)."""
+        return self._default
+
+    def upstream_named(self, name: str) -> Upstream | None:
+        """The configured upstream called ``name`` (or a Docker Hub alias of it)."""
+        found = self._config.upstream_named(name)
+        return self._upstreams.get(found.name) if found is not None else None
 
     def resolve(self, name: str, ns: str | None) -> Target:
         """Pick the upstream for a request for ``name`` (the path's repository part)."""
@@ -75,7 +75,7 @@ class Router:
             raise Denied(f"registry {first[:100]!r} is not configured on this mirror")
         return Target(self._default, self._normalize(self._default, validate_name(name)), None)
 
-    def _strip_own_prefix(self, name: str, upstream: UpstreamClient) -> str:
+    def _strip_own_prefix(self, name: str, upstream: Upstream) -> str:
         # containerd with override_path or a catch-all may send both forms.
         first, sep, rest = name.partition("/")
         if sep and self.upstream_named(first) is upstream:
@@ -83,10 +83,8 @@ class Router:
         return validate_name(name)
 
     @staticmethod
-    def _normalize(upstream: UpstreamClient, repository: str) -> str:
-        if upstream.config.is_docker_hub and "/" not in repository:
-            return f"library/{repository}"
-        return repository
+    def _normalize(upstream: Upstream, repository: str) -> str:
+        return official_repository(repository, docker_hub=upstream.config.is_docker_hub)
 
 
 def _looks_like_registry(component: str) -> bool:

@@ -22,8 +22,10 @@ CASES: list[tuple[str, str, dict[str, str], int, str]] = [
     ("GET", "/v2/-lead/manifests/latest", {}, 400, "NAME_INVALID"),
     ("GET", "/v2/a//b/manifests/latest", {}, 400, "NAME_INVALID"),
     ("GET", "/v2/" + "a" * 300 + "/manifests/latest", {}, 400, "NAME_INVALID"),
-    ("GET", "/v2/library/tiny/manifests/" + "t" * 129, {}, 400, "MANIFEST_INVALID"),
-    ("GET", "/v2/library/tiny/manifests/.hidden", {}, 400, "MANIFEST_INVALID"),
+    # A reference that is no valid tag names no manifest: 404, as the distribution spec allows.
+    ("GET", "/v2/library/tiny/manifests/" + "t" * 129, {}, 404, "MANIFEST_UNKNOWN"),
+    ("GET", "/v2/library/tiny/manifests/.hidden", {}, 404, "MANIFEST_UNKNOWN"),
+    ("GET", "/v2/library/tiny/manifests/.INVALID_MANIFEST_NAME", {}, 404, "MANIFEST_UNKNOWN"),
     ("GET", "/v2/library/tiny/manifests/sha256:abc", {}, 400, "DIGEST_INVALID"),
     ("GET", "/v2/library/tiny/manifests/md5:" + "a" * 32, {}, 400, "DIGEST_INVALID"),
     ("GET", "/v2/library/tiny/blobs/sha256:" + "A" * 64, {}, 400, "DIGEST_INVALID"),
@@ -68,6 +70,20 @@ async def test_bad_request_gets_oci_error(
         assert upstream.requests == [], "a malformed request must not reach the upstream"
     assert document["errors"][0]["code"] == code
     assert document["errors"][0]["message"]
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+async def test_a_reference_that_is_no_tag_is_an_unknown_manifest(
+    tmp_path: Path, method: str
+) -> None:
+    """The OCI conformance suite's "GET/HEAD nonexistent manifest should return 404"."""
+    async with FakeUpstream() as upstream:
+        async with run_mirror(mirror_config(tmp_path, upstream.url)) as mirror:
+            url = f"{mirror.url}/v2/library/tiny/manifests/.INVALID_MANIFEST_NAME"
+            async with aiohttp.ClientSession() as session, session.request(method, url) as resp:
+                status = resp.status
+        assert upstream.requests == []
+    assert status == 404
 
 
 @pytest.mark.parametrize(

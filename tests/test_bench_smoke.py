@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -47,3 +48,23 @@ def test_quick_benchmark_measures_every_scenario(tmp_path: Path) -> None:
     assert "| (a) cached blob, 1 client |" in report
     assert "| (g) cold 4 KiB blobs, 8 clients | higher |" in report  # the ratio table
     assert docs.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.slow
+def test_manifest_ab_compares_source_trees() -> None:
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"not installed: {missing}; run .ci/install-debian-packages")
+    done = subprocess.run(
+        [sys.executable, "bench/manifest_ab.py", "--rounds", "1", "--seconds", "1",
+         "one=.", "two=."],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for name in ("one", "two"):
+        found = re.search(
+            rf"  {name}: by digest (\d+) req/s, .* (\d+) us CPU/request; by tag", done.stdout
+        )
+        assert found is not None, done.stdout
+        assert int(found.group(1)) > 0
+        assert int(found.group(2)) > 0

@@ -69,7 +69,9 @@ def test_cli_flags(tmp_path: Path) -> None:
     [
         ({"listen": "nope"}, "listen"),
         ({"listen": "1.2.3.4:99999"}, "listen"),
-        ({"upstream": "ftp://x"}, "upstreams[0].url"),
+        ({"upstream": "ftp://x"}, "^upstream: "),  # the shorthand, not the list it fills
+        ({"tag_ttl": "soon"}, "^tag_ttl: "),  # the default, not an upstream's copy of it
+        ({"max_stale": "-1s"}, "^max_stale: "),
         ({"upstreams": [{"url": "https://a", "name": "UPPER CASE"}]}, "upstreams[0].name"),
         ({"upstreams": [{"url": "https://a"}, {"url": "https://a"}]}, "duplicate"),
         ({"upstreams": [{"url": "https://a", "tag_ttl": "soon"}]}, "upstreams[0].tag_ttl"),

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
+import os
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import pytest
 
 from mirror.app import CACHE, METRICS
 from mirror.oci import parse_digest
@@ -235,3 +239,64 @@ async def test_start_over_budget_evicts_at_once(
         await settle(mirror.app)
         assert sum(content_on_disk(tmp_path).values()) <= 50_000 * 0.65
         assert all(cached(tmp_path, up, all_images[-1]))
+
+
+async def test_a_blob_evicted_between_lookup_and_open_is_served_whole(
+    up: FakeUpstream, http: aiohttp.ClientSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process sharing the directory (a second mirror, ``registry-mirror gc``)
+    removes the file just after the lookup found it, and puts a fresh copy back just
+    after the open failed: the request must become a miss, not a 500."""
+    data = noise(LAYER, 99)
+    digest = up.add_blob(data, "team/app")
+    cache = tmp_path / "cache"
+    path = blob_path(cache, upstream_name(up), digest)
+    real_open = os.open
+    raced: list[Path] = []
+
+    def evicting_open(file: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if Path(file) == path and not raced:
+            raced.append(path)
+            aside = path.with_name(path.name + ".elsewhere")
+            path.rename(aside)
+            try:
+                return real_open(file, flags, *args, **kwargs)
+            finally:
+                aside.rename(path)
+        return real_open(file, flags, *args, **kwargs)
+
+    async with run_mirror(mirror_config(cache, up.url)) as mirror:
+        await get_blob(http, mirror.url, "team/app", digest)
+        await committed(mirror.app, upstream_name(up), digest)
+        monkeypatch.setattr(os, "open", evicting_open)
+        async with http.get(f"{mirror.url}/v2/team/app/blobs/{digest}") as resp:
+            status, body = resp.status, await resp.read()
+
+    assert raced == [path]
+    assert status == 200
+    assert body == data
+
+
+async def test_objects_of_an_upstream_no_longer_configured_count_and_age_out(
+    up: FakeUpstream, http: aiohttp.ClientSession, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    old = images(up, 2)
+    async with run_mirror(mirror_config(tmp_path, up.url)) as mirror:
+        for image in old:
+            await pull(http, mirror.url, image)
+        await settle(mirror.app)
+    left_behind = sum(content_on_disk(tmp_path).values())
+    caplog.set_level(logging.INFO, logger="mirror.cache.manager")
+    async with FakeUpstream() as other:
+        new = [add_image(other, f"team/new{i}", "1", [noise(LAYER, 50 + i)]) for i in range(3)]
+        async with run_mirror(mirror_config(tmp_path, other.url, cache=BUDGET)) as mirror:
+            index = mirror.app[CACHE].storage.index
+            assert index.size == left_behind  # on disk, so counted
+            for image in new:
+                await pull(http, mirror.url, image)
+                await settle(mirror.app)
+            assert index.size == sum(content_on_disk(tmp_path).values()) <= BUDGET["max_size"]
+            assert all(gone(tmp_path, up, image) for image in old)  # the oldest, never used
+            assert all(cached(tmp_path, other, new[-1]))
+    assert f"of upstream {upstream_name(up)}, which the configuration does not name" in caplog.text

@@ -1,6 +1,6 @@
 """A fill's followers after a failure, and a fill whose spool refused writes.
 
-Drives :class:`Fill` the way the fill runner does (receive, persist into a
+Drives :class:`Download` the way the fill runner does (receive, persist into a
 real spool file, fail or go on from memory) and checks that a follower
 stops at a failure at once, never gets an empty chunk, and that a fill held
 in memory keeps its bound: it waits for its followers, drops one that takes
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from mirror.cache.fill import Fill, FollowersGone
 from mirror.errors import UpstreamUnavailable
+from mirror.proxy.download import Download, FollowersGone
 from tests.support.spooled_fill import new_fill
 
 CHUNK = 64 * 1024
@@ -26,7 +26,7 @@ LIMIT = 4 * CHUNK
 PATIENCE = 0.2
 
 
-def receive_and_persist(fill: Fill, fd: int, received: int, persisted: int) -> None:
+def receive_and_persist(fill: Download, fd: int, received: int, persisted: int) -> None:
     """Receive ``received`` chunks; persist only the first ``persisted`` of them."""
     for chunk in CHUNKS[:received]:
         fill.receive(chunk)

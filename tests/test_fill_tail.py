@@ -1,6 +1,6 @@
 """A fill's followers read fresh bytes from memory and older ones from the spool.
 
-Drives :class:`Fill` the way the fill runner does (receive, then persist in
+Drives :class:`Download` the way the fill runner does (receive, then persist in
 batches into a real spool file) and checks that every follower, wherever it
 starts and whatever range it asks for, gets exactly the right bytes, with the
 last byte held back until the digest is verified.
@@ -15,19 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from mirror.cache.fill import Fill
 from mirror.errors import DigestMismatch
+from mirror.proxy.download import Download
 from tests.support.spooled_fill import new_fill
 
 CHUNKS = [random.Random(n).randbytes(1000 + 37 * n) for n in range(12)]
 BLOB = b"".join(CHUNKS)
 
 
-async def collect(fill: Fill, start: int, end: int | None) -> bytes:
+async def collect(fill: Download, start: int, end: int | None) -> bytes:
     return b"".join([chunk async for chunk in fill.follow(start, end)])
 
 
-async def run_fill(fill: Fill, fd: int, batch: int) -> None:
+async def run_fill(fill: Download, fd: int, batch: int) -> None:
     """Receive every chunk; persist them ``batch`` chunks at a time, like the runner."""
     pending: list[bytes] = []
     for chunk in CHUNKS:

@@ -119,7 +119,10 @@ async def test_replica_killed_mid_fill(fleet: Fleet) -> None:
     await wait_for(idle, "earlier tests' downloads to be committed", 60)
     layer = random.Random("kill").randbytes(16 * MIB)
     digest = add_image(fleet, ["kill/app"], layer)
-    stored = lambda: any(digest.removeprefix("sha256:") in k for k in fleet.blob_keys())  # noqa: E731
+
+    def stored() -> bool:
+        return any(digest.removeprefix("sha256:") in k for k in fleet.blob_keys())
+
     fleet.upstream.add_fault(Fault(match=digest, method="GET", rate=2 * MIB, times=1))
     base = fleet.proxies["hashed"].url
     first = asyncio.ensure_future(curl_digest(f"{base}/v2/kill/app/blobs/{digest}"))

@@ -174,11 +174,44 @@ async def test_beyond_max_stale_the_error_is_passed_on(
         await asyncio.sleep(0.5)
         await fail_upstream(up, how)
         failed = await get_tag(mirror, session)
+        listed = await pull(session, f"{mirror.url}/v2/{REPO}/tags/list")
 
     assert failed.status == status
     assert json.loads(failed.body)["errors"][0]["code"] == code
     assert failed.headers["Retry-After"] == "5"
     assert "Warning" not in failed.headers
+    # The cached tags too are past max_stale: the tag list fails the same way.
+    assert (listed.status, "Warning" in listed.headers) == (status, False)
+
+
+@pytest.mark.parametrize("how", ["503", "429", "down"])
+async def test_tag_list_of_the_cached_tags_when_the_upstream_fails(
+    session: aiohttp.ClientSession, tmp_path: Path, how: str
+) -> None:
+    """As distribution's proxy serves its local list; marked stale like a manifest."""
+    up = FakeUpstream()
+    await up.__aenter__()
+    try:
+        for tag, seed in (("v1", b"1"), ("v2", b"2"), ("v3", b"3")):
+            Image(up, tag=tag, seed=seed)
+        config = mirror_config(tmp_path, up.url, tag_ttl=TTL, max_stale=600)
+        async with run_mirror(config) as mirror:
+            for tag in ("v2", "v1"):  # v3 is never pulled: the cache does not know it
+                await get_tag(mirror, session, tag)
+            await fail_upstream(up, how)
+            listed = await pull(session, f"{mirror.url}/v2/{REPO}/tags/list")
+            paged = await pull(session, f"{mirror.url}/v2/{REPO}/tags/list?n=1&last=v1")
+            unknown = await pull(session, f"{mirror.url}/v2/team/other/tags/list")
+    finally:
+        if how != "down":
+            await up.__aexit__(None, None, None)
+
+    assert listed.status == 200
+    assert json.loads(listed.body) == {"name": REPO, "tags": ["v1", "v2"]}
+    assert listed.headers["Warning"].startswith("299 - ")
+    assert "stale" in listed.headers["Warning"]
+    assert json.loads(paged.body)["tags"] == ["v2"]
+    assert unknown.status >= 500 or unknown.status == 429  # nothing known: the error passes
 
 
 async def test_no_stale_answer_for_a_tag_never_seen(

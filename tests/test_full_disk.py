@@ -67,8 +67,13 @@ async def test_cold_pulls_are_served_through_and_the_cache_recovers(
         assert (await pull(session, blob_url(mirror.url, REPO, small_digest))).body == small
         await wait_idle(mirror.app)
         url = blob_url(mirror.url, REPO, large_digest)
-        running = lambda: len(mirror.app[FILLS]) > 0  # noqa: E731
-        joinable = lambda: running_fill(mirror.app, up.host, large_digest) is not None  # noqa: E731
+
+        def running() -> bool:
+            return len(mirror.app[FILLS]) > 0
+
+        def joinable() -> bool:
+            return running_fill(mirror.app, up.host, large_digest) is not None
+
         async with HealthWatch(mirror.url, asyncio.get_running_loop()) as watch:
             clients = asyncio.gather(
                 fault_clients.fast(url, running), fault_clients.slow(url, running)

@@ -18,6 +18,7 @@ from mirror.metrics import (
     SOURCES,
     STATUS_CLASSES,
 )
+from mirror.storage.instrumented import ACTIONS
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.mirror_app import mirror_config, run_mirror
 from tests.support.processes import free_port
@@ -46,7 +47,8 @@ EXPECTED_SAMPLES = {
     "mirror_cache_evictions_total",
     "mirror_cache_evicted_bytes_total",
 }
-STORAGE_ACTIONS = {"stat", "get", "put", "delete", "touch", "commit", "write", "walk"}
+# Every operation of the storage protocol, and the fill's local spool.
+STORAGE_ACTIONS = {*ACTIONS, "spool"}
 
 
 def closed_label_sets(upstream: str) -> dict[str, set[str]]:
@@ -129,6 +131,7 @@ async def test_metrics_count_real_pulls_with_closed_label_sets(
     assert value(parsed, "mirror_upstream_ratelimit_limit", upstream=up.host) == 100
     assert value(parsed, "mirror_upstream_up", upstream=up.host) == 1
     assert value(parsed, "mirror_fills_in_flight") == 0
+    assert value(parsed, "mirror_fill_followers_total") == 0  # one client at a time
     assert value(parsed, "mirror_cache_size_bytes") >= pulled
     assert value(parsed, "mirror_cache_entries") >= 6  # 4 blobs, 2 manifests (+ tag records)
     for action in ("stat", "get", "put", "commit"):

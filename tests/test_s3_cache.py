@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
-from mirror.cache.maintenance import run_verify
+from mirror.cache.commands import run_verify
 from mirror.config import build_config
 from tests.support.cache_images import FakeImage, add_image, noise, pull, settle, upstream_name
 from tests.support.fake_upstream import FakeUpstream
@@ -59,22 +60,53 @@ async def test_budget_and_pins_on_s3(
         assert up.count("GET", "/blobs/" + b.layers[0]) == 2
 
 
-async def test_verify_finds_a_damaged_object_on_s3(
+async def damaged_on_s3(
     up: FakeUpstream, http: aiohttp.ClientSession, s3_server: MotoS3, tmp_path: Path
-) -> None:
+) -> tuple[str, dict[str, Any], str]:
+    """A bucket filled through a mirror, then one layer overwritten with other bytes.
+
+    Returns the bucket, the mirror's storage settings and the layer's digest.
+    """
     bucket = s3_server.create_bucket()
     storage = s3_server.storage_settings(bucket, tmp_path / "spool", prefix=PREFIX)
     image = add_image(up, "team/app", "1", [noise(LAYER, 1)])
-    config = mirror_config(tmp_path, up.url, storage=storage)
-    async with run_mirror(config) as mirror:
+    async with run_mirror(mirror_config(tmp_path, up.url, storage=storage)) as mirror:
         await pull(http, mirror.url, image)
         await settle(mirror.app)
     layer = image.layers[0]
     key = f"{PREFIX}/{upstream_name(up)}/blobs/sha256/{layer[7:9]}/{layer[7:]}"
     s3_server.client.put_object(Bucket=bucket, Key=key, Body=noise(LAYER, 2))
+    return bucket, storage, layer
+
+
+async def test_verify_finds_a_damaged_object_on_s3(
+    up: FakeUpstream, http: aiohttp.ClientSession, s3_server: MotoS3, tmp_path: Path
+) -> None:
+    bucket, storage, layer = await damaged_on_s3(up, http, s3_server, tmp_path)
+    key = f"{PREFIX}/{upstream_name(up)}/blobs/sha256/{layer[7:9]}/{layer[7:]}"
 
     raw = {"storage": storage, "upstreams": [{"url": up.url}]}
     report = await run_verify(build_config(raw), quarantine=False)
     assert report.damaged == [f"{upstream_name(up)}/blobs/sha256/{layer[7:9]}/{layer[7:]}"]
     assert report.blobs >= 2
     assert key not in s3_server.keys(bucket, f"{PREFIX}/")
+
+
+async def test_verify_on_s3_covers_upstreams_the_configuration_does_not_name(
+    up: FakeUpstream, http: aiohttp.ClientSession, s3_server: MotoS3, tmp_path: Path
+) -> None:
+    bucket, storage, layer = await damaged_on_s3(up, http, s3_server, tmp_path)
+    name = upstream_name(up)
+    key = f"{name}/blobs/sha256/{layer[7:9]}/{layer[7:]}"
+
+    elsewhere = {"storage": storage, "upstreams": [{"url": "https://registry.example"}]}
+    report = await run_verify(build_config(elsewhere), quarantine=True)
+    assert report.damaged == [key]
+    assert report.unconfigured == {name: 3}  # the config blob, the layer, the manifest
+    assert (report.blobs, report.manifests) == (2, 1)
+    keys = s3_server.keys(bucket, f"{PREFIX}/")
+    assert f"{PREFIX}/{key}" not in keys
+    assert f"{PREFIX}/_quarantine/{key}" in keys
+    again = await run_verify(build_config(elsewhere), quarantine=True)
+    assert again.ok  # the quarantined copy is not checked again
+    assert again.unconfigured == {name: 2}

@@ -11,7 +11,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from mirror.app import METRICS
 from tests.support.fake_upstream import FakeUpstream, Fault
 from tests.support.images import ImageSet
 from tests.support.mirror_app import RunningMirror, mirror_config, run_mirror
@@ -72,6 +74,35 @@ async def test_fifty_concurrent_cold_gets_make_one_upstream_get(
     assert blob_gets(up, digest) == 1
     await wait_idle(mirror.app)
     assert await is_cached(mirror.app, up.host, digest)
+
+
+def counter(mirror: RunningMirror, sample: str) -> float:
+    """The value of an unlabelled counter sample."""
+    text = mirror.app[METRICS].render().decode()
+    values = [s.value for f in text_string_to_metric_families(text) for s in f.samples
+              if s.name == sample]  # fmt: skip
+    assert len(values) == 1, sample
+    return values[0]
+
+
+async def test_twenty_concurrent_cold_gets_are_one_download_and_nineteen_followers(
+    up: FakeUpstream, mirror: RunningMirror, session: aiohttp.ClientSession
+) -> None:
+    data = os.urandom(1024 * 1024 + 5)
+    digest = up.add_blob(data)
+    up.add_fault(Fault(digest, method="GET", first_byte_delay=0.5))
+    url = blob_url(mirror.url, REPO, digest)
+
+    results = await asyncio.gather(*(pull(session, url, keep_body=False) for _ in range(20)))
+
+    for pulled in results:
+        assert_intact(pulled, data)
+    assert blob_gets(up, digest) == 1
+    assert counter(mirror, "mirror_fill_followers_total") == 19
+    await wait_idle(mirror.app)
+    cached = await pull(session, url, keep_body=False)  # a hit follows no download
+    assert_intact(cached, data)
+    assert counter(mirror, "mirror_fill_followers_total") == 19
 
 
 async def test_every_client_gets_bytes_before_the_upstream_has_finished(

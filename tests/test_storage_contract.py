@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from mirror.config import Config, S3Config, StorageConfig
+from mirror.metrics import Metrics
 from mirror.storage.base import ObjectNotFound, Storage, StorageError
-from mirror.storage.disk import PARTIAL_DIR, DiskStorage
+from mirror.storage.disk import PARTIAL_DIR
+from mirror.storage.factory import BACKENDS, open_storage
 from mirror.storage.s3 import S3Storage
 from tests.support.s3 import MIN_PART, MotoS3
 
@@ -59,14 +62,24 @@ class Backend:
         return len(self.s3.uploads(self.bucket))
 
 
-@pytest.fixture(params=["disk", "s3"])
+def stack_config(name: str, tmp_path: Path, s3: S3Config | None = None) -> Config:
+    """A configuration naming backend ``name``."""
+    return Config(storage=StorageConfig(backend=name, path=tmp_path / "disk", s3=s3 or S3Config()))
+
+
+@pytest.fixture(params=sorted(BACKENDS))
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    if request.param == "disk":
-        yield Backend("disk", DiskStorage(tmp_path / "disk"), tmp_path)
+    """Each registered backend as :func:`open_storage` gives it: checked and instrumented."""
+    name = request.param
+    if name == "disk":
+        storage = await open_storage(stack_config(name, tmp_path), Metrics())
+        yield Backend("disk", storage, tmp_path)
         return
+    assert name == "s3", f"add backend {name!r} to the contract suite's fixture"
     server: MotoS3 = request.getfixturevalue("s3_server")
     bucket = server.create_bucket()
-    storage = await S3Storage.open(server.s3_config(bucket, "contract"))
+    config = stack_config(name, tmp_path, server.s3_config(bucket, "contract"))
+    storage = await open_storage(config, Metrics())
     try:
         yield Backend("s3", storage, tmp_path, server, bucket)
     finally:
@@ -236,7 +249,23 @@ async def test_sweep_removes_orphans_and_spares_live_writers(backend: Backend) -
     assert await keys(backend.storage) == {"live/blob"}
 
 
-@pytest.mark.parametrize("key", ["/abs", "../up", "a/../b", "nul\x00"])
+@pytest.mark.parametrize(
+    "key", ["/abs", "../up", "a/../b", "a/..", "nul\x00", "", ".partial/x", "a//b", "a/./b"]
+)
 async def test_unsafe_keys_are_refused(backend: Backend, key: str) -> None:
+    storage = backend.storage
     with pytest.raises(StorageError):
-        await backend.storage.put(key, b"x")
+        await storage.put(key, b"x")
+    for refused in (storage.get(key), storage.stat(key), storage.delete(key), storage.writer(key)):
+        with pytest.raises(StorageError):
+            await refused
+    with pytest.raises(StorageError):
+        await collect(storage.read(key))
+    with pytest.raises(StorageError):
+        storage.local_path(key)
+
+
+@pytest.mark.parametrize("prefix", ["../", "/", "a/../", ".partial/"])
+async def test_unsafe_walk_prefixes_are_refused(backend: Backend, prefix: str) -> None:
+    with pytest.raises(StorageError):
+        await keys(backend.storage, prefix)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from mirror.oci import OCI_INDEX
 from mirror.trust import (
     Reason,
     Subject,
@@ -14,7 +15,7 @@ from mirror.trust import (
 )
 from mirror.trust.keys import parse_public_key
 from tests.support.cosign import CosignKey, payload, sign_layer, signature_manifest
-from tests.support.oci_content import OCI_INDEX, Content, compact, small_image
+from tests.support.oci_content import Content, compact, small_image
 from tests.support.trust_source import MemorySource
 
 REPOSITORY = "acme/app"

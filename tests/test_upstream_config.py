@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +12,8 @@ from hypothesis import strategies as st
 
 from mirror.config import ConfigError, UpstreamConfig, build_config
 from mirror.upstream.addresses import AddressPolicy, address_class, ip_literal
+from tests.support.cli import run_cli
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SECRET = "Hunter2-s3cret"
 
 
@@ -75,16 +72,6 @@ def test_bad_redirect_settings_are_named(table: dict[str, Any], expected: str) -
 
 
 # ---------------------------------------------------------------- credentials in URLs
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """The real command line, in a fresh process, as an operator runs it."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("MIRROR_")}
-    environ["PYTHONPATH"] = str(PROJECT_ROOT)
-    return subprocess.run(
-        [sys.executable, "-m", "mirror", *args],
-        capture_output=True, text=True, env={**environ, **(env or {})}, timeout=60, check=False,
-    )  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -130,3 +130,35 @@ async def test_bad_pin_is_a_configuration_error(tmp_path: Path) -> None:
     status, out = await cli("check-config", "--config", str(config))
     assert status == 2
     assert "cache.pins: 'alpine'" in out
+
+
+async def test_verify_covers_upstreams_the_configuration_does_not_name(
+    up: FakeUpstream, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    image = await cached_image(up, http, tmp_path)  # filled through --upstream up.url
+    name = upstream_name(up)
+    damaged = blob_path(tmp_path, name, image.layers[0])
+    flip_byte(damaged)
+    # The configuration names only the default upstream (Docker Hub), not the one it was filled by.
+    status, out = await cli("verify", "--cache-dir", str(tmp_path))
+    assert status == 1, out
+    assert "checked 3 blobs and 1 manifests" in out
+    assert f"damaged: {name}/blobs/sha256/" in out
+    assert f"upstream {name} is not in the configuration: its 4 blobs and manifests" in out
+    assert not damaged.exists()
+    status, out = await cli("verify", "--cache-dir", str(tmp_path), "--upstream", up.url)
+    assert status == 0, out
+    assert "not in the configuration" not in out
+
+
+async def test_gc_counts_and_evicts_upstreams_the_configuration_does_not_name(
+    up: FakeUpstream, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    await cached_image(up, http, tmp_path)
+    total = sum(content_on_disk(tmp_path).values())
+    status, out = await cli("gc", "--cache-dir", str(tmp_path), "--max-size", "20KB")
+    assert status == 0, out
+    assert f"upstream {upstream_name(up)} is not in the configuration: its " in out
+    assert f"objects ({total} bytes) count toward the budget" in out
+    assert sum(content_on_disk(tmp_path).values()) <= 20_000 * 0.85
+    assert "removed 0 objects" not in out

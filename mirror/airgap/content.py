@@ -22,7 +22,7 @@ another), tags per upstream and repository.
     put_manifest(...)                a manifest whose digest and type were checked
     tag(...) / put_tag(entry)        tag records, "confirmed" at export time
 
-Manifests travel as :class:`mirror.manifests.StoredManifest` (media type and
+Manifests travel as :class:`mirror.stored.StoredManifest` (media type and
 exact bytes), the cache's own type.
 """
 
@@ -34,9 +34,9 @@ from datetime import datetime
 from typing import Protocol
 
 from mirror.airgap.descriptors import Descriptor
-from mirror.manifests import StoredManifest
 from mirror.oci import Digest
 from mirror.storage.base import BlobWriter
+from mirror.stored import StoredManifest
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +60,7 @@ class TagEntry:
     """A tag pointing at a manifest, as last confirmed upstream at ``confirmed``.
 
     Phase 2 turns it into the cache's own tag record
-    (:class:`mirror.manifests.TagRecord`: ``checked`` is ``confirmed``).
+    (:class:`mirror.stored.TagRecord`: ``checked`` is ``confirmed``).
     """
 
     upstream: str

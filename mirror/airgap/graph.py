@@ -24,8 +24,8 @@ from mirror.airgap.errors import LayoutError
 from mirror.airgap.names import ImageName, annotations_for, referrer_annotations
 from mirror.errors import ManifestRejected
 from mirror.manifest_check import check_manifest
-from mirror.manifests import StoredManifest
 from mirror.oci import Digest
+from mirror.stored import StoredManifest
 
 
 @dataclass

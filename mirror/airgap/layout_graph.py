@@ -26,8 +26,8 @@ from mirror.airgap.reader import Layout
 from mirror.config import Config
 from mirror.errors import ManifestRejected
 from mirror.manifest_check import check_manifest
-from mirror.manifests import StoredManifest
 from mirror.oci import Digest
+from mirror.stored import StoredManifest
 
 # As the upstream client and distribution allow: a manifest is at most 4 MiB.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024

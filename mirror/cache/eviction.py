@@ -6,7 +6,7 @@ below ``low_watermark * max_size``. The gap between the two marks keeps
 passes rare. A pass leaves alone:
 
 * pinned images (manifests, child manifests, blobs; see :mod:`mirror.cache.pins`);
-* keys being downloaded (``FillManager.is_filling``): a fill commits while
+* keys being downloaded (``Downloads.is_downloading``): a fill commits while
   still registered, and followers read its spool, never the key;
 * keys being streamed to a client (:meth:`TrackedStorage.is_reading`).
   A disk blob sent with sendfile needs no protection: the handler opens the
@@ -18,7 +18,7 @@ through :class:`TrackedStorage`, so the index and the gauges stay exact, and
 a later pull of an evicted object is simply a miss: it is fetched and
 verified again, never served empty.
 
-Passes (and purges, see :mod:`mirror.cache.contents`) run one at a time under
+Passes (and purges, see :mod:`mirror.cache.inventory`) run one at a time under
 :attr:`Evictor.lock`.
 """
 
@@ -163,7 +163,6 @@ class Evictor:
             await self._storage.delete(entry.key)
         except StorageError as exc:
             log.warning("cannot evict %s: %s", entry.key, exc)
-            self._metrics.storage_error(self._storage.backend, "delete")
             return False
         self._metrics.evicted(entry.metric_kind, entry.size)
         return True

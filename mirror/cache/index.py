@@ -10,8 +10,9 @@ cachetools would evict synchronously and blindly, while eviction here must
 skip pinned, downloading and in-use entries and delete from storage, which
 is asynchronous (see :mod:`mirror.cache.eviction`).
 
-At start the index is rebuilt from ``storage.walk()`` in order of each
-object's modification time, which the backend advances on every hit
+At start the index is rebuilt from ``storage.walk()`` of the whole key
+space (every upstream, configured or not) in order of each object's
+modification time, which the backend advances on every hit
 (:meth:`Storage.touch`), so recency survives a restart. Tag records are
 small, but a mirror can gather very many (one per tag and Accept variant,
 plus those older versions wrote per Accept spelling), so they count toward
@@ -162,9 +163,14 @@ def indexed_kind(key: str) -> tuple[str, str, str] | None:
 
 
 async def rebuild_index(
-    storage: Storage, upstreams: list[str], max_size: int = 0, metrics: Metrics | None = None
+    storage: Storage, max_size: int = 0, metrics: Metrics | None = None
 ) -> CacheIndex:
-    """An index of everything cached under ``upstreams``, least recently modified first.
+    """An index of every blob, manifest and tag record in storage, least recently modified first.
+
+    Every upstream's objects count, also those of upstreams the configuration
+    no longer names: they take space as much as the rest, so the budget must
+    count them. No request reaches them any more, so they only grow older and
+    the eviction reaches them before anything still in use (see :func:`unconfigured`).
 
     A storage that cannot be listed (S3 down at start) gives an empty index:
     pulls are served through meanwhile, and the budget counts what is
@@ -172,17 +178,32 @@ async def rebuild_index(
     """
     found = []
     try:
-        for upstream in upstreams:
-            async for info in storage.walk(f"{upstream}/"):
-                if indexed_kind(info.key) is not None:
-                    found.append(info)
+        async for info in storage.walk(""):
+            if indexed_kind(info.key) is not None:
+                found.append(info)
     except StorageError as exc:
         log.warning("cannot list the cache to rebuild its index: %s", exc)
-        if metrics is not None:
-            metrics.storage_error(storage.backend, "walk")
         found = []
     found.sort(key=lambda info: info.modified)
     index = CacheIndex(max_size, metrics)
     for info in found:
         index.add(info.key, info.size, accessed=info.modified)
     return index
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Objects and bytes."""
+
+    objects: int
+    bytes: int
+
+
+def unconfigured(index: CacheIndex, upstreams: list[str]) -> dict[str, Usage]:
+    """What the index holds of each upstream that is not in ``upstreams``."""
+    found: dict[str, Usage] = {}
+    for entry in index.entries():
+        if entry.upstream not in upstreams:
+            seen = found.get(entry.upstream, Usage(0, 0))
+            found[entry.upstream] = Usage(seen.objects + 1, seen.bytes + entry.size)
+    return dict(sorted(found.items()))

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from mirror.cache.contents import PurgeReport, describe, purge
 from mirror.cache.eviction import Busy, EvictionReport, Evictor
-from mirror.cache.index import rebuild_index
+from mirror.cache.index import rebuild_index, unconfigured
+from mirror.cache.inventory import PurgeReport, describe, purge
 from mirror.cache.pins import parse_pins
 from mirror.cache.tracked import TrackedStorage
 from mirror.config import Config
@@ -26,9 +26,14 @@ log = logging.getLogger(__name__)
 
 async def track(storage: Storage, config: Config, metrics: Metrics) -> TrackedStorage:
     """``storage`` wrapped so the index follows it, with the index rebuilt from it."""
-    upstreams = [u.name for u in config.upstreams]
-    index = await rebuild_index(storage, upstreams, config.cache.max_size, metrics)
+    index = await rebuild_index(storage, config.cache.max_size, metrics)
     log.info("cache holds %d objects, %d bytes", len(index), index.size)
+    for upstream, usage in unconfigured(index, [u.name for u in config.upstreams]).items():
+        log.info(
+            "cache holds %d objects (%d bytes) of upstream %s, which the configuration does "
+            "not name: they count toward the budget and are evicted as they age",
+            usage.objects, usage.bytes, upstream,
+        )  # fmt: skip
     return TrackedStorage(storage, index)
 
 
@@ -40,7 +45,6 @@ class CacheManager:
     ) -> None:
         self.storage = storage
         self.upstreams = [u.name for u in config.upstreams]
-        self.default_upstream = config.default_upstream.name
         self.evictor = Evictor(
             storage, metrics,
             high_watermark=config.cache.high_watermark,

@@ -7,7 +7,7 @@ A pin names an image the way ``docker pull`` does, with the upstream first::
     alpine:3.20                      (default upstream; Docker Hub adds library/)
 
 The first component is an upstream when it is the name of a configured
-upstream (or a Docker Hub alias); otherwise the pin is for the default
+upstream (or a Docker Hub alias, see :mod:`mirror.docker_hub`); otherwise the pin is for the default
 upstream. A tag pin follows the tag's cached records; a digest pin names the
 manifest itself. Either way the manifest, the child manifests of an index and
 every blob they refer to are never evicted, nor are a tag pin's records. Pins
@@ -21,13 +21,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from mirror.config import DOCKER_HUB_NAME, Config, ConfigError
+from mirror.config import Config, ConfigError
+from mirror.docker_hub import official_repository
 from mirror.errors import MirrorError
 from mirror.oci import Digest, parse_digest, validate_name, validate_tag
 from mirror.storage import layout
 from mirror.storage.base import Storage, StorageError
-
-_DOCKER_HUB_ALIASES = ("registry-1.docker.io", "index.docker.io", "registry.hub.docker.com")
+from mirror.stored import decode_manifest, decode_record
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +64,10 @@ def _parse_pin(text: str, config: Config) -> Pin:
     digest = parse_digest(digest_text) if at else None
     upstream = config.default_upstream
     first, sep, rest = name.partition("/")
-    named = config.upstream(DOCKER_HUB_NAME if first in _DOCKER_HUB_ALIASES else first)
-    if sep and named is not None:
+    named = config.upstream_named(first) if sep else None
+    if named is not None:
         upstream, name = named, rest
-    repository = validate_name(name)
-    if upstream.is_docker_hub and "/" not in repository:
-        repository = f"library/{repository}"
+    repository = official_repository(validate_name(name), docker_hub=upstream.is_docker_hub)
     return Pin(upstream.name, repository, tag, digest)
 
 
@@ -87,10 +85,12 @@ class References:
 
 
 def manifest_references(stored: bytes) -> References:
-    """What a stored manifest (``media type\\n body``) refers to; nothing if unreadable."""
-    _, _, body = stored.partition(b"\n")
+    """What a stored manifest object refers to; nothing if unreadable."""
+    manifest = decode_manifest(stored)
+    if manifest is None:
+        return References()
     try:
-        doc = json.loads(body)
+        doc = json.loads(manifest.body)
     except (ValueError, RecursionError):
         return References()
     if not isinstance(doc, dict):
@@ -160,10 +160,10 @@ async def record_digest(storage: Storage, key: str) -> Digest | None:
     """The digest a tag record points to, None if it is gone or unreadable."""
     try:
         raw = await storage.get(key)
-        doc = json.loads(raw) if raw is not None else None
-        return parse_digest(doc["digest"]) if isinstance(doc, dict) else None
-    except (StorageError, ValueError, KeyError, TypeError, RecursionError, MirrorError):
+    except StorageError:
         return None
+    record = decode_record(raw) if raw is not None else None
+    return parse_digest(record.digest) if record is not None else None
 
 
 async def pinned_keys(storage: Storage, pins: list[Pin]) -> set[str]:

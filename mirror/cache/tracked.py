@@ -2,7 +2,7 @@
 
 The pull path reads and writes through :class:`TrackedStorage`, so the index
 sees every commit and put (blobs from fills, manifests and tag records from
-:class:`mirror.manifests.ManifestStore`), every delete, and every hit:
+:class:`mirror.proxy.manifests.ManifestStore`), every delete, and every hit:
 ``touch`` (the blob hit path calls it) and ``get`` of a manifest or tag
 record. Nothing in the pull path has to remember to tell the index.
 
@@ -18,15 +18,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 from mirror.cache.index import CacheIndex
-from mirror.storage.base import BlobWriter, DelegatingWriter, ObjectInfo, Storage
+from mirror.storage.base import BlobWriter, Storage, StorageWrapper, WriterWrapper
 
 Listener = Callable[[], None]
 
 
-class TrackedWriter(DelegatingWriter):
+class TrackedWriter(WriterWrapper):
     """A :class:`BlobWriter` that records the committed object in the index."""
 
     def __init__(self, inner: BlobWriter, storage: TrackedStorage) -> None:
@@ -43,11 +42,11 @@ class TrackedWriter(DelegatingWriter):
         self._storage.stored(self.inner.key, self._written)
 
 
-class TrackedStorage:
+class TrackedStorage(StorageWrapper):
     """Delegates to ``inner`` and reports writes, deletes and hits to ``index``."""
 
     def __init__(self, inner: Storage, index: CacheIndex) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.index = index
         self._readers: Counter[str] = Counter()
         self._listeners: list[Listener] = []
@@ -65,16 +64,6 @@ class TrackedStorage:
     def is_reading(self, key: str) -> bool:
         """Whether a client is streaming ``key`` right now."""
         return self._readers[key] > 0
-
-    @property
-    def backend(self) -> str:
-        return self.inner.backend
-
-    async def stat(self, key: str) -> ObjectInfo | None:
-        return await self.inner.stat(key)
-
-    def local_path(self, key: str) -> Path | None:
-        return self.inner.local_path(key)
 
     async def read(
         self, key: str, offset: int = 0, length: int | None = None
@@ -105,18 +94,6 @@ class TrackedStorage:
         await self.inner.delete(key)
         self.index.remove(key)
 
-    def walk(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        return self.inner.walk(prefix)
-
-    async def redirect_url(self, key: str) -> str | None:
-        return await self.inner.redirect_url(key)
-
     async def touch(self, key: str) -> None:
         self.index.touch(key)
         await self.inner.touch(key)
-
-    async def sweep_partials(self) -> int:
-        return await self.inner.sweep_partials()
-
-    async def close(self) -> None:
-        await self.inner.close()

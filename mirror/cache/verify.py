@@ -5,7 +5,10 @@ the storage itself changed them (a failing disk, a hand edit, a bug in a
 backend). A damaged object is deleted, or with ``quarantine`` first copied
 under :func:`mirror.storage.layout.quarantine_key` for inspection, so the
 next pull fetches a good copy. Only the storage protocol is used, so this
-works the same on disk and S3.
+works the same on disk and S3. The whole key space is checked, whatever
+upstreams the configuration names: a cache filled under another
+configuration is checked all the same. Quarantined objects are not checked
+again.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 from mirror.oci import Digest
 from mirror.storage import layout
 from mirror.storage.base import ObjectInfo, ObjectNotFound, Storage, StorageError
+from mirror.stored import decode_manifest
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,8 @@ class VerifyReport:
     unreadable: list[str] = field(default_factory=list)
     quarantined: int = 0
     deleted: int = 0
+    #: blobs and manifests checked of each upstream the configuration does not name
+    unconfigured: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -39,13 +45,21 @@ class VerifyReport:
 
 
 async def verify(storage: Storage, upstreams: list[str], *, quarantine: bool) -> VerifyReport:
-    """Check every blob and manifest of ``upstreams``."""
+    """Check every blob and manifest in ``storage``, of whatever upstream.
+
+    ``upstreams`` are the configured ones: objects of any other upstream are
+    checked as well, and counted in :attr:`VerifyReport.unconfigured`.
+    """
     report = VerifyReport()
-    for upstream in upstreams:
-        async for info in storage.walk(f"{upstream}/"):
-            parsed = layout.parse_content_key(info.key)
-            if parsed is not None:
-                await _check(storage, info, parsed[1], parsed[2], report, quarantine)
+    async for info in storage.walk(""):
+        parsed = layout.parse_content_key(info.key)
+        if parsed is None:
+            continue  # a tag record (nothing to hash), the probe, the quarantine
+        upstream, kind, digest = parsed
+        if upstream not in upstreams:
+            report.unconfigured[upstream] = report.unconfigured.get(upstream, 0) + 1
+        await _check(storage, info, kind, digest, report, quarantine)
+    report.unconfigured = dict(sorted(report.unconfigured.items()))
     return report
 
 
@@ -93,8 +107,8 @@ async def _manifest_matches(storage: Storage, key: str, digest: Digest) -> bool:
     raw = await storage.get(key)
     if raw is None:
         return True  # removed since the walk: nothing left to be wrong
-    _, sep, body = raw.partition(b"\n")
-    return bool(sep) and digest.matches(body)
+    stored = decode_manifest(raw)
+    return stored is not None and digest.matches(stored.body)
 
 
 async def _copy(storage: Storage, source: str, target: str) -> None:

@@ -1,6 +1,6 @@
-"""Sending blob bytes: sendfile for cached files, streams for S3 and running downloads.
+"""Sending a blob from wherever :class:`mirror.proxy.blobs.BlobStore` found it.
 
-Every path sets ``Content-Length``, ``Docker-Content-Digest``, ``ETag`` and
+Every answer sets ``Content-Length``, ``Docker-Content-Digest``, ``ETag`` and
 ``Accept-Ranges`` and answers ``Range`` with 206. When bytes stop coming
 (the upstream failed, the digest did not match) after the status line has
 gone out, the connection is aborted: the client sees a broken transfer,
@@ -9,46 +9,64 @@ never a clean end of a wrong body.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator
-from pathlib import Path
+from typing import assert_never
 
 from aiohttp import web
 
 from mirror.errors import MirrorError
 from mirror.metrics import Metrics
 from mirror.oci import DIGEST_HEADER, ByteRange, parse_range
+from mirror.proxy.blobs import BlobSource, CachedFile, Following, Redirect, StoredBlob
 from mirror.routes.keys import BODY_BYTES
-from mirror.service import BlobAnswer
-from mirror.storage.base import Storage, StorageError
 
 log = logging.getLogger(__name__)
 
-_FALLBACK_CHUNK = 256 * 1024
 
-
-def blob_headers(answer: BlobAnswer) -> dict[str, str]:
+def blob_headers(digest: str) -> dict[str, str]:
     """Headers every blob answer carries."""
     return {
-        DIGEST_HEADER: answer.digest,
-        "ETag": f'"{answer.digest}"',
+        DIGEST_HEADER: digest,
+        "ETag": f'"{digest}"',
         "Accept-Ranges": "bytes",
         "Content-Type": "application/octet-stream",
         "Cache-Control": "max-age=31536000",
     }
 
 
-def _start(
-    request: web.Request, answer: BlobAnswer, byte_range: ByteRange | None
+async def send_blob(
+    request: web.Request, source: BlobSource, metrics: Metrics
 ) -> web.StreamResponse:
-    response = web.StreamResponse(status=206 if byte_range else 200, headers=blob_headers(answer))
-    if byte_range is not None and answer.size is not None:
-        response.headers["Content-Range"] = byte_range.content_range(answer.size)
+    """The response for a blob GET, answering ``Range``."""
+    match source:
+        case CachedFile():
+            with source:
+                return await _send_file(request, source, metrics)
+        case StoredBlob():
+            byte_range = parse_range(request.headers.get("Range"), source.size)
+            offset, count = _span(byte_range, source.size)
+            chunks = source.chunks(offset, count)
+            return await _send_stream(request, source, byte_range, chunks, count, "cache", metrics)
+        case Redirect():
+            raise web.HTTPTemporaryRedirect(source.url, headers=blob_headers(source.digest))
+        case Following():
+            return await _send_following(request, source, metrics)
+    assert_never(source)
+
+
+def _span(byte_range: ByteRange | None, size: int) -> tuple[int, int]:
+    """Offset and length of what to send."""
+    return (byte_range.start, byte_range.length) if byte_range else (0, size)
+
+
+def _start(digest: str, size: int | None, byte_range: ByteRange | None) -> web.StreamResponse:
+    response = web.StreamResponse(status=206 if byte_range else 200, headers=blob_headers(digest))
+    if byte_range is not None and size is not None:
+        response.headers["Content-Range"] = byte_range.content_range(size)
         response.content_length = byte_range.length
-    elif answer.size is not None:
-        response.content_length = answer.size
+    elif size is not None:
+        response.content_length = size
     return response
 
 
@@ -61,113 +79,91 @@ def _abort(request: web.Request, reason: object) -> None:
     transport.abort()
 
 
-async def send_file(
-    request: web.Request, answer: BlobAnswer, handle: int, metrics: Metrics
+async def _send_file(
+    request: web.Request, source: CachedFile, metrics: Metrics
 ) -> web.StreamResponse:
-    """Send a cached local file (already opened as ``handle``) with sendfile."""
-    assert answer.size is not None
-    byte_range = parse_range(request.headers.get("Range"), answer.size)
-    response = _start(request, answer, byte_range)
-    offset = byte_range.start if byte_range else 0
-    count = byte_range.length if byte_range else answer.size
+    """Send a cached local file with sendfile."""
+    byte_range = parse_range(request.headers.get("Range"), source.size)
+    offset, count = _span(byte_range, source.size)
+    response = _start(source.digest, source.size, byte_range)
     await response.prepare(request)
     transport = request.transport
     if transport is None or count == 0:
         return response
-    with os.fdopen(handle, "rb", closefd=False) as file:
-        try:
-            await asyncio.get_running_loop().sendfile(transport, file, offset, count)
-        except NotImplementedError:
-            await _copy_chunks(response, file, offset, count)
-        except (ConnectionError, RuntimeError) as exc:
-            # The client hung up mid-transfer; nothing to tell it.
-            log.debug("client left during sendfile: %r", exc)
+    try:
+        await source.sendfile(transport, offset, count)
+    except NotImplementedError:  # a transport sendfile cannot use (TLS)
+        if not await _copy(request, response, source.chunks(offset, count)):
             return response
+    except (ConnectionError, RuntimeError) as exc:
+        # The client hung up mid-transfer; nothing to tell it.
+        log.debug("client left during sendfile: %r", exc)
+        return response
     metrics.served("cache", count)
     request[BODY_BYTES] = count
     await response.write_eof()
     return response
 
 
-async def _copy_chunks(response: web.StreamResponse, file: object, offset: int, count: int) -> None:
-    fd = file.fileno()  # type: ignore[attr-defined]
-    while count > 0:
-        chunk = await asyncio.to_thread(os.pread, fd, min(_FALLBACK_CHUNK, count), offset)
-        if not chunk:
-            raise StorageError("cached file shrank while being sent")
-        await response.write(chunk)
-        offset += len(chunk)
-        count -= len(chunk)
+async def _copy(
+    request: web.Request, response: web.StreamResponse, chunks: AsyncIterator[bytes]
+) -> bool:
+    """Write ``chunks`` out; False when they broke off and the client was cut."""
+    try:
+        async for chunk in chunks:
+            await response.write(chunk)
+    except MirrorError as exc:
+        _abort(request, exc)
+        return False
+    return True
 
 
-async def send_stored(
-    request: web.Request, answer: BlobAnswer, storage: Storage, metrics: Metrics
-) -> web.StreamResponse:
-    """Stream a cached object from a backend without local files (S3)."""
-    assert answer.size is not None
-    assert answer.key is not None
-    byte_range = parse_range(request.headers.get("Range"), answer.size)
-    offset = byte_range.start if byte_range else 0
-    count = byte_range.length if byte_range else answer.size
-    chunks = storage.read(answer.key, offset, count)
-    return await _send_stream(request, answer, byte_range, chunks, count, "cache", metrics)
-
-
-async def send_fill(
-    request: web.Request, answer: BlobAnswer, metrics: Metrics
+async def _send_following(
+    request: web.Request, source: Following, metrics: Metrics
 ) -> web.StreamResponse:
     """Stream a download in progress to one more client, from wherever it has got to."""
-    assert answer.fill is not None
     byte_range = None
-    if answer.size is not None:
-        byte_range = parse_range(request.headers.get("Range"), answer.size)
+    if source.size is not None:
+        byte_range = parse_range(request.headers.get("Range"), source.size)
     start = byte_range.start if byte_range else 0
     end = byte_range.end if byte_range else None
-    count = byte_range.length if byte_range else answer.size
+    count = byte_range.length if byte_range else source.size
     # Cut at once when the download fails, even while a write to a slow client waits.
-    chunks = answer.fill.follow(start, end, on_cut=lambda reason: _abort(request, reason))
-    return await _send_stream(request, answer, byte_range, chunks, count, "upstream", metrics)
+    chunks = source.follow(start, end, on_cut=lambda reason: _abort(request, reason))
+    return await _send_stream(request, source, byte_range, chunks, count, "upstream", metrics)
 
 
 async def _send_stream(
     request: web.Request,
-    answer: BlobAnswer,
+    source: StoredBlob | Following,
     byte_range: ByteRange | None,
     chunks: AsyncIterator[bytes],
     count: int | None,
-    source: str,
+    where: str,
     metrics: Metrics,
 ) -> web.StreamResponse:
-    response = _start(request, answer, byte_range)
+    response = _start(source.digest, source.size, byte_range)
     sent = 0
     try:
         await response.prepare(request)
         async for chunk in chunks:
             await response.write(chunk)
             sent += len(chunk)
-    except (MirrorError, StorageError) as exc:
-        # At once: the fill has failed (or bytes went missing), nothing more may go out.
+    except MirrorError as exc:
+        # At once: the download has failed (or bytes went missing), nothing more may go out.
         _abort(request, exc)
         return response
     except (ConnectionError, RuntimeError) as exc:
         log.debug("client left mid-blob: %r", exc)
         return response
     finally:
-        metrics.served(source, sent)
+        metrics.served(where, sent)
         request[BODY_BYTES] = sent
         # Always, even if the client left before the first byte: a follower
-        # holds the fill's memory and spool until it is closed.
+        # holds the download's memory and spool until it is closed.
         await chunks.aclose()  # type: ignore[attr-defined]
     if count is not None and sent != count:
         _abort(request, f"sent {sent} of {count} bytes")
         return response
     await response.write_eof()
     return response
-
-
-def open_cached(path: Path) -> int | None:
-    """Open a cached file for sending; None if it was evicted since the lookup."""
-    try:
-        return os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None

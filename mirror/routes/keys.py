@@ -1,8 +1,32 @@
-"""Typed per-request storage shared by the routes, the middleware and the access log."""
+"""Typed keys: what the app holds for the handlers, and what a request carries.
+
+Handlers read their dependencies with ``request.app[KEY]``; the app builds
+them in its cleanup context (:mod:`mirror.app`), before the first request.
+"""
 
 from __future__ import annotations
 
 from aiohttp import web
+
+from mirror.cache.manager import CacheManager
+from mirror.config import Config
+from mirror.metrics import Metrics
+from mirror.proxy.blobs import BlobStore
+from mirror.proxy.listings import Listings
+from mirror.proxy.manifests import ManifestStore
+from mirror.proxy.tags import TagService
+from mirror.readiness import ReadinessChecks
+from mirror.routing import Router
+
+CONFIG = web.AppKey("config", Config)
+METRICS = web.AppKey("metrics", Metrics)
+ROUTER = web.AppKey("router", Router)
+BLOBS = web.AppKey("blobs", BlobStore)
+MANIFESTS = web.AppKey("manifests", ManifestStore)
+TAGS = web.AppKey("tags", TagService)
+LISTINGS = web.AppKey("listings", Listings)
+CACHE = web.AppKey("cache", CacheManager)
+READINESS = web.AppKey("readiness", ReadinessChecks)
 
 # What the request was about (manifest, blob, tags, referrers, other).
 KIND = web.RequestKey("kind", str)

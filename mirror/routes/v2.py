@@ -1,20 +1,24 @@
-"""The pull side of the OCI distribution API under ``/v2/``.
+"""The pull side of the OCI distribution API under ``/v2/``: one named route per endpoint.
 
-Repository names may have any number of components, so one catch-all route
-takes the path apart here. Push endpoints answer 405 ``UNSUPPORTED``.
+Repository names have any number of components: aiohttp matches
+``{name:.+}`` across slashes and backtracks to the endpoint's fixed tail
+(``/manifests/{reference}``, ``/blobs/{digest}``, ...), which cannot contain
+a slash. An encoded slash (``%2F``) is no separator: in a reference or a
+digest it makes the path no API path. Push endpoints and ``_catalog`` answer
+405 ``UNSUPPORTED``; any other path under ``/v2/`` 400 ``NAME_INVALID``.
+
+Handlers take what they need from ``request.app[KEY]`` (:mod:`mirror.routes.keys`).
 """
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from mirror.accept import parse_accept
 from mirror.errors import MirrorError, NameInvalid, QueryInvalid, Unsupported
-from mirror.metrics import Metrics
 from mirror.numbers import parse_count
 from mirror.oci import (
     API_VERSION,
@@ -24,178 +28,168 @@ from mirror.oci import (
     parse_digest,
     parse_reference,
 )
-from mirror.routes import blobs
-from mirror.routes.keys import CACHE_RESULT, KIND
-from mirror.routing import Router, Target
-from mirror.service import ManifestAnswer, PullService
-from mirror.storage.base import Storage
-
-PATH_RE = re.compile(
-    r"/v2/(?P<name>.+?)/(?:"
-    r"manifests/(?P<reference>[^/]+)"
-    r"|blobs/uploads(?:/.*)?"
-    r"|blobs/(?P<digest>[^/]+)"
-    r"|(?P<tags>tags/list)"
-    r"|referrers/(?P<referrers>[^/]+)"
-    r")"
+from mirror.proxy.listings import ListingAnswer
+from mirror.proxy.manifests import ManifestAnswer
+from mirror.proxy.tags import TagRequest
+from mirror.routes.blobs import blob_headers, send_blob
+from mirror.routes.keys import (
+    BLOBS,
+    CACHE_RESULT,
+    KIND,
+    LISTINGS,
+    MANIFESTS,
+    METRICS,
+    ROUTER,
+    TAGS,
 )
+from mirror.routing import Target
+
 _READ_METHODS = ("GET", "HEAD")
 _MAX_PAGE = 10000  # tags per page a client may ask for
 
+Endpoint = Callable[[web.Request, Target], Awaitable[web.StreamResponse]]
 
-class V2Handlers:
-    """Request handlers. Routes are registered when the app is built; what the
-    handlers use (opened in the app's cleanup context) is bound at start-up."""
 
-    _router: Router
-    _service: PullService
-    _storage: Storage
-    _metrics: Metrics
+def add_routes(app: web.Application) -> None:
+    """Add the ``/v2/`` routes to ``app``, most specific first."""
+    add = app.router.add_route
+    add("*", "/v2/", counted(api_version), name="api-version")
+    add("*", "/v2", counted(api_version), name="api-version-bare")
+    add("*", "/v2/_catalog", counted(catalog), name="catalog")
+    add("*", "/v2/{name:.+}/blobs/uploads{upload:(/.*)?}", counted(blob_upload),
+        name="blob-upload")  # fmt: skip
+    add("*", "/v2/{name:.+}/manifests/{reference}", endpoint("manifest", manifest),
+        name="manifest")  # fmt: skip
+    add("*", "/v2/{name:.+}/blobs/{digest}", endpoint("blob", blob), name="blob")
+    add("*", "/v2/{name:.+}/tags/list", endpoint("tags", tags), name="tags")
+    add("*", "/v2/{name:.+}/referrers/{digest}", endpoint("referrers", referrers),
+        name="referrers")  # fmt: skip
+    add("*", "/v2/{path:.+}", counted(not_an_endpoint), name="no-endpoint")
 
-    def bind(
-        self, router: Router, service: PullService, storage: Storage, metrics: Metrics
-    ) -> None:
-        """Give the handlers the app's running resources."""
-        self._router = router
-        self._service = service
-        self._storage = storage
-        self._metrics = metrics
 
-    def register(self, app: web.Application) -> None:
-        """Add the routes to ``app``."""
-        app.router.add_route("*", "/v2", self.counting_errors(self.base))
-        app.router.add_route("*", "/v2/", self.counting_errors(self.base))
-        app.router.add_route("*", "/v2/{tail:.+}", self.counting_errors(self.dispatch))
+def counted(handler: Handler) -> Handler:
+    """``handler``, counting the requests it fails as ``result="error"``."""
 
-    def counting_errors(
-        self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        """``handler``, counting the requests it fails as ``result="error"``."""
+    async def counting(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except MirrorError:
+            request.app[METRICS].request(request.get(KIND, "other"), "error")
+            raise
 
-        async def counted(request: web.Request) -> web.StreamResponse:
-            try:
-                return await handler(request)
-            except MirrorError:
-                self._metrics.request(request.get(KIND, "other"), "error")
-                raise
+    return counting
 
-        return counted
 
-    async def base(self, request: web.Request) -> web.StreamResponse:
-        """API version check: clients call it before anything else."""
-        if request.method not in _READ_METHODS:
-            raise Unsupported("this mirror is read-only")
-        request[KIND] = "other"
-        return web.json_response({}, headers={API_VERSION_HEADER: API_VERSION})
+def endpoint(kind: str, handle: Endpoint) -> Handler:
+    """A repository endpoint: read methods only, the name routed to an upstream."""
 
-    async def dispatch(self, request: web.Request) -> web.StreamResponse:
-        """Route ``/v2/<name>/...`` by its last components."""
-        match = PATH_RE.fullmatch(request.path)
-        if match is None:
-            if request.path == "/v2/_catalog":
-                raise Unsupported("a mirror has no catalog")
-            raise NameInvalid("not a distribution API path")
+    async def handler(request: web.Request) -> web.StreamResponse:
         if request.method not in _READ_METHODS:
             raise Unsupported("this mirror is pull-only: pushes are not accepted")
-        target = self._router.resolve(match.group("name"), request.query.get("ns"))
-        handler = self._handler_for(match)
-        response = await handler(request, target, match)
+        if any("/" in v for k, v in request.match_info.items() if k != "name"):
+            raise NameInvalid("not a distribution API path")  # an encoded slash
+        target = request.app[ROUTER].resolve(request.match_info["name"], request.query.get("ns"))
+        request[KIND] = kind
+        response = await handle(request, target)
         response.headers[API_VERSION_HEADER] = API_VERSION
         if target.namespace is not None:
             response.headers[NAMESPACE_HEADER] = target.namespace
         return response
 
-    def _handler_for(
-        self, match: re.Match[str]
-    ) -> Callable[[web.Request, Target, re.Match[str]], Awaitable[web.StreamResponse]]:
-        if match.group("reference") is not None:
-            return self.manifest
-        if match.group("digest") is not None:
-            return self.blob
-        if match.group("tags") is not None:
-            return self.tags
-        if match.group("referrers") is not None:
-            return self.referrers
-        raise Unsupported("this mirror is pull-only: pushes are not accepted")
+    return counted(handler)
 
-    async def manifest(
-        self, request: web.Request, target: Target, match: re.Match[str]
-    ) -> web.StreamResponse:
-        """GET/HEAD a manifest by tag or digest."""
-        request[KIND] = "manifest"
-        reference = parse_reference(match.group("reference"))
+
+async def api_version(request: web.Request) -> web.StreamResponse:
+    """API version check: clients call it before anything else."""
+    if request.method not in _READ_METHODS:
+        raise Unsupported("this mirror is read-only")
+    request[KIND] = "other"
+    return web.json_response({}, headers={API_VERSION_HEADER: API_VERSION})
+
+
+async def catalog(request: web.Request) -> web.StreamResponse:
+    """The catalog lists a registry's repositories: a mirror has none of its own."""
+    raise Unsupported("a mirror has no catalog")
+
+
+async def blob_upload(request: web.Request) -> web.StreamResponse:
+    """Pushes are not accepted."""
+    raise Unsupported("this mirror is pull-only: pushes are not accepted")
+
+
+async def not_an_endpoint(request: web.Request) -> web.StreamResponse:
+    """A path under ``/v2/`` that names no endpoint."""
+    raise NameInvalid("not a distribution API path")
+
+
+async def manifest(request: web.Request, target: Target) -> web.StreamResponse:
+    """GET/HEAD a manifest by tag or digest."""
+    reference = parse_reference(request.match_info["reference"])
+    head = request.method == "HEAD"
+    if reference.digest is not None:
+        answer = await request.app[MANIFESTS].get(target, reference.digest)
+    else:
         accepted = parse_accept(request.headers.getall("Accept", []))
-        answer = await self._service.manifest(
-            target, reference, accepted, head=request.method == "HEAD"
-        )
-        self._count(request, "manifest", answer.result)
-        if answer.body is not None:
-            source = "upstream" if answer.result == "miss" else "cache"
-            self._metrics.served(source, len(answer.body))
-        return _manifest_response(answer)
-
-    async def blob(
-        self, request: web.Request, target: Target, match: re.Match[str]
-    ) -> web.StreamResponse:
-        """GET/HEAD a blob: from the cache, or following its download."""
-        request[KIND] = "blob"
-        digest = parse_digest(match.group("digest"))
-        head = request.method == "HEAD"
-        answer = await self._service.blob(target, digest, head=head)
-        if answer.path is not None:
-            handle = blobs.open_cached(answer.path)
-            if handle is None:  # evicted between lookup and open: fetch again
-                answer = await self._service.blob(target, digest, head=head)
-            else:
-                self._count(request, "blob", answer.result)
-                try:
-                    return await blobs.send_file(request, answer, handle, self._metrics)
-                finally:
-                    os.close(handle)
-        self._count(request, "blob", answer.result)
-        if head:
-            return _head_response(blobs.blob_headers(answer), answer.size)
-        if answer.redirect is not None:
-            raise web.HTTPTemporaryRedirect(answer.redirect, headers=blobs.blob_headers(answer))
-        if answer.key is not None:
-            return await blobs.send_stored(request, answer, self._storage, self._metrics)
-        return await blobs.send_fill(request, answer, self._metrics)
-
-    async def tags(
-        self, request: web.Request, target: Target, match: re.Match[str]
-    ) -> web.StreamResponse:
-        """GET the tag list, passed through with ``n`` and ``last``."""
-        request[KIND] = "tags"
-        query = _listing_query(request)
-        listing = await self._service.tags(target, query)
-        self._count(request, "tags", "miss")
-        self._metrics.served("cache" if self._service.offline else "upstream", len(listing.body))
-        response = web.Response(status=listing.status, body=listing.body)
-        response.content_type = "application/json"
-        if listing.link:
-            response.headers["Link"] = listing.link
-        return response
-
-    async def referrers(
-        self, request: web.Request, target: Target, match: re.Match[str]
-    ) -> web.StreamResponse:
-        """GET the referrers index of a manifest, passed through."""
-        request[KIND] = "referrers"
-        digest = parse_digest(match.group("referrers"))
-        query = {k: v for k, v in request.query.items() if k == "artifactType"}
-        listing = await self._service.referrers(target, digest, query)
-        self._count(request, "referrers", "miss")
-        self._metrics.served("upstream", len(listing.body))
-        response = web.Response(status=listing.status, body=listing.body, headers=listing.headers)
-        response.content_type = listing.content_type.split(";", 1)[0]
-        return response
-
-    def _count(self, request: web.Request, kind: str, result: str) -> None:
-        request[CACHE_RESULT] = result
-        self._metrics.request(kind, result)
+        tag_request = TagRequest(target, str(reference), accepted, head)
+        answer = await request.app[TAGS].manifest(tag_request)
+    _count(request, "manifest", answer.result)
+    headers = _manifest_headers(answer)
+    if head or answer.body is None:
+        return _head_response(headers, answer.size)
+    source = "upstream" if answer.result == "miss" else "cache"
+    request.app[METRICS].served(source, len(answer.body))
+    return web.Response(body=answer.body, headers=headers)
 
 
-def _manifest_response(answer: ManifestAnswer) -> web.StreamResponse:
+async def blob(request: web.Request, target: Target) -> web.StreamResponse:
+    """GET/HEAD a blob: from the cache, or following its download."""
+    digest = parse_digest(request.match_info["digest"])
+    store = request.app[BLOBS]
+    if request.method == "HEAD":
+        found = await store.head(target, digest)
+        _count(request, "blob", found.result)
+        return _head_response(blob_headers(found.digest), found.size)
+    source = await store.get(target, digest)
+    _count(request, "blob", source.result)
+    return await send_blob(request, source, request.app[METRICS])
+
+
+async def tags(request: web.Request, target: Target) -> web.StreamResponse:
+    """GET the tag list, passed through with ``n`` and ``last``."""
+    answer = await request.app[LISTINGS].tags(target, _listing_query(request))
+    _count(request, "tags", answer.result)
+    response = _listing_response(request, answer)
+    response.content_type = "application/json"
+    if answer.listing.link:
+        response.headers["Link"] = answer.listing.link
+    if answer.warning:
+        response.headers["Warning"] = answer.warning
+    return response
+
+
+async def referrers(request: web.Request, target: Target) -> web.StreamResponse:
+    """GET the referrers index of a manifest, passed through."""
+    digest = parse_digest(request.match_info["digest"])
+    query = {k: v for k, v in request.query.items() if k == "artifactType"}
+    answer = await request.app[LISTINGS].referrers(target, digest, query)
+    _count(request, "referrers", answer.result)
+    response = _listing_response(request, answer)
+    response.headers.update(answer.listing.headers)
+    response.content_type = answer.listing.content_type.split(";", 1)[0]
+    return response
+
+
+def _listing_response(request: web.Request, answer: ListingAnswer) -> web.Response:
+    request.app[METRICS].served(answer.source, len(answer.listing.body))
+    return web.Response(status=answer.listing.status, body=answer.listing.body)
+
+
+def _count(request: web.Request, kind: str, result: str) -> None:
+    request[CACHE_RESULT] = result
+    request.app[METRICS].request(kind, result)
+
+
+def _manifest_headers(answer: ManifestAnswer) -> dict[str, str]:
     headers = {
         DIGEST_HEADER: answer.digest,
         "ETag": f'"{answer.digest}"',
@@ -203,9 +197,7 @@ def _manifest_response(answer: ManifestAnswer) -> web.StreamResponse:
     }
     if answer.warning:
         headers["Warning"] = answer.warning
-    if answer.body is None:
-        return _head_response(headers, answer.size)
-    return web.Response(body=answer.body, headers=headers)
+    return headers
 
 
 def _head_response(headers: dict[str, str], size: int | None) -> web.StreamResponse:

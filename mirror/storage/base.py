@@ -63,30 +63,6 @@ class BlobWriter(Protocol):
         ...
 
 
-class DelegatingWriter:
-    """A :class:`BlobWriter` that passes everything to another; wrappers override a step."""
-
-    def __init__(self, inner: BlobWriter) -> None:
-        self.inner = inner
-
-    @property
-    def key(self) -> str:
-        return self.inner.key
-
-    @property
-    def local_path(self) -> Path | None:
-        return self.inner.local_path
-
-    async def write(self, data: bytes) -> None:
-        await self.inner.write(data)
-
-    async def commit(self) -> None:
-        await self.inner.commit()
-
-    async def abort(self) -> None:
-        await self.inner.abort()
-
-
 class Storage(Protocol):
     """A small async key/bytes store."""
 
@@ -142,3 +118,100 @@ class Storage(Protocol):
     async def close(self) -> None:
         """Release connections and handles."""
         ...
+
+
+def check_key(key: str) -> str:
+    """``key`` if it is a safe relative key; :class:`StorageError` otherwise.
+
+    Keys come from :mod:`mirror.storage.layout` only, so a refusal here is a
+    bug, stopped before it can name a file outside the cache directory (or an
+    object outside the prefix: some S3-compatible servers normalise ``..``).
+    Hidden names (a leading ``.``) are the backends' own, such as disk partials.
+    """
+    parts = key.split("/")
+    if key.startswith(".") or "\x00" in key or any(p in ("", ".", "..") for p in parts):
+        raise StorageError(f"refusing unsafe key {key!r}")
+    return key
+
+
+def check_prefix(prefix: str) -> str:
+    """``prefix`` if :meth:`Storage.walk` may list it: empty, or a safe key, maybe ending in /."""
+    if prefix:
+        check_key(prefix.removesuffix("/"))
+    return prefix
+
+
+class WriterWrapper:
+    """A :class:`BlobWriter` that passes everything to another; wrappers override a step."""
+
+    def __init__(self, inner: BlobWriter) -> None:
+        self.inner = inner
+
+    @property
+    def key(self) -> str:
+        return self.inner.key
+
+    @property
+    def local_path(self) -> Path | None:
+        return self.inner.local_path
+
+    async def write(self, data: bytes) -> None:
+        await self.inner.write(data)
+
+    async def commit(self) -> None:
+        await self.inner.commit()
+
+    async def abort(self) -> None:
+        await self.inner.abort()
+
+
+class StorageWrapper:
+    """A :class:`Storage` that passes every call to ``inner``.
+
+    The layers of the storage stack (the index tracker, the memo, the
+    instrumented wrapper) subclass it and override only what they change, so
+    a new storage method is one delegation here, not one per layer.
+    """
+
+    def __init__(self, inner: Storage) -> None:
+        self.inner = inner
+
+    @property
+    def backend(self) -> str:
+        return self.inner.backend
+
+    async def stat(self, key: str) -> ObjectInfo | None:
+        return await self.inner.stat(key)
+
+    def local_path(self, key: str) -> Path | None:
+        return self.inner.local_path(key)
+
+    def read(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        return self.inner.read(key, offset, length)
+
+    async def get(self, key: str) -> bytes | None:
+        return await self.inner.get(key)
+
+    async def put(self, key: str, data: bytes) -> None:
+        await self.inner.put(key, data)
+
+    async def writer(self, key: str) -> BlobWriter:
+        return await self.inner.writer(key)
+
+    async def delete(self, key: str) -> None:
+        await self.inner.delete(key)
+
+    def walk(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        return self.inner.walk(prefix)
+
+    async def redirect_url(self, key: str) -> str | None:
+        return await self.inner.redirect_url(key)
+
+    async def touch(self, key: str) -> None:
+        await self.inner.touch(key)
+
+    async def sweep_partials(self) -> int:
+        return await self.inner.sweep_partials()
+
+    async def close(self) -> None:
+        await self.inner.close()

@@ -4,14 +4,30 @@ Partial objects live in ``<root>/.partial`` (the same file system, so
 publishing is an atomic ``rename``). Each writer holds an exclusive ``flock``
 on its partial file, so the start-up sweep removes exactly the partials whose
 writer is gone (crashed or killed), even when several mirror processes share
-the directory. File I/O runs in worker threads so the event loop never waits
-on the disk.
+the directory.
+
+What runs in a worker thread, and what on the event loop, is chosen by
+measurement (issue 12; ext4, 2 cores, loaded by other work):
+
+- Reads, writes, the fsync and rename of a commit, creating a partial, and
+  every unlink run in threads. Unlinking frees the file's extents: deleting a
+  200 MiB blob on the loop stalled it 50-70 ms, a 1 GiB blob 260-360 ms
+  (3-8 ms, the machine's noise, from a thread). Eviction and aborted
+  downloads delete such files.
+- ``stat`` (a blob hit) and ``utime`` (every hit, :meth:`DiskStorage.touch`)
+  stay on the loop: each takes about 4 µs on a cached inode, while a
+  round trip through a thread takes about 95 µs. With both in threads, the
+  bench's manifest scenario (wrk, 64 connections, interleaved A/B) served
+  3075-3160 instead of 3953-4628 req/s by digest and 2000-2362 instead of
+  2622-3837 by tag, p99 rose from 67-78 to 116-139 ms (by digest), and the
+  mirror's CPU per request from 162 to 217 µs (by digest) and from 194 to
+  329 µs (by tag). The loop does wait for these two calls, briefly; a disk
+  that makes a metadata call slow makes every request slow anyway.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import fcntl
 import os
@@ -19,7 +35,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from mirror.storage.base import ObjectInfo, ObjectNotFound, StorageError
+from mirror.storage.base import ObjectInfo, ObjectNotFound, StorageError, check_key
 
 PARTIAL_DIR = ".partial"
 _READ_CHUNK = 1024 * 1024
@@ -73,11 +89,15 @@ class DiskWriter:
 
     async def abort(self) -> None:
         """Remove the partial file (a no-op after commit)."""
-        if not self._done:
-            self._done = True
-            with contextlib.suppress(FileNotFoundError):
-                self._path.unlink()
+        if self._done:
+            self._close()
+            return
+        self._done = True
+        # Closed first, and the unlink shielded: an abort runs in cleanup code, which a
+        # cancellation may interrupt, and must then neither leak the descriptor nor
+        # leave the file behind. The unlink of a large file takes long (see the top).
         self._close()
+        await asyncio.shield(asyncio.to_thread(self._path.unlink, missing_ok=True))
 
     def _close(self) -> None:
         if self._fd is not None:
@@ -90,6 +110,18 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def _create_locked(path: Path) -> int:
+    """A new partial file, locked for as long as its descriptor is open."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    return fd
 
 
 def _publish(fd: int, partial: Path, target: Path) -> None:
@@ -119,9 +151,9 @@ class DiskStorage:
 
     def path_of(self, key: str) -> Path:
         """The file of ``key``; keys come from :mod:`mirror.storage.layout` only."""
-        if key.startswith(("/", ".")) or "/../" in f"/{key}/" or "\x00" in key:
-            raise StorageError(f"refusing unsafe key {key!r}")
-        return self._root / key
+        # The instrumented wrapper has checked the key already; checked again
+        # here because this is where a key becomes a file name.
+        return self._root / check_key(key)
 
     async def stat(self, key: str) -> ObjectInfo | None:
         try:
@@ -177,17 +209,15 @@ class DiskStorage:
         self.path_of(key)  # validate before creating anything
         path = self._partial / uuid.uuid4().hex
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = await asyncio.to_thread(_create_locked, path)
         except OSError as exc:
             raise _storage_error("create", key, exc) from exc
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return DiskWriter(self, key, path, fd)
 
     async def delete(self, key: str) -> None:
         try:
-            self.path_of(key).unlink()
-        except FileNotFoundError:
-            pass
+            # In a thread: unlinking a large file frees its extents, 0.1 s for 200 MiB.
+            await asyncio.to_thread(self.path_of(key).unlink, missing_ok=True)
         except OSError as exc:
             raise _storage_error("delete", key, exc) from exc
 
@@ -202,7 +232,8 @@ class DiskStorage:
         found: list[ObjectInfo] = []
         for dirpath, dirnames, filenames in os.walk(start):
             if Path(dirpath) == self._root:
-                dirnames[:] = [d for d in dirnames if d != PARTIAL_DIR]
+                # Hidden folders are the backend's and the fills' own (partials, spools).
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for name in filenames:
                 path = Path(dirpath, name)
                 key = path.relative_to(self._root).as_posix()

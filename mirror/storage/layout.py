@@ -51,11 +51,16 @@ def tag_key(upstream: str, repository: str, tag: str, variant: str) -> str:
     return tag_prefix(upstream, repository, tag) + variant
 
 
+def _is_upstream(name: str) -> bool:
+    # Upstream names never contain "/" and never start with "_" (PROBE_KEY, QUARANTINE).
+    return bool(name) and "/" not in name and not name.startswith("_")
+
+
 def parse_content_key(key: str) -> tuple[str, str, Digest] | None:
     """``(upstream, kind, digest)`` of a blob or manifest key, None for other keys."""
     parts = key.split("/")
     # Upstream names never contain "/", so the kind is always the second part.
-    if len(parts) != 5 or parts[1] not in (BLOBS, MANIFESTS):
+    if len(parts) != 5 or parts[1] not in (BLOBS, MANIFESTS) or not _is_upstream(parts[0]):
         return None
     upstream, kind, algorithm, _, hex_part = parts
     return upstream, kind, Digest(algorithm, hex_part)
@@ -64,13 +69,27 @@ def parse_content_key(key: str) -> tuple[str, str, Digest] | None:
 def parse_tag_key(key: str) -> tuple[str, str, str] | None:
     """``(upstream, repository, tag)`` of a tag record key, None for other keys."""
     upstream, sep, rest = key.partition(f"/{TAGS}/")
-    if not sep:
+    if not sep or not _is_upstream(upstream):
         return None
     repository_tag, _, _ = rest.rpartition("/")
     repository, _, tag = repository_tag.rpartition("/")
     if not repository or not tag:
         return None
     return upstream, repository, tag
+
+
+def upstream_of(key: str) -> str | None:
+    """The upstream of a blob, manifest or tag record key; None for any other key.
+
+    The whole key space is listed with ``walk("")`` and sorted with this, so
+    the commands and the index see every upstream's objects, including those
+    of upstreams the configuration no longer names.
+    """
+    content = parse_content_key(key)
+    if content is not None:
+        return content[0]
+    tag = parse_tag_key(key)
+    return tag[0] if tag is not None else None
 
 
 QUARANTINE = "_quarantine"  # "_" never starts an upstream name, so no clash

@@ -15,18 +15,15 @@ whichever copy is read.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 from cachetools import LRUCache
 
-from mirror.storage.base import BlobWriter, DelegatingWriter, ObjectInfo, Storage
+from mirror.storage.base import BlobWriter, Storage, StorageWrapper, WriterWrapper
 
 # Larger objects are passed through uncached; manifests are at most 4 MiB.
 MAX_OBJECT = 4 * 1024 * 1024
 
 
-class _ForgetOnCommit(DelegatingWriter):
+class _ForgetOnCommit(WriterWrapper):
     """A writer that drops the memo's copy of its key once the new object is in place."""
 
     def __init__(self, inner: BlobWriter, memo: LRUCache[str, bytes]) -> None:
@@ -38,17 +35,13 @@ class _ForgetOnCommit(DelegatingWriter):
         self._memo.pop(self.inner.key, None)
 
 
-class MemoStorage:
+class MemoStorage(StorageWrapper):
     """Delegates to ``inner``; answers :meth:`get` from memory when it can."""
 
     def __init__(self, inner: Storage, max_bytes: int) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._memo: LRUCache[str, bytes] = LRUCache(maxsize=max(max_bytes, 1), getsizeof=len)
         self._max_object = min(MAX_OBJECT, max_bytes)
-
-    @property
-    def backend(self) -> str:
-        return self.inner.backend
 
     async def get(self, key: str) -> bytes | None:
         data = self._memo.get(key)
@@ -74,27 +67,6 @@ class MemoStorage:
     def _remember(self, key: str, data: bytes) -> None:
         if len(data) <= self._max_object:
             self._memo[key] = data
-
-    async def stat(self, key: str) -> ObjectInfo | None:
-        return await self.inner.stat(key)
-
-    def local_path(self, key: str) -> Path | None:
-        return self.inner.local_path(key)
-
-    def read(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
-        return self.inner.read(key, offset, length)
-
-    def walk(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        return self.inner.walk(prefix)
-
-    async def redirect_url(self, key: str) -> str | None:
-        return await self.inner.redirect_url(key)
-
-    async def touch(self, key: str) -> None:
-        await self.inner.touch(key)
-
-    async def sweep_partials(self) -> int:
-        return await self.inner.sweep_partials()
 
     async def close(self) -> None:
         self._memo.clear()

@@ -1,7 +1,7 @@
 """What an upstream's status and headers mean to the mirror.
 
 Every answer that is not a success becomes an exception from
-:mod:`mirror.errors`: 404 the caller's own "unknown" error, 403 DENIED, 429
+:mod:`mirror.errors`: 404 the "unknown" error of what was asked for, 403 DENIED, 429
 TOOMANYREQUESTS and a 503 that said when to come back (both with that
 ``Retry-After``, in seconds), any other status UNAVAILABLE.
 """
@@ -14,7 +14,7 @@ import re
 import aiohttp
 
 from mirror.errors import (
-    MirrorError,
+    ClientError,
     UpstreamBusy,
     UpstreamDenied,
     UpstreamRateLimited,
@@ -27,14 +27,17 @@ _RATELIMIT_RE = re.compile(r"[ \t]*([0-9]+)")
 
 
 def raise_for_status(
-    resp: aiohttp.ClientResponse, upstream: str, not_found: type[MirrorError]
+    resp: aiohttp.ClientResponse, upstream: str, unknown: type[ClientError]
 ) -> None:
-    """Return on a 2xx; raise the error that stands for any other status."""
+    """Return on a 2xx; raise the error that stands for any other status.
+
+    ``unknown`` is what a 404 means for the resource asked for.
+    """
     status = resp.status
     if 200 <= status < 300:
         return
     if status == 404:
-        raise not_found(f"not found at upstream {upstream}")
+        raise unknown(f"not found at upstream {upstream}")
     if status == 403:
         raise UpstreamDenied(f"upstream {upstream} denied access")
     retry_after = _retry_after_seconds(resp)

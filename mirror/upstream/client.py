@@ -11,6 +11,9 @@ short enough; otherwise that ``Retry-After`` goes back to the client.
 Redirects (Docker Hub sends blobs to a CDN) are followed by hand, so that the
 upstream's ``Authorization`` is sent only to the upstream's own origin and
 every hop passes the redirect policy of :mod:`mirror.upstream.egress`.
+
+Each public method knows what it fetches (a :class:`_Resource`): its path,
+the error a 404 means, and whether redirects are routine for it (blobs).
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ from multidict import CIMultiDict
 
 from mirror.config import UpstreamConfig
 from mirror.errors import (
-    MirrorError,
+    BlobUnknown,
+    ClientError,
+    ManifestUnknown,
+    NameUnknown,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnauthorized,
@@ -37,6 +43,8 @@ from mirror.metrics import Metrics
 from mirror.oci import DIGEST_HEADER
 from mirror.upstream.answers import raise_for_status, ratelimit
 from mirror.upstream.auth import Authenticators
+from mirror.upstream.base import Listing, ManifestBody, ManifestHead
+from mirror.upstream.blobs import BlobResponse
 from mirror.upstream.egress import Egress, Origin, origin
 from mirror.upstream.retry import backoff, retry_delay
 
@@ -48,32 +56,21 @@ _MAX_REDIRECTS = 5
 
 
 @dataclass(frozen=True, slots=True)
-class ManifestHead:
-    """What a manifest HEAD (or GET) tells about a manifest."""
+class _Resource:
+    """What one request fetches."""
 
-    media_type: str | None
-    digest: str | None
-    size: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class ManifestBody:
-    """A manifest GET: its bytes and the upstream's headers about it."""
-
-    body: bytes
-    media_type: str | None
-    digest: str | None
+    repository: str
+    path: str
+    unknown: type[ClientError]  # what a 404 from the upstream means
+    blob: bool = False  # blob redirects are routine (CDNs); others need redirects = "all"
 
 
-@dataclass(frozen=True, slots=True)
-class Listing:
-    """A tags/list or referrers answer passed through to the client."""
+def _manifest(repository: str, reference: str) -> _Resource:
+    return _Resource(repository, f"/v2/{repository}/manifests/{reference}", ManifestUnknown)
 
-    status: int
-    body: bytes
-    content_type: str
-    link: str | None
-    headers: dict[str, str]
+
+def _blob(repository: str, digest: str) -> _Resource:
+    return _Resource(repository, f"/v2/{repository}/blobs/{digest}", BlobUnknown, blob=True)
 
 
 class UpstreamClient:
@@ -99,11 +96,11 @@ class UpstreamClient:
     # ------------------------------------------------------------ public calls
 
     async def head_manifest(
-        self, repository: str, reference: str, accept: Sequence[str], not_found: type[MirrorError]
+        self, repository: str, reference: str, accept: Sequence[str]
     ) -> ManifestHead:
         """HEAD a manifest: free against Docker Hub's pull limit."""
-        path = f"/v2/{repository}/manifests/{reference}"
-        async with self.request("HEAD", repository, path, _accept(accept), not_found) as resp:
+        resource = _manifest(repository, reference)
+        async with self._request("HEAD", resource, _accept(accept)) as resp:
             return ManifestHead(
                 resp.headers.get("Content-Type"),
                 resp.headers.get(DIGEST_HEADER),
@@ -111,57 +108,50 @@ class UpstreamClient:
             )
 
     async def get_manifest(
-        self, repository: str, reference: str, accept: Sequence[str], not_found: type[MirrorError]
+        self, repository: str, reference: str, accept: Sequence[str]
     ) -> ManifestBody:
         """GET a manifest's bytes (at most 4 MiB, as distribution allows)."""
-        path = f"/v2/{repository}/manifests/{reference}"
-        async with self.request("GET", repository, path, _accept(accept), not_found) as resp:
+        resource = _manifest(repository, reference)
+        async with self._request("GET", resource, _accept(accept)) as resp:
             body = await _read_limited(resp, MAX_MANIFEST_BYTES)
             self._metrics.fetched(self.name, len(body))
             return ManifestBody(
                 body, resp.headers.get("Content-Type"), resp.headers.get(DIGEST_HEADER)
             )
 
-    async def head_blob(
-        self, repository: str, digest: str, not_found: type[MirrorError]
-    ) -> int | None:
+    async def head_blob(self, repository: str, digest: str) -> int | None:
         """The size of a blob, from a HEAD."""
-        path = f"/v2/{repository}/blobs/{digest}"
-        async with self.request("HEAD", repository, path, CIMultiDict(), not_found) as resp:
+        async with self._request("HEAD", _blob(repository, digest), CIMultiDict()) as resp:
             return resp.content_length
 
     @asynccontextmanager
     async def open_blob(
-        self,
-        repository: str,
-        digest: str,
-        offset: int,
-        not_found: type[MirrorError],
-        idle_timeout: float | None = None,
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """GET a blob from ``offset`` on; the response's body is not yet read.
+        self, repository: str, digest: str, offset: int, *, idle_timeout: float, read_size: int
+    ) -> AsyncIterator[BlobResponse]:
+        """GET a blob from ``offset`` on; its body is read through the answer.
 
-        An upstream that ignores ``Range`` answers 200 with the whole blob:
-        the caller must then skip ``offset`` bytes itself.
         ``idle_timeout`` bounds the wait for each read of the body.
         """
         headers: CIMultiDict[str] = CIMultiDict()
         if offset:
             headers["Range"] = f"bytes={offset}-"
-        path = f"/v2/{repository}/blobs/{digest}"
-        async with self.request(
-            "GET", repository, path, headers, not_found,
-            read_timeout=idle_timeout or self.config.read_timeout,
-        ) as resp:  # fmt: skip
-            yield resp
+        resource = _blob(repository, digest)
+        async with self._request("GET", resource, headers, read_timeout=idle_timeout) as resp:
+            yield BlobResponse(resp, offset, read_size)
 
-    async def get_listing(
-        self, repository: str, path: str, query: dict[str, str], not_found: type[MirrorError]
-    ) -> Listing:
-        """GET a small JSON listing (tags/list, referrers)."""
-        async with self.request(
-            "GET", repository, path, CIMultiDict(), not_found, query=query
-        ) as resp:
+    async def tags(self, repository: str, query: dict[str, str]) -> Listing:
+        """GET the repository's tag list."""
+        path = f"/v2/{repository}/tags/list"
+        return await self._listing(_Resource(repository, path, NameUnknown), query)
+
+    async def referrers(self, repository: str, digest: str, query: dict[str, str]) -> Listing:
+        """GET the referrers index of a manifest."""
+        path = f"/v2/{repository}/referrers/{digest}"
+        return await self._listing(_Resource(repository, path, ManifestUnknown), query)
+
+    async def _listing(self, resource: _Resource, query: dict[str, str]) -> Listing:
+        """GET a small JSON listing, passed through."""
+        async with self._request("GET", resource, CIMultiDict(), query=query) as resp:
             body = await _read_limited(resp, MAX_LISTING_BYTES)
             self._metrics.fetched(self.name, len(body))
             extra = {k: v for k, v in resp.headers.items() if k.lower().startswith("oci-")}
@@ -187,13 +177,11 @@ class UpstreamClient:
     # ---------------------------------------------------------------- machinery
 
     @asynccontextmanager
-    async def request(
+    async def _request(
         self,
         method: str,
-        repository: str,
-        path: str,
+        resource: _Resource,
         headers: CIMultiDict[str],
-        not_found: type[MirrorError],
         *,
         query: dict[str, str] | None = None,
         read_timeout: float | None = None,
@@ -203,8 +191,8 @@ class UpstreamClient:
         With ``read_timeout`` the response is a stream: no overall deadline,
         only one per read; without it the whole exchange has a deadline.
         """
-        scope = f"repository:{repository}:pull"
-        blob = _is_blob_path(path)
+        scope = f"repository:{resource.repository}:pull"
+        path, blob = resource.path, resource.blob
         deadline = time.monotonic() + self.config.read_timeout
         attempt = 0
         while True:
@@ -228,7 +216,7 @@ class UpstreamClient:
                 limit, remaining = ratelimit(resp)  # a 429 carries "remaining: 0" too
                 if limit is not None or remaining is not None:
                     self._metrics.upstream_ratelimit(self.name, limit, remaining)
-                raise_for_status(resp, self.name, not_found)
+                raise_for_status(resp, self.name, resource.unknown)
                 yield resp
                 return
             finally:
@@ -349,14 +337,6 @@ def _accept(accept: Sequence[str]) -> CIMultiDict[str]:
     # One header line per type: distribution reads every line, and some
     # proxies fold or drop repeated lines only when asked to.
     return CIMultiDict(("Accept", value) for value in accept)
-
-
-def _is_blob_path(path: str) -> bool:
-    """``/v2/<repository>/blobs/<digest>``: the one endpoint whose redirects are routine.
-
-    Decided by the last two components, as a repository may contain ``blobs``.
-    """
-    return path.rsplit("/", 2)[-2:-1] == ["blobs"]
 
 
 async def _read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -29,12 +29,12 @@ from mirror.airgap.importer import ImportOptions, ImportReport, import_layout
 from mirror.airgap.names import Defaults
 from mirror.airgap.reader import open_layout
 from mirror.config import Config, build_config
-from mirror.manifests import StoredManifest
 from mirror.oci import OCI_MANIFEST, Digest, parse_digest
 from mirror.progress import make_reporter
 from mirror.storage import layout
-from mirror.storage.base import BlobWriter, DelegatingWriter
+from mirror.storage.base import BlobWriter, WriterWrapper
 from mirror.storage.disk import DiskStorage
+from mirror.stored import StoredManifest
 from tests.support.images import ImageSet
 
 UPSTREAM = "registry.example.internal"
@@ -219,7 +219,7 @@ class DiskContent:
         return found
 
 
-class _CountingWriter(DelegatingWriter):
+class _CountingWriter(WriterWrapper):
     def __init__(self, inner: BlobWriter, content: DiskContent) -> None:
         super().__init__(inner)
         self.content = content

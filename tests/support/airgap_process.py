@@ -29,7 +29,7 @@ from mirror.airgap.content import ImportSink
 from mirror.airgap.export import export_layout
 from mirror.oci import Digest
 from mirror.progress import make_reporter, print_json
-from mirror.storage.base import BlobWriter, DelegatingWriter
+from mirror.storage.base import BlobWriter, WriterWrapper
 from tests.support.airgap_content import DiskContent, ImageSetSource, import_into
 from tests.support.images import ImageSet, build_default_images
 
@@ -48,7 +48,7 @@ class SlowSink(DiskContent):
         return _SlowWriter(await super().blob_writer(upstream, digest), self.delay)
 
 
-class _SlowWriter(DelegatingWriter):
+class _SlowWriter(WriterWrapper):
     def __init__(self, inner: BlobWriter, delay: float) -> None:
         super().__init__(inner)
         self.delay = delay

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import nacl.secret
@@ -28,7 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from tests.support.oci_content import OCI_CONFIG, OCI_MANIFEST, Content, descriptor
+from mirror.oci import OCI_MANIFEST
+from tests.support.oci_content import OCI_CONFIG, Content, descriptor
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -113,7 +115,7 @@ def payload(docker_reference: str, digest: str, optional: dict[str, str] | None 
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def signature_manifest(layers: list[tuple[bytes, str | None]]) -> Content:
+def signature_manifest(layers: Sequence[tuple[bytes, str | None]]) -> Content:
     """A ``.sig`` manifest with one layer per (payload, base64 signature), and its blobs.
 
     The config is the one cosign writes: an image config whose rootfs lists

@@ -31,13 +31,19 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from mirror.app import FILLS
-from mirror.cache.maintenance import run_verify
+from mirror.cache.commands import run_verify
 from mirror.config import Config
 from mirror.oci import OCI_MANIFEST
 from tests.support.fake_upstream import FakeUpstream, Fault
 from tests.support.fault_clients import BEHAVIOURS, HANG_UP_AFTER, Outcome, Running, session
 from tests.support.mirror_app import RunningMirror, mirror_config, run_mirror
-from tests.support.processes import ManagedProcess, free_port, start_process, wait_for_http
+from tests.support.processes import (
+    ManagedProcess,
+    free_port,
+    open_files_under,
+    start_process,
+    wait_for_http,
+)
 from tests.support.pulls import blob_url, is_cached, pull, running_fill, wait_for, wait_idle
 from tests.support.s3 import MotoS3
 from tests.support.small_images import minimal_manifest
@@ -159,13 +165,7 @@ class StorageBed:
 
     def open_files(self) -> list[str]:
         """Files under the cache or spool directory this process still has open."""
-        found = []
-        for fd in Path("/proc/self/fd").iterdir():
-            with contextlib.suppress(OSError):  # closed while we looked
-                target = os.readlink(fd)
-                if target.startswith(str(self.local.resolve())):
-                    found.append(target)
-        return found
+        return open_files_under(self.local)
 
     async def assert_clean(self, config: Config) -> None:
         """Nothing wrong kept: verify is clean, no partial file, no upload, no spool file."""

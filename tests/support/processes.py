@@ -6,7 +6,9 @@ deadline, and stopped by its own PID only.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import os
 import signal
 import socket
 import subprocess
@@ -139,3 +141,14 @@ def _die_with_parent() -> None:
     "parent" is the forking thread, so start processes from a long-lived thread.
     """
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def open_files_under(root: Path) -> list[str]:
+    """Files below ``root`` that this process has open."""
+    found = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed while we looked
+            target = os.readlink(fd)
+            if target.startswith(str(root.resolve())):
+                found.append(target)
+    return found

@@ -12,8 +12,8 @@ import aiohttp
 from aiohttp import web
 
 from mirror.app import FILLS, STORAGE
-from mirror.cache.fills import Fill
 from mirror.oci import parse_digest
+from mirror.proxy.download import Download
 from mirror.storage import layout
 
 # Every helper loop is bounded by this many seconds.
@@ -86,7 +86,7 @@ def manifest_url(base: str, repository: str, reference: str) -> str:
     return f"{base}/v2/{repository}/manifests/{reference}"
 
 
-def running_fill(app: web.Application, upstream: str, digest: str) -> Fill | None:
+def running_fill(app: web.Application, upstream: str, digest: str) -> Download | None:
     """The mirror's download of ``digest`` in progress, if any."""
     return app[FILLS].running(layout.blob_key(upstream, parse_digest(digest)))
 

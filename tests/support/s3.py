@@ -13,9 +13,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
+
+if TYPE_CHECKING:
+    # boto3-stubs[s3] (the dev extra): types only, so the tests run without them.
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import MultipartUploadTypeDef
 
 from mirror.config import S3Config
 from tests.support.processes import ManagedProcess, free_port, start_process, wait_for_http
@@ -32,10 +37,10 @@ class MotoS3:
 
     endpoint_url: str
     process: ManagedProcess
-    _client: Any = field(default=None, repr=False)
+    _client: S3Client | None = field(default=None, repr=False)
 
     @property
-    def client(self) -> Any:
+    def client(self) -> S3Client:
         """A synchronous boto3 S3 client for assertions and set-up."""
         if self._client is None:
             self._client = boto3.client(
@@ -59,11 +64,10 @@ class MotoS3:
             found.update({item["Key"]: item["Size"] for item in page.get("Contents", [])})
         return found
 
-    def uploads(self, bucket: str, prefix: str = "") -> list[dict[str, Any]]:
+    def uploads(self, bucket: str, prefix: str = "") -> list[MultipartUploadTypeDef]:
         """Multipart uploads in progress under ``prefix``."""
         answer = self.client.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
-        uploads: list[dict[str, Any]] = answer.get("Uploads", [])
-        return uploads
+        return answer.get("Uploads", [])
 
     def s3_config(self, bucket: str, prefix: str = "", **settings: Any) -> S3Config:
         """An :class:`S3Config` for this server (5 MiB parts unless given)."""

@@ -15,8 +15,9 @@ from typing import Any
 
 import aiohttp
 
+from mirror.oci import OCI_INDEX, OCI_MANIFEST
 from mirror.trust import SignatureSourceUnavailable
-from tests.support.oci_content import OCI_INDEX, OCI_MANIFEST, Content, fallback_tag, sha256
+from tests.support.oci_content import Content, fallback_tag, sha256
 
 _ACCEPT = f"{OCI_MANIFEST}, {OCI_INDEX}"
 

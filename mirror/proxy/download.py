@@ -1,30 +1,33 @@
 """One blob download in progress, readable by any number of followers as it grows.
 
-Bytes reach followers from memory while they are fresh: the runner hands
-each chunk received from the upstream to :meth:`Fill.receive` and writes it
-to the spool later, in batches (:meth:`Fill.persist`). A follower that has
+(:mod:`mirror.proxy.transfer` moves the bytes in; :mod:`mirror.proxy.downloads`
+starts downloads and lets clients join them.)
+
+Bytes reach followers from memory while they are fresh: the transfer hands
+each chunk received from the upstream to :meth:`Download.receive` and writes it
+to the spool later, in batches (:meth:`Download.persist`). A follower that has
 fallen behind what is still held in memory reads the spool instead, where
 the bytes sit in the page cache. Either way nothing is copied for a
 follower that keeps up, and the disk sees a few large writes instead of
 one per chunk.
 
-When the spool refuses writes (a full disk), the runner calls
-:meth:`Fill.stop_spooling` and the fill goes on in memory: bytes already in
+When the spool refuses writes (a full disk), the transfer calls
+:meth:`Download.stop_spooling` and the download goes on in memory: bytes already in
 the spool are still read from it, newer ones stay in memory until every
-follower has taken them. The runner then waits before reading more from the
-upstream while more than a bound is held (:meth:`Fill.make_room`), so the
+follower has taken them. The transfer then waits before reading more from the
+upstream while more than a bound is held (:meth:`Download.make_room`), so the
 download goes at the pace of its slowest follower and memory stays bounded.
 A follower that takes nothing for a while as the download waits for it is
 dropped (its client is cut), so one stuck client cannot stop the others.
 
-Integrity: until the digest has been checked (:meth:`Fill.succeed`), no
+Integrity: until the digest has been checked (:meth:`Download.succeed`), no
 follower is given the last byte of what it asked for, so a client can never
 see a complete body of wrong bytes. When the size is not known in advance
 (a chunked upstream answer), the last byte received so far is held back.
 
-Liveness: a follower checks the fill's error before every read, never
+Liveness: a follower checks the download's error before every read, never
 returns an empty chunk, and waits on an event when it has nothing to read,
-so a failed fill can never make a follower spin.
+so a failed download can never make a follower spin.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ _FELL_BEHIND = "client fell too far behind an uncached download"
 OnCut = Callable[[MirrorError], None]
 
 
-class Fill:
+class Download:
     """One blob download in progress, readable by followers as it grows."""
 
     def __init__(self, key: str, digest: Digest) -> None:
@@ -58,7 +61,7 @@ class Fill:
         self.committed = False
         self.started: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         self._changed = asyncio.Event()  # new bytes, verified or failed: followers look again
-        self._freed = asyncio.Event()  # memory freed or a follower left: the runner looks again
+        self._freed = asyncio.Event()  # memory freed or a follower left: the transfer looks again
         self._fd: int | None = None
         self._cursors: set[_Cursor] = set()
         self._running = True
@@ -76,15 +79,15 @@ class Fill:
         """Bytes held in memory for followers."""
         return self.written - self._tail_starts[0] if self._tail else 0
 
-    # ---------------------------------------------------------------- runner side
+    # ---------------------------------------------------------------- transfer side
 
     def attach_spool(self, fd: int) -> None:
-        """The file descriptor followers read from (the fill owns it)."""
+        """The file descriptor followers read from (the download owns it)."""
         self._fd = fd
 
     @property
     def spool_fd(self) -> int | None:
-        """The spool's descriptor while the fill or a follower still needs it."""
+        """The spool's descriptor while the download or a follower still needs it."""
         return self._fd
 
     def set_size(self, size: int | None) -> None:
@@ -145,7 +148,7 @@ class Fill:
             cursor.cut(error)
 
     def finish(self) -> None:
-        """The runner is done; the spool and verified bytes in memory go with the last reader."""
+        """The transfer is done; the spool and verified bytes in memory go with the last reader."""
         self._running = False
         if not self.verified:
             self._tail.clear()
@@ -170,7 +173,7 @@ class Fill:
         if self.spooling:
             return self.persisted
         # The spool still serves the bytes before `persisted`. Without followers
-        # keep everything after them: a client that was handed this fill may
+        # keep everything after them: a client that was handed this download may
         # not have started reading yet.
         positions = [c.position for c in self._cursors if not c.dropped]
         return max(self.persisted, min(positions)) if positions else self.persisted
@@ -205,7 +208,7 @@ class Fill:
 
         The follower is registered at once (memory it needs is kept from now
         on); close it with :meth:`Follower.aclose` if you stop before the end.
-        ``on_cut`` is called at once when the fill fails or drops this
+        ``on_cut`` is called at once when the download fails or drops this
         follower, so its client can be cut even while a write to it waits.
         """
         cursor = _Cursor(start, on_cut)
@@ -223,7 +226,7 @@ class Fill:
         cursor.position += count
         if not self.spooling:
             self._trim(self._low_water())
-            self._freed.set()  # the runner waits for positions, not for whole chunks
+            self._freed.set()  # the transfer waits for positions, not for whole chunks
 
     def _readable(self, end: int | None) -> int:
         """How far a follower asking for bytes up to ``end`` may read now."""
@@ -287,10 +290,10 @@ class _Cursor:
 
 
 class Follower:
-    """An async iterator over one follower's bytes; see :meth:`Fill.follow`."""
+    """An async iterator over one follower's bytes; see :meth:`Download.follow`."""
 
-    def __init__(self, fill: Fill, cursor: _Cursor, end: int | None) -> None:
-        self._fill = fill
+    def __init__(self, download: Download, cursor: _Cursor, end: int | None) -> None:
+        self._download = download
         self._cursor = cursor
         self._end = end
         self._open = True
@@ -306,25 +309,25 @@ class Follower:
             raise
 
     async def _next(self) -> bytes:
-        fill, cursor = self._fill, self._cursor
+        download, cursor = self._download, self._cursor
         while self._open:
             # Checked before every read: after a failure nothing more goes out.
-            if fill.error is not None:
-                raise fill.error
+            if download.error is not None:
+                raise download.error
             if cursor.dropped:
                 raise UpstreamUnavailable(_FELL_BEHIND)
-            limit = fill._readable(self._end)
+            limit = download._readable(self._end)
             if cursor.position < limit:
-                data = fill._read(cursor.position, limit)
-                fill._advance(cursor, len(data))
+                data = download._read(cursor.position, limit)
+                download._advance(cursor, len(data))
                 return data
-            if fill.verified:
+            if download.verified:
                 break
-            await fill._changed.wait()
+            await download._changed.wait()
         raise StopAsyncIteration
 
     async def aclose(self) -> None:
-        """Stop following: the fill no longer keeps bytes for this follower."""
+        """Stop following: the download no longer keeps bytes for this follower."""
         if self._open:
             self._open = False
-            self._fill._leave(self._cursor)
+            self._download._leave(self._cursor)

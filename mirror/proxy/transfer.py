@@ -1,0 +1,280 @@
+"""One download's transfer: from the upstream to its followers, its spool and the cache.
+
+The blob is hashed as it arrives and each chunk is handed to the
+:class:`Download` at once (followers that keep up take it from memory). The
+chunks are then written in batches, in worker threads, to the spool
+followers fall back on and to the storage backend's partial object (on disk
+the partial file is the spool; S3 gets a local spool of its own): whatever
+arrived while the previous batch was being written goes in the next one, so a
+slow disk sees fewer, larger writes.
+
+Time bounds: a read that waits ``fill.idle_timeout`` for a byte breaks the
+stream and the download is resumed with ``Range`` (the upstream side of that
+is :mod:`mirror.upstream.blobs`). The transfer fails when no byte has arrived
+for ``fill.stall_timeout`` (resumes do not restart that clock; waiting for
+slow followers does not count) and after ``fill.max_resumes`` resumes in a
+row that brought no byte.
+
+Storage failures never fail a transfer that the upstream still delivers:
+when the backend refuses a write, the blob is served through uncached; when
+the spool refuses one as well (a full disk), the download keeps going from
+memory at the pace of its slowest follower (:meth:`Download.make_room`) and
+takes no new followers (``on_spool_lost``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from mirror.config import FillConfig
+from mirror.errors import DigestMismatch, UpstreamTimeout, UpstreamUnavailable
+from mirror.metrics import Metrics
+from mirror.proxy.download import Download, FollowersGone
+from mirror.storage.base import BlobWriter, StorageError
+from mirror.upstream.base import Upstream
+
+log = logging.getLogger(__name__)
+
+# Reading from the upstream waits for the disk only once this much is pending
+# (8 MiB raised the peak RSS of a download into S3 by 37 MiB and saved no CPU).
+_MAX_PENDING = 2 * 1024 * 1024
+
+
+class Transfer:
+    """Moves one blob's bytes from the upstream into a :class:`Download`, its spool and the cache.
+
+    ``writer`` is the backend's partial object (None when the backend refused
+    to open one); it becomes None when the backend refuses a write.
+    ``on_spool_lost`` is called when the spool refuses a write.
+    """
+
+    def __init__(
+        self,
+        download: Download,
+        upstream: Upstream,
+        repository: str,
+        writer: BlobWriter | None,
+        config: FillConfig,
+        metrics: Metrics,
+        *,
+        backend: str,
+        on_spool_lost: Callable[[], None],
+    ) -> None:
+        self.download = download
+        self.writer = writer
+        self._upstream = upstream
+        self._repository = repository
+        self._config = config
+        self._metrics = metrics
+        self._backend = backend  # the storage backend's name, for metrics
+        self._on_spool_lost = on_spool_lost
+        # Backends without a readable local partial (S3) need a spool of our own.
+        self._own_spool = writer is None or writer.local_path is None
+        self._hasher = download.digest.hasher()
+        self._pending: list[bytes] = []  # received, not yet handed to a batch
+        self._pending_size = 0
+        self._inflight: asyncio.Future[None] | None = None  # the batch being written
+        # Moved on by every byte received, never by a resume: a stalled upstream
+        # cannot hold a client longer than stall_timeout past its last byte.
+        self._stall = asyncio.timeout(None)
+
+    # ------------------------------------------------------------------ spool
+
+    def open_spool(self, spool_dir: Path) -> None:
+        """Give the download the file its followers read from (the download owns it)."""
+        try:
+            fd = self._spool_fd(spool_dir)
+        except OSError as exc:
+            self._metrics.storage_error("disk", "spool")
+            self._spool_failed(exc)
+            return
+        self.download.attach_spool(fd)
+
+    def _spool_fd(self, spool_dir: Path) -> int:
+        if not self._own_spool and self.writer is not None and self.writer.local_path is not None:
+            return os.open(self.writer.local_path, os.O_RDONLY)
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        # Unlinked at once: a crash leaves nothing behind.
+        fd, path = tempfile.mkstemp(dir=spool_dir, prefix="spool-")
+        os.unlink(path)
+        return fd
+
+    def _spool_failed(self, exc: BaseException) -> None:
+        """Go on from memory; new clients start a download of their own (see the module doc)."""
+        if self.download.spooling:
+            log.warning("spool of %s failed (%s); following from memory", self.download.key, exc)
+            self.download.stop_spooling()
+        self._on_spool_lost()
+
+    # --------------------------------------------------------------- transfer
+
+    async def run(self) -> None:
+        """Transfer the whole blob and check its size and digest (raises on any failure)."""
+        download = self.download
+        try:
+            async with self._stall:
+                self._progressed()  # the first byte, too, must come within stall_timeout
+                await self._stream_with_resumes()
+        except TimeoutError as exc:
+            if not self._stall.expired():
+                raise  # fill.total_timeout, handled by the caller
+            stall = self._config.stall_timeout
+            raise UpstreamTimeout(f"no byte from the upstream for {stall:g}s") from exc
+        await self._drain()
+        if download.size is not None and download.written != download.size:
+            self._metrics.digest_mismatch("blob")
+            raise DigestMismatch(
+                f"upstream sent {download.written} bytes, announced {download.size}"
+            )
+        if self._hasher.hexdigest() != download.digest.hex:
+            self._metrics.digest_mismatch("blob")
+            raise DigestMismatch(f"upstream bytes do not match {download.digest}")
+
+    def _progressed(self) -> None:
+        """A byte arrived: the upstream has ``stall_timeout`` seconds for the next one."""
+        loop = asyncio.get_running_loop()
+        self._stall.reschedule(loop.time() + self._config.stall_timeout)
+
+    async def _stream_with_resumes(self) -> None:
+        """Stream the blob, resuming with ``Range`` as long as resumes bring bytes."""
+        download = self.download
+        fruitless = 0  # resumes in a row that brought no byte
+        while True:
+            before = download.written
+            try:
+                await self._stream_once()
+            except (UpstreamTimeout, UpstreamUnavailable) as exc:
+                if download.written > before:
+                    fruitless = 0
+                if (
+                    isinstance(exc, DigestMismatch | FollowersGone)
+                    or download.size is None
+                    or fruitless >= self._config.max_resumes
+                ):
+                    raise
+                fruitless += 1
+                self._metrics.resumed(self._upstream.name)
+                log.info("resuming %s at byte %d after %r", download.digest, download.written, exc)
+                continue
+            if download.size is None or download.written >= download.size:
+                return
+
+    async def _stream_once(self) -> None:
+        download = self.download
+        async with self._upstream.open_blob(
+            self._repository, str(download.digest), download.written,
+            idle_timeout=self._config.idle_timeout, read_size=self._config.chunk_size,
+        ) as body:  # fmt: skip
+            if not download.started.done():
+                download.set_size(body.total_size)
+            elif body.total_size is not None and body.total_size != download.size:
+                raise DigestMismatch("upstream changed the blob's size between requests")
+            async for chunk in body.chunks():
+                await self._receive(chunk)
+
+    async def _receive(self, chunk: bytes) -> None:
+        download = self.download
+        if download.size is not None and download.written + len(chunk) > download.size:
+            self._metrics.digest_mismatch("blob")
+            raise DigestMismatch("upstream sent more bytes than it announced")
+        self._progressed()
+        # Hashing here costs less than a thread hop per batch on two busy
+        # cores (measured, bench/analysis.md).
+        self._hasher.update(chunk)
+        download.receive(chunk)  # followers that keep up take it from here
+        self._pending.append(chunk)
+        self._pending_size += len(chunk)
+        await self._spool()
+        if not download.spooling:
+            await self._make_room()
+
+    async def _make_room(self) -> None:
+        """Without a spool, read on only as followers free memory (waiting is no stall)."""
+        self._stall.reschedule(None)
+        await self.download.make_room(self._config.memory_limit, self._config.idle_timeout)
+        self._progressed()
+
+    # ---------------------------------------------------------------- batches
+
+    async def _spool(self, final: bool = False) -> None:
+        """Start writing the pending bytes once the batch before them is done.
+
+        Waits for that batch only when it is still running and too much is
+        pending (or at the end, ``final``); otherwise returns at once.
+        """
+        if self._inflight is not None:
+            if not (final or self._inflight.done() or self._pending_size >= _MAX_PENDING):
+                return
+            task, self._inflight = self._inflight, None
+            await task
+        if self._pending:
+            batch, self._pending, self._pending_size = self._pending, [], 0
+            self._inflight = asyncio.ensure_future(self._write_batch(batch))
+
+    async def _drain(self) -> None:
+        """Write everything received (two rounds at most)."""
+        while self._inflight is not None or self._pending:
+            await self._spool(final=True)
+
+    async def settle(self) -> None:
+        """Wait for the batch in flight, if any, whatever its outcome."""
+        if self._inflight is not None:
+            await asyncio.wait([self._inflight])
+            if not self._inflight.cancelled():
+                self._inflight.exception()  # seen: the failure was already handled
+            self._inflight = None
+
+    async def _write_batch(self, batch: list[bytes]) -> None:
+        """Write one batch to the spool and to the backend, side by side."""
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        download = self.download
+        self._metrics.fetched(self._upstream.name, len(data))
+        jobs = [self._store(data)]
+        if self._own_spool and download.spooling and download.spool_fd is not None:
+            jobs.append(self._write_spool(download.spool_fd, data, download.persisted))
+        # Wait for every job, even after one failed: no thread may outlive the batch.
+        for outcome in await asyncio.gather(*jobs, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        if download.spooling:
+            download.persist(len(data))
+
+    async def _write_spool(self, fd: int, data: bytes, offset: int) -> None:
+        try:
+            await asyncio.to_thread(_pwrite_all, fd, data, offset)
+        except OSError as exc:
+            self._metrics.storage_error("disk", "spool")  # the local disk, whatever the backend
+            self._spool_failed(exc)
+
+    async def _store(self, data: bytes) -> None:
+        if self.writer is None:
+            return
+        try:
+            await self.writer.write(data)
+        except StorageError as exc:
+            log.warning("cache write of %s failed (%s); serving it through",
+                        self.download.key, exc)  # fmt: skip
+            await abort_quietly(self.writer)
+            self.writer = None
+            if not self._own_spool:
+                self._spool_failed(exc)  # the partial object was the spool
+
+
+async def abort_quietly(writer: BlobWriter) -> None:
+    """Discard a partial object; a backend that refuses costs nothing more than a leftover."""
+    with contextlib.suppress(StorageError):
+        await writer.abort()
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` (a worker thread's job)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
