@@ -176,11 +176,14 @@ def _blob_files(cache: Path) -> dict[str, int]:
     return found
 
 
-def start_mirror_s3(workdir: Path, upstream_url: str, s3: MotoS3) -> Peer:
-    """Our mirror caching in a fresh bucket of the moto server ``s3``."""
+def start_mirror_s3(
+    workdir: Path, upstream_url: str, s3: MotoS3, *, name: str = "mirror-s3",
+    source: Path = REPO_ROOT,
+) -> Peer:  # fmt: skip
+    """Our mirror caching in a fresh bucket of the moto server ``s3``, run from ``source``."""
     from tests.support.s3 import ACCESS_KEY, REGION, SECRET_KEY
 
-    root = workdir / "mirror-s3"
+    root = workdir / name
     root.mkdir(parents=True, exist_ok=True)
     bucket = s3.create_bucket()
     port = free_port()
@@ -192,9 +195,9 @@ def start_mirror_s3(workdir: Path, upstream_url: str, s3: MotoS3) -> Peer:
         "--storage", "s3", "--s3-bucket", bucket, "--s3-prefix", "bench",
         "--s3-region", REGION, "--s3-endpoint-url", s3.endpoint_url,
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+    env = {**os.environ, "PYTHONPATH": str(source), "AWS_ACCESS_KEY_ID": ACCESS_KEY,
            "AWS_SECRET_ACCESS_KEY": SECRET_KEY}  # fmt: skip
-    process = start_process("mirror-s3", argv, log_path=root / "mirror.log", cwd=root, env=env)
+    process = start_process(name, argv, log_path=root / "mirror.log", cwd=root, env=env)
     wait_for_http(f"http://127.0.0.1:{port}/v2/", process, timeout=30)
 
     def cached() -> dict[str, int]:
@@ -204,7 +207,7 @@ def start_mirror_s3(workdir: Path, upstream_url: str, s3: MotoS3) -> Peer:
             if "/blobs/sha256/" in key
         }
 
-    return Peer("mirror-s3", f"http://127.0.0.1:{port}", process, root, cached=cached)
+    return Peer(name, f"http://127.0.0.1:{port}", process, root, cached=cached)
 
 
 def start_distribution_proxy(workdir: Path, upstream_url: str) -> Peer:

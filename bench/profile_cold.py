@@ -54,7 +54,7 @@ STAGES: list[tuple[str, str]] = [
     (IDLE, r"^_worker \(.*concurrent/futures/thread\.py.*work_queue\.get"),  # an idle worker
     (IDLE, r"^\S*wait \(.*threading\.py"),
     ("S3: payload sha256 for SigV4 (botocore)", r"SigV4Auth\.payload"),
-    ("sha256", r"hasher\.update|hashlib|_hashlib"),
+    ("sha256", r"^_hash \(|hasher\.update|hashlib|_hashlib"),
     # By the function running in a worker thread, not the line handing the job to it.
     ("page-cache write (spool, partial)", r"^(pwrite_all|_write_all) \(|os\.pwrite\(|os\.write\("),
     ("commit: fsync + rename", r"^_publish \(|os\.fsync\("),
@@ -63,7 +63,7 @@ STAGES: list[tuple[str, str]] = [
     ("socket send (to client or S3)", r"_sock\.send|sendmsg|loop\.sendfile|_write_ready"),
     ("copies: join a batch or an S3 part", r"b\"\"\.join\("),
     ("S3 client (aiobotocore, botocore)", r"botocore"),
-    ("hand-off to followers (fill)", r"fill\.py"),
+    ("hand-off to followers (download)", r"proxy/download\.py"),
     ("send path: aiohttp writer", r"http_writer\.py|web_response\.py"),
 ]
 OTHER = "event loop, coroutines, other Python"

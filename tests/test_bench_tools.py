@@ -36,6 +36,10 @@ def _run(*argv: str, timeout: float = 300) -> str:
         ("Handle._run (/x/asyncio/events.py:80);ResponseHandler.data_received "
          "(/x/aiohttp/client_proto.py:359)", "HTTP parser + StreamReader (aiohttp)"),
         ("Handle._run (/x/asyncio/events.py:80)", OTHER),
+        # A batch hashed in a worker thread, and a follower taking its bytes.
+        ("_worker (/x/concurrent/futures/thread.py:83);_hash (/x/mirror/proxy/transfer.py:1)",
+         "sha256"),
+        ("Follower._next (/x/mirror/proxy/download.py:1)", "hand-off to followers (download)"),
     ],
 )  # fmt: skip
 def test_a_sample_is_filed_under_its_innermost_known_stage(frames: str, stage: str) -> None:
@@ -51,6 +55,18 @@ def test_cold_profile_accounts_for_the_mirror_threads() -> None:
     assert "  thread " in out  # at least the event loop's thread spent CPU on the pull
     if shutil.which("py-spy") is not None:
         assert "of busy samples" in out
+
+
+@pytest.mark.slow
+def test_cold_ab_pulls_each_tree_in_turn() -> None:
+    if shutil.which("/usr/bin/docker-registry") is None or shutil.which("curl") is None:
+        pytest.skip("needs docker-registry and curl: run .ci/install-debian-packages")
+    out = _run("bench/cold_ab.py", "--rounds", "2", "--blob-mib", "4", "a=.", "b=.")
+    rounds = [line.split()[2] for line in out.splitlines() if line.startswith("round ")]
+    assert rounds == ["a", "b", "b", "a"]  # the order rotates
+    assert "  direct     total s" in out
+    assert "  b          total s" in out
+    assert "peak RSS MiB" in out
 
 
 @pytest.mark.slow
