@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import random
 import time
+import tracemalloc
 import urllib.request
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -54,6 +58,31 @@ async def test_large_objects_go_up_in_equal_parts(
     assert head["ETag"].endswith('-3"')  # a multipart object of three parts
     first = s3_server.client.head_object(Bucket=bucket, Key="pre/fix/blobs/big", PartNumber=1)
     assert first["ContentLength"] == MIN_PART
+    assert s3_server.uploads(bucket) == []
+
+
+async def test_parts_are_collected_and_sent_without_holding_them_in_memory(
+    storage: S3Storage, s3_server: MotoS3, bucket: str
+) -> None:
+    chunk_size = 1024 * 1024
+    expected = hashlib.sha256()
+    tracemalloc.start()
+    try:
+        writer = await storage.writer("blobs/ring")
+        # Five parts and a bit: every slot of the ring is used twice, some chunks straddle parts.
+        for number in range(5 * MIN_PART // chunk_size + 1):
+            chunk = random.Random(number).randbytes(chunk_size + 12_345)
+            expected.update(chunk)
+            await writer.write(chunk)
+            del chunk
+        await writer.commit()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Parts collected or uploaded from memory would take several parts' worth.
+    assert peak < MIN_PART
+    stored = s3_server.client.get_object(Bucket=bucket, Key="pre/fix/blobs/ring")["Body"].read()
+    assert hashlib.sha256(stored).hexdigest() == expected.hexdigest()
     assert s3_server.uploads(bucket) == []
 
 
@@ -136,3 +165,17 @@ async def test_failed_part_upload_aborts_the_whole_upload(s3_server: MotoS3) -> 
         await storage.close()
     assert s3_server.keys(doomed) == {}
     assert s3_server.uploads(doomed) == []
+
+
+async def test_a_local_disk_that_refuses_parts_is_a_storage_error(
+    s3_server: MotoS3, bucket: str, tmp_path: Path
+) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_bytes(b"")
+    storage = await S3Storage.open(s3_server.s3_config(bucket), part_dir=blocked)
+    try:
+        with pytest.raises(StorageError, match="local part file"):
+            await storage.writer("blobs/x")  # the pull is then served through, uncached
+    finally:
+        await storage.close()
+    assert s3_server.uploads(bucket) == []
