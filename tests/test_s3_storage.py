@@ -18,6 +18,7 @@ from mirror.storage.base import BlobWriter, StorageError
 from mirror.storage.s3 import S3Storage, stale_uploads
 from mirror.storage.s3_errors import S3Unreachable
 from tests.support.s3 import MIN_PART, MotoS3, dead_endpoint
+from tests.support.tmpfs import small_disk
 
 
 def fetch(url: str) -> bytes:
@@ -167,15 +168,37 @@ async def test_failed_part_upload_aborts_the_whole_upload(s3_server: MotoS3) -> 
     assert s3_server.uploads(doomed) == []
 
 
-async def test_a_local_disk_that_refuses_parts_is_a_storage_error(
+async def test_without_a_local_part_file_the_parts_are_collected_in_memory(
     s3_server: MotoS3, bucket: str, tmp_path: Path
 ) -> None:
     blocked = tmp_path / "not-a-directory"
     blocked.write_bytes(b"")
     storage = await S3Storage.open(s3_server.s3_config(bucket), part_dir=blocked)
+    data = random.Random(3).randbytes(2 * MIN_PART + 777)
     try:
-        with pytest.raises(StorageError, match="local part file"):
-            await storage.writer("blobs/x")  # the pull is then served through, uncached
+        writer = await storage.writer("blobs/x")
+        for start in range(0, len(data), 300_000):
+            await writer.write(data[start : start + 300_000])
+        await writer.commit()
     finally:
         await storage.close()
+    assert s3_server.client.get_object(Bucket=bucket, Key="blobs/x")["Body"].read() == data
+    assert s3_server.uploads(bucket) == []
+
+
+async def test_a_part_file_that_fills_up_mid_part_goes_on_in_memory(
+    s3_server: MotoS3, bucket: str, tmp_path: Path
+) -> None:
+    data = random.Random(4).randbytes(2 * MIN_PART + 999)
+    with small_disk(tmp_path / "small", "1m") as disk:
+        storage = await S3Storage.open(s3_server.s3_config(bucket), part_dir=disk)
+        try:
+            writer = await storage.writer("blobs/y")
+            # The first pieces fit in the ring; the disk refuses one in the middle of part 1.
+            for start in range(0, len(data), 200_000):
+                await writer.write(data[start : start + 200_000])
+            await writer.commit()
+        finally:
+            await storage.close()
+    assert s3_server.client.get_object(Bucket=bucket, Key="blobs/y")["Body"].read() == data
     assert s3_server.uploads(bucket) == []

@@ -31,7 +31,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from mirror.config import S3Config
-from mirror.storage.base import ObjectInfo, ObjectNotFound, StorageError
+from mirror.storage.base import ObjectInfo, ObjectNotFound
 from mirror.storage.s3_errors import S3Unreachable, error_code, mapped_errors
 from mirror.storage.s3_writer import S3Writer, open_ring
 
@@ -193,10 +193,11 @@ class S3Storage:
         object_key = self._object_key(key)
         with self._calling("write", key):
             pass  # no request yet; only refuse while S3 is known to be down
+        ring: int | None = None
         try:
             ring = await asyncio.to_thread(open_ring, self._part_dir)
         except OSError as exc:
-            raise StorageError(f"s3 write {key!r}: local part file: {exc}") from exc
+            log.warning("no local part file for %s (%s); collecting parts in memory", key, exc)
         part_size = self._config.part_size
         return S3Writer(self._client, self._bucket, object_key, key, part_size, ring)
 

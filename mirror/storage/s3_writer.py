@@ -11,6 +11,10 @@ disk it uses, whatever the blob's size. Every part but the last has exactly
 ``part_size`` bytes (R2 requires equal parts). An object smaller than one part
 never starts a multipart upload: commit sends it with one PutObject.
 
+When the local disk refuses the ring (full, or not writable), the writer
+collects the parts in memory instead, as many as the ring would hold: a full
+local disk costs memory, never the cached copy in S3.
+
 Nothing is visible under the key before ``CompleteMultipartUpload`` (or the
 PutObject) succeeds, and every failure path aborts the upload, so a failed
 fill leaves no object and no orphan upload behind. Only a crash can strand an
@@ -40,20 +44,27 @@ MAX_IN_FLIGHT = 2
 class S3Writer:
     """A partial S3 object; see the module docstring.
 
-    ``ring`` is the descriptor of an unlinked local file (see :func:`open_ring`);
-    the writer owns it.
+    ``ring`` is the descriptor of an unlinked local file (see :func:`open_ring`),
+    which the writer owns, or None to collect the parts in memory.
     """
 
     def __init__(
-        self, client: Any, bucket: str, object_key: str, key: str, part_size: int, ring: int
+        self,
+        client: Any,
+        bucket: str,
+        object_key: str,
+        key: str,
+        part_size: int,
+        ring: int | None,
     ) -> None:
         self._client = client
         self._bucket = bucket
         self._object_key = object_key
         self._key = key
         self._part_size = part_size
-        self._ring: int | None = ring
-        self._buffered = 0  # bytes of the part being collected, in its slot
+        self._ring = ring  # None: the local disk refused it, parts are collected in memory
+        self._memory: list[bytes] = []  # the part being collected, without a ring
+        self._buffered = 0  # bytes of the part being collected
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
         self._pending: deque[asyncio.Task[None]] = deque()
@@ -70,20 +81,36 @@ class S3Writer:
 
     async def write(self, data: bytes) -> None:
         """Put ``data`` in the ring; hand every full part to a background upload."""
-        if self._state != "open" or self._ring is None:
+        if self._state != "open":
             raise StorageError(f"write to closed writer for {self._key!r}")
         view = memoryview(data)
         while view:
             taken = view[: self._part_size - self._buffered]
-            try:
-                await asyncio.to_thread(_pwrite_all, self._ring, taken, self._slot_offset())
-            except OSError as exc:
-                raise StorageError(f"s3 write {self._key!r}: local part file: {exc}") from exc
+            await self._collect(taken)
             self._buffered += len(taken)
             view = view[len(taken) :]
             if self._buffered == self._part_size:
                 # Before the next part's bytes go into the ring: its slot must be free.
                 await self._send_part()
+
+    async def _collect(self, piece: memoryview) -> None:
+        """Add ``piece`` to the part being collected: in the ring while the disk takes it."""
+        if self._ring is not None:
+            try:
+                await asyncio.to_thread(_pwrite_all, self._ring, piece, self._slot_offset())
+                return
+            except OSError as exc:
+                log.warning("local part file of %s refused a write (%s); collecting parts "
+                            "in memory", self._key, exc)  # fmt: skip
+                self._leave_ring()
+        self._memory.append(bytes(piece))
+
+    def _leave_ring(self) -> None:
+        """From now on collect in memory, starting with what the ring holds of this part."""
+        assert self._ring is not None
+        start = self._slot_offset() - self._buffered
+        self._memory = [os.pread(self._ring, self._buffered, start)] if self._buffered else []
+        self._close()
 
     def _slot_offset(self) -> int:
         """Where in the ring the next byte of the part being collected goes."""
@@ -91,9 +118,12 @@ class S3Writer:
         return slot * self._part_size + self._buffered
 
     def _take(self) -> PartBody:
-        """The part collected so far, read from its slot; the next part starts empty."""
-        assert self._ring is not None  # only an open writer sends parts
-        body = PartBody(self._ring, self._slot_offset() - self._buffered, self._buffered)
+        """The part collected so far (read from its slot, if in the ring); the next starts empty."""
+        if self._ring is None:
+            data, self._memory = b"".join(self._memory), []
+            body = PartBody(data, 0, len(data))
+        else:
+            body = PartBody(self._ring, self._slot_offset() - self._buffered, self._buffered)
         self._buffered = 0
         return body
 
@@ -123,7 +153,7 @@ class S3Writer:
         if self._state != "open":
             return
         self._state = "aborted"
-        self._buffered = 0
+        self._buffered, self._memory = 0, []
         for task in self._pending:
             task.cancel()
         await asyncio.gather(*self._pending, return_exceptions=True)
@@ -203,17 +233,21 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
 
 
 class PartBody(io.RawIOBase):
-    """A read-only, seekable file over one part: ``length`` bytes of a file from ``offset``.
+    """A read-only, seekable file over one part: ``length`` bytes of ``source`` from ``offset``.
 
-    It reads with its own descriptor (a duplicate, closed with the body), so
-    the writer may close the ring while an upload that was cancelled still
-    reads. Read in small pieces by the HTTP client, a part in flight costs
-    no memory of its own.
+    ``source`` is a file descriptor (the ring) or the part's bytes. A file is
+    read with a descriptor of the body's own (a duplicate, closed with the
+    body), so the writer may close the ring while an upload that was
+    cancelled still reads. Read in small pieces by the HTTP client, a part in
+    the ring costs no memory of its own. (Given bytes, aiohttp hands them to
+    the transport, which copies what the socket does not take at once; given
+    a BytesIO, it copies it for a buffer view: this wrapper copies neither.)
     """
 
-    def __init__(self, fd: int, offset: int, length: int) -> None:
+    def __init__(self, source: int | bytes, offset: int, length: int) -> None:
         super().__init__()
-        self._fd = os.dup(fd)
+        self._fd = os.dup(source) if isinstance(source, int) else None
+        self._data = source if isinstance(source, bytes) else b""
         self._offset = offset
         self._length = length
         self._position = 0
@@ -235,13 +269,18 @@ class PartBody(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         if self.closed:  # the descriptor's number may belong to another file by now
             raise ValueError("read of a closed part")
+        start = self._offset + self._position
         with memoryview(buffer) as target:
             wanted = max(0, min(len(target), self._length - self._position))
-            count = os.preadv(self._fd, [target[:wanted]], self._offset + self._position)
+            if self._fd is None:
+                target[:wanted] = memoryview(self._data)[start : start + wanted]
+                count = wanted
+            else:
+                count = os.preadv(self._fd, [target[:wanted]], start)
         self._position += count
         return count
 
     def close(self) -> None:
-        if not self.closed:
+        if not self.closed and self._fd is not None:
             os.close(self._fd)
         super().close()
