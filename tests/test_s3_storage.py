@@ -17,6 +17,7 @@ import pytest
 from mirror.storage.base import BlobWriter, StorageError
 from mirror.storage.s3 import S3Storage, stale_uploads
 from mirror.storage.s3_errors import S3Unreachable
+from mirror.storage.s3_writer import RING_PARTS
 from tests.support.s3 import MIN_PART, MotoS3, dead_endpoint
 from tests.support.tmpfs import small_disk
 
@@ -30,6 +31,13 @@ def fetch(url: str) -> bytes:
 async def write_then_commit(writer: BlobWriter, parts: int) -> None:
     for _ in range(parts):
         await writer.write(b"y" * MIN_PART)
+    await writer.commit()
+
+
+async def write_in_pieces(writer: BlobWriter, data: bytes, piece: int) -> None:
+    """``data`` in pieces that do not divide a part, then commit."""
+    for start in range(0, len(data), piece):
+        await writer.write(data[start : start + piece])
     await writer.commit()
 
 
@@ -51,10 +59,7 @@ async def test_large_objects_go_up_in_equal_parts(
     storage: S3Storage, s3_server: MotoS3, bucket: str
 ) -> None:
     data = bytes(range(256)) * (2 * MIN_PART // 256 + 3)
-    writer = await storage.writer("blobs/big")
-    for start in range(0, len(data), 300_000):  # chunks that do not divide a part
-        await writer.write(data[start : start + 300_000])
-    await writer.commit()
+    await write_in_pieces(await storage.writer("blobs/big"), data, 300_000)
     head = s3_server.client.head_object(Bucket=bucket, Key="pre/fix/blobs/big")
     assert head["ETag"].endswith('-3"')  # a multipart object of three parts
     first = s3_server.client.head_object(Bucket=bucket, Key="pre/fix/blobs/big", PartNumber=1)
@@ -70,8 +75,8 @@ async def test_parts_are_collected_and_sent_without_holding_them_in_memory(
     tracemalloc.start()
     try:
         writer = await storage.writer("blobs/ring")
-        # Five parts and a bit: every slot of the ring is used twice, some chunks straddle parts.
-        for number in range(5 * MIN_PART // chunk_size + 1):
+        # The ring's slots and a few more: some are used twice, some chunks straddle parts.
+        for number in range((RING_PARTS + 2) * MIN_PART // chunk_size + 1):
             chunk = random.Random(number).randbytes(chunk_size + 12_345)
             expected.update(chunk)
             await writer.write(chunk)
@@ -176,10 +181,7 @@ async def test_without_a_local_part_file_the_parts_are_collected_in_memory(
     storage = await S3Storage.open(s3_server.s3_config(bucket), part_dir=blocked)
     data = random.Random(3).randbytes(2 * MIN_PART + 777)
     try:
-        writer = await storage.writer("blobs/x")
-        for start in range(0, len(data), 300_000):
-            await writer.write(data[start : start + 300_000])
-        await writer.commit()
+        await write_in_pieces(await storage.writer("blobs/x"), data, 300_000)
     finally:
         await storage.close()
     assert s3_server.client.get_object(Bucket=bucket, Key="blobs/x")["Body"].read() == data
@@ -193,11 +195,8 @@ async def test_a_part_file_that_fills_up_mid_part_goes_on_in_memory(
     with small_disk(tmp_path / "small", "1m") as disk:
         storage = await S3Storage.open(s3_server.s3_config(bucket), part_dir=disk)
         try:
-            writer = await storage.writer("blobs/y")
             # The first pieces fit in the ring; the disk refuses one in the middle of part 1.
-            for start in range(0, len(data), 200_000):
-                await writer.write(data[start : start + 200_000])
-            await writer.commit()
+            await write_in_pieces(await storage.writer("blobs/y"), data, 200_000)
         finally:
             await storage.close()
     assert s3_server.client.get_object(Bucket=bucket, Key="blobs/y")["Body"].read() == data

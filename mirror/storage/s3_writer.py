@@ -1,19 +1,21 @@
 """Streaming writes into S3: a multipart upload published only on commit.
 
-Bytes collect in a small local file, a ring of ``MAX_IN_FLIGHT + 1`` slots of
-one part (``part_size``) each: part N is written to slot N modulo the ring,
-and each full part is uploaded by a background task straight from its slot,
-at most :data:`MAX_IN_FLIGHT` at a time. The fill that writes is held up only
-when S3 is slower than the upstream; no part is ever held in memory (the
-upload reads it from the page cache in small pieces), so a download into S3
-costs about as much memory as one onto disk, and the ring bounds the local
-disk it uses, whatever the blob's size. Every part but the last has exactly
-``part_size`` bytes (R2 requires equal parts). An object smaller than one part
-never starts a multipart upload: commit sends it with one PutObject.
+Bytes collect in a local file, a ring of :data:`RING_PARTS` slots of one
+part (``part_size``) each: part N is written to slot N modulo the ring, and
+each full part is uploaded by a background task straight from its slot, at
+most :data:`MAX_IN_FLIGHT` at a time. The fill that writes runs ahead of the
+uploads by up to a ring's worth of parts, so a client pulling a blob is not
+held to S3's pace unless S3 falls that far behind the upstream. No part is
+ever held in memory (the upload reads it from the page cache in small
+pieces), so a download into S3 costs about as much memory as one onto disk,
+and the ring bounds the local disk it uses, whatever the blob's size. Every
+part but the last has exactly ``part_size`` bytes (R2 requires equal parts).
+An object smaller than one part never starts a multipart upload: commit
+sends it with one PutObject.
 
 When the local disk refuses the ring (full, or not writable), the writer
-collects the parts in memory instead, as many as the ring would hold: a full
-local disk costs memory, never the cached copy in S3.
+collects the parts in memory instead, at most ``MAX_IN_FLIGHT + 1`` of them:
+a full local disk costs memory, never the cached copy in S3.
 
 Nothing is visible under the key before ``CompleteMultipartUpload`` (or the
 PutObject) succeeds, and every failure path aborts the upload, so a failed
@@ -39,6 +41,9 @@ from mirror.storage.s3_errors import mapped_errors
 log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 2
+# Parts the ring holds: how far the fill may run ahead of the uploads (64 MiB
+# of local disk at the default part_size).
+RING_PARTS = 8
 
 
 class S3Writer:
@@ -68,6 +73,7 @@ class S3Writer:
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
         self._pending: deque[asyncio.Task[None]] = deque()
+        self._uploading = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._next_part = 1
         self._state = "open"  # open -> committed | aborted
 
@@ -114,7 +120,7 @@ class S3Writer:
 
     def _slot_offset(self) -> int:
         """Where in the ring the next byte of the part being collected goes."""
-        slot = (self._next_part - 1) % (MAX_IN_FLIGHT + 1)
+        slot = (self._next_part - 1) % RING_PARTS
         return slot * self._part_size + self._buffered
 
     def _take(self) -> PartBody:
@@ -177,8 +183,9 @@ class S3Writer:
             self._ring = None
 
     async def _send_part(self) -> None:
-        # At most MAX_IN_FLIGHT - 1 left in flight: the slot after this part's is free.
-        await self._reap(MAX_IN_FLIGHT - 1)
+        # Parts not yet uploaded hold a slot of the ring (or memory): at most one
+        # fewer than there are before this one joins them, so the next part's slot is free.
+        await self._reap((MAX_IN_FLIGHT if self._ring is None else RING_PARTS) - 1)
         if self._upload_id is None:
             with mapped_errors("create upload", self._key):
                 created = await self._client.create_multipart_upload(
@@ -191,6 +198,10 @@ class S3Writer:
         self._pending.append(asyncio.create_task(self._upload_part(number, body)))
 
     async def _upload_part(self, number: int, body: PartBody) -> None:
+        async with self._uploading:
+            await self._upload(number, body)
+
+    async def _upload(self, number: int, body: PartBody) -> None:
         with body, mapped_errors("upload part", self._key):
             answer = await self._client.upload_part(
                 Bucket=self._bucket,
