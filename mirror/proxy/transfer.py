@@ -238,9 +238,7 @@ class Transfer:
 
     async def _write_batch(self, batch: list[bytes]) -> None:
         """Hash one batch and write it to the spool and to the backend, side by side."""
-        # Joined in a worker thread too: bytes.join releases the GIL for large
-        # joins, and on the event loop it took 0.2 s per GiB (bench/analysis.md).
-        data = batch[0] if len(batch) == 1 else await asyncio.to_thread(b"".join, batch)
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
         download = self.download
         self._metrics.fetched(self._upstream.name, len(data))
         # Batches run one at a time (_spool), so the hasher sees them in order.
