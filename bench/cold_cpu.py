@@ -14,7 +14,6 @@ direct pull from the upstream made just before each mirror pull.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -26,16 +25,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from bench import peers as servers
 from bench.load import LoadError, fetch_concurrently, fetch_one
+from bench.peers import cpu_times
 from bench.seed import push_blob
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_times(pid: int) -> tuple[float, float, int]:
-    """utime and stime of ``pid`` (all its threads) in seconds, and its minor page faults."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    # Fields 10, 14 and 15 of proc_pid_stat(5), counted from 1 including pid and comm.
-    return int(fields[11]) / TICKS, int(fields[12]) / TICKS, int(fields[7])
 
 
 def wait_published(cache: Path, hex_digest: str, timeout: float = 60.0) -> None:

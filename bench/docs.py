@@ -8,13 +8,23 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.report import METRICS, markdown_table, markdown_targets, median, peers_in
-from bench.scenarios import Results
+from bench.report import (
+    METRICS,
+    markdown_ratios,
+    markdown_table,
+    markdown_targets,
+    median,
+    peers_in,
+)
+from bench.scenarios import Knobs, Results
 
 CHART_METRICS = [
-    "a1_mibs", "a16_mibs", "b_total_s", "c_wall_s",
-    "c_upstream_gets", "d_digest_rps", "d_tag_rps", "e_rss_mib",
+    "a1_mibs", "a16_mibs", "b_total_s", "b_ttfb_ms",
+    "f_total_s", "f_cpu_s_per_gib", "c_wall_s", "c_upstream_gets",
+    "g_blobs_per_s", "h_tags_per_s", "d_digest_rps", "d_tag_rps",
+    "c_rss_mib", "f_rss_mib", "e_rss_mib",
 ]  # fmt: skip
+MIB = 1024 * 1024
 COLORS = {
     "mirror": "#1f77b4", "mirror-s3": "#17becf", "distribution": "#ff7f0e",
     "nginx": "#2ca02c", "upstream": "#7f7f7f",
@@ -76,7 +86,7 @@ def _version(argv: list[str]) -> str:
 
 
 def write_markdown(
-    results: Results, path: Path, *, command: str, reps: int, size_mib: float, notes: list[str]
+    results: Results, path: Path, *, command: str, reps: int, knobs: Knobs, notes: list[str]
 ) -> None:
     """docs/benchmarks.md: when, where, how, the tables, the chart and notes."""
     chart = path.with_suffix(".png")
@@ -94,11 +104,19 @@ def write_markdown(
         f"nginx ({_version(['nginx', '-v'])}, sendfile) serving the cached blob "
         "file, and the upstream registry (distribution, no auth) directly.",
         f"- Command: `{command}`",
-        f"- Blob size {size_mib:g} MiB; every figure is the median of {reps} repetition(s); "
+        f"- Blob {knobs.size / MIB:g} MiB for (a)-(c), big blob {knobs.big_size / MIB:g} MiB "
+        f"for (f), {knobs.small_count} blobs of 4 KiB for (g), {knobs.tag_count} fresh tags "
+        f"for (h); every figure is the median of {reps} repetition(s); "
         "ratios compare medians of this one run.",
-        "- Blob clients: separate `curl` processes writing to `/dev/null`. Manifest load: "
-        "plain `wrk -t2 -c64 --latency` with an `Accept` header, no Lua script.",
-        "- Peak RSS is `VmHWM` from `/proc/PID/status`, summed over a server's processes.",
+        "- Blob clients: separate `curl` processes writing to `/dev/null`; in (g) and (h) "
+        f"{knobs.small_clients} of them, each fetching its share on one connection. "
+        "Manifest load (d): plain `wrk -t2 -c64 --latency` with an `Accept` header, no Lua "
+        "script.",
+        f"- Before each cold measurement: `sync`, then a pause of {knobs.settle_seconds:g} s, "
+        "so the writeback of the previous download does not run into it.",
+        "- Peak RSS is `VmHWM` from `/proc/PID/status`, summed over a server's processes "
+        "(reset through `/proc/PID/clear_refs` before (c) and (f)); server CPU is "
+        "utime + stime from `/proc/PID/stat`, from the request until the blob is published.",
         "",
         "## Targets (our mirror, disk and S3)",
         "",
@@ -107,6 +125,10 @@ def write_markdown(
         "## Medians",
         "",
         markdown_table(results),
+        "",
+        "## Ratios (ours / theirs, medians)",
+        "",
+        markdown_ratios(results),
         "",
         f"![benchmark chart]({chart.name})",
         "",

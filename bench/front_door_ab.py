@@ -38,9 +38,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import peers as servers
-from bench.cold_cpu import cpu_times
 from bench.load import LoadError, run_wrk
 from bench.manifest_ab import warm
+from bench.peers import cpu_times
 from bench.seed import REPOSITORY, SmallImage, push_small_image
 
 USER, PASSWORD = "bench", "bench-password"

@@ -79,6 +79,35 @@ def fetch_concurrently(
     return batch
 
 
+def fetch_many(urls: Sequence[str], clients: int, headers: tuple[str, ...] = ()) -> Batch:
+    """``clients`` curl processes share ``urls`` (dealt round robin); wait for all of them.
+
+    Each process fetches its share one after the other on one kept-alive
+    connection, as a registry client pulls the layers of an image; the wall
+    time runs from the first spawn to the last exit.
+    """
+    shares = [urls[index::clients] for index in range(clients)]
+    started = time.perf_counter()
+    procs = [
+        subprocess.Popen(_curl_many_argv(share, headers), stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL)
+        for share in shares
+        if share
+    ]  # fmt: skip
+    outputs = [proc.communicate()[0].decode() for proc in procs]
+    wall = time.perf_counter() - started
+    transfers = [_parse_curl(line) for out in outputs for line in out.splitlines()]
+    missing = len(urls) - len(transfers)  # a curl that died before reporting some URLs
+    return Batch(transfers + [Transfer(0, 0, 0.0, 0.0)] * max(0, missing), wall)
+
+
+def _curl_many_argv(urls: Sequence[str], headers: tuple[str, ...]) -> list[str]:
+    argv = curl_argv(urls[0], headers)
+    for url in urls[1:]:
+        argv += ["-o", "/dev/null", url]
+    return argv
+
+
 def fetch_one(url: str, expected_size: int | None = None) -> Transfer:
     """One client, one transfer; its timings come from curl itself."""
     transfer = fetch_concurrently(url, 1, expected_size).transfers[0]

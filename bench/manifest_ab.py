@@ -23,8 +23,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import peers as servers
-from bench.cold_cpu import cpu_times
 from bench.load import ACCEPT_MANIFEST, LoadError, fetch_concurrently, run_wrk
+from bench.peers import cpu_times
 from bench.seed import SmallImage, push_small_image
 
 Figures = dict[str, list[float]]

@@ -11,17 +11,22 @@
 
 Peak memory is ``VmHWM`` from ``/proc/PID/status``, summed over the server's
 process and its children (nginx master + workers): an upper
-bound, since the processes need not peak at the same moment.
+bound, since the processes need not peak at the same moment. Writing ``5`` to
+``/proc/PID/clear_refs`` resets it, so one scenario's peak can be read on its
+own (:meth:`Peer.reset_peak`); the peak over the whole run is kept across
+resets. CPU time is ``utime + stime`` from ``/proc/PID/stat``, summed the same
+way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import ssl
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +44,7 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NGINX_BIN = "/usr/sbin/nginx"
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -50,23 +56,47 @@ class Peer:
     process: ManagedProcess
     workdir: Path
     extra_pids: list[int] = field(default_factory=list)
-    # Does the cache hold this blob (hex digest, size)? None: not a caching peer we can see into.
-    holds: Callable[[str, int], bool] | None = None
+    # The blobs the cache holds ({hex digest: size}). None: not a caching peer we can see into.
+    cached: Callable[[], dict[str, int]] | None = None
+    _run_peak_kib: int = 0  # the highest VmHWM sum seen before the last reset
 
     def pids(self) -> list[int]:
         """The server's process and its direct children (workers)."""
-        return [self.process.pid, *_children(self.process.pid), *self.extra_pids]
+        return list(dict.fromkeys([self.process.pid, *_children(self.process.pid),
+                                   *self.extra_pids]))  # fmt: skip
 
     def peak_rss_mib(self) -> float:
-        """Sum of VmHWM over the server's processes, in MiB."""
-        return sum(_vm_hwm_kib(pid) for pid in set(self.pids())) / 1024
+        """The highest VmHWM sum over the server's processes since it started, in MiB."""
+        return max(self._run_peak_kib, self._hwm_kib()) / 1024
 
-    def wait_cached(self, hex_digest: str, size: int, timeout: float = 300.0) -> None:
-        """Until a fill has been published, so no upload runs into the next measurement."""
+    def scenario_peak_rss_mib(self) -> float:
+        """The VmHWM sum since the last :meth:`reset_peak`, in MiB."""
+        return self._hwm_kib() / 1024
+
+    def reset_peak(self) -> None:
+        """Start a new high-water mark (the run's peak so far is kept)."""
+        self._run_peak_kib = max(self._run_peak_kib, self._hwm_kib())
+        for pid in self.pids():
+            with contextlib.suppress(OSError):  # a worker that just exited
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU time of the server's processes so far (all threads)."""
+        return sum(sum(cpu_times(pid)[:2]) for pid in self.pids())
+
+    def _hwm_kib(self) -> int:
+        return sum(_vm_hwm_kib(pid) for pid in self.pids())
+
+    def wait_cached(self, hex_digests: Collection[str], size: int, timeout: float = 300.0) -> None:
+        """Until every fill has been published, so no upload runs into the next measurement."""
         deadline = time.monotonic() + timeout
-        while self.holds is not None and not self.holds(hex_digest, size):
+        while self.cached is not None:
+            held = self.cached()
+            if all(held.get(hex_digest) == size for hex_digest in hex_digests):
+                return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} never cached {hex_digest}")
+                missing = [h for h in hex_digests if held.get(h) != size]
+                raise RuntimeError(f"{self.name} never cached {len(missing)} blobs: {missing[:3]}")
             time.sleep(0.1)
 
     def stop(self) -> None:
@@ -80,6 +110,16 @@ def _children(pid: int) -> list[int]:
         return [int(p) for p in path.read_text().split()]
     except OSError:
         return []
+
+
+def cpu_times(pid: int) -> tuple[float, float, int]:
+    """utime and stime of ``pid`` (all its threads) in seconds, and its minor page faults."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0, 0.0, 0  # a worker that just exited
+    # Fields 10, 14 and 15 of proc_pid_stat(5), counted from 1 including pid and comm.
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS, int(fields[7])
 
 
 def _vm_hwm_kib(pid: int) -> int:
@@ -136,17 +176,32 @@ def start_mirror(
     url = f"{scheme}://127.0.0.1:{port}"
     wait_for_http(f"{url}/v2/", process, timeout=30, context=context)
 
-    def holds(hex_digest: str, size: int) -> bool:
-        return any(p.stat().st_size == size for p in (root / "cache").rglob(hex_digest))
+    def cached() -> dict[str, int]:
+        return _blob_files(root / "cache")
 
-    return Peer(name, url, process, root, holds=holds)
+    return Peer(name, url, process, root, cached=cached)
 
 
-def start_mirror_s3(workdir: Path, upstream_url: str, s3: MotoS3) -> Peer:
-    """Our mirror caching in a fresh bucket of the moto server ``s3``."""
+def _blob_files(cache: Path) -> dict[str, int]:
+    """{hex digest: size} of the blob files published in a disk cache (one walk)."""
+    found: dict[str, int] = {}
+    for dirpath, _, filenames in os.walk(cache):
+        if f"{os.sep}blobs{os.sep}" not in dirpath + os.sep:
+            continue  # manifests, tags and partial files
+        for name in filenames:
+            with contextlib.suppress(FileNotFoundError):  # evicted while we walked
+                found[name] = os.stat(os.path.join(dirpath, name)).st_size
+    return found
+
+
+def start_mirror_s3(
+    workdir: Path, upstream_url: str, s3: MotoS3, *, name: str = "mirror-s3",
+    source: Path = REPO_ROOT,
+) -> Peer:  # fmt: skip
+    """Our mirror caching in a fresh bucket of the moto server ``s3``, run from ``source``."""
     from tests.support.s3 import ACCESS_KEY, REGION, SECRET_KEY
 
-    root = workdir / "mirror-s3"
+    root = workdir / name
     root.mkdir(parents=True, exist_ok=True)
     bucket = s3.create_bucket()
     port = free_port()
@@ -158,19 +213,19 @@ def start_mirror_s3(workdir: Path, upstream_url: str, s3: MotoS3) -> Peer:
         "--storage", "s3", "--s3-bucket", bucket, "--s3-prefix", "bench",
         "--s3-region", REGION, "--s3-endpoint-url", s3.endpoint_url,
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+    env = {**os.environ, "PYTHONPATH": str(source), "AWS_ACCESS_KEY_ID": ACCESS_KEY,
            "AWS_SECRET_ACCESS_KEY": SECRET_KEY}  # fmt: skip
-    process = start_process("mirror-s3", argv, log_path=root / "mirror.log", cwd=root, env=env)
+    process = start_process(name, argv, log_path=root / "mirror.log", cwd=root, env=env)
     wait_for_http(f"http://127.0.0.1:{port}/v2/", process, timeout=30)
 
-    def holds(hex_digest: str, size: int) -> bool:
-        found = s3.keys(bucket, "bench/")
-        return any(
-            key.endswith(f"/blobs/sha256/{hex_digest[:2]}/{hex_digest}") and length == size
-            for key, length in found.items()
-        )
+    def cached() -> dict[str, int]:
+        return {
+            key.rpartition("/")[2]: length
+            for key, length in s3.keys(bucket, "bench/").items()
+            if "/blobs/sha256/" in key
+        }
 
-    return Peer("mirror-s3", f"http://127.0.0.1:{port}", process, root, holds=holds)
+    return Peer(name, f"http://127.0.0.1:{port}", process, root, cached=cached)
 
 
 def start_distribution_proxy(workdir: Path, upstream_url: str) -> Peer:
@@ -189,7 +244,19 @@ def start_distribution_proxy(workdir: Path, upstream_url: str) -> Peer:
     config_path.write_text(json.dumps(config, indent=2) + "\n")  # JSON is valid YAML
     process = serve_distribution("distribution-proxy", config_path, root)
     wait_for_http(f"http://127.0.0.1:{port}/v2/", process, timeout=30)
-    return Peer("distribution", f"http://127.0.0.1:{port}", process, root)
+    blobs = root / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256"
+
+    def cached() -> dict[str, int]:
+        # Distribution 2.8 streams a cold blob to the client straight from a first
+        # upstream GET and stores it from a second one, in the background; the
+        # blob is stored once its data file has moved here.
+        found: dict[str, int] = {}
+        for data in blobs.glob("*/*/data"):
+            with contextlib.suppress(FileNotFoundError):
+                found[data.parent.name] = data.stat().st_size
+        return found
+
+    return Peer("distribution", f"http://127.0.0.1:{port}", process, root, cached=cached)
 
 
 def start_nginx(workdir: Path, blob_file: Path, url_path: str) -> Peer:

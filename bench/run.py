@@ -2,7 +2,7 @@
 
 Starts the upstream registry, our mirror (over a disk cache, and over S3 on
 a moto server when moto is installed), distribution in proxy mode and nginx
-on loopback, runs scenarios (a)-(e) ``--reps`` times, prints medians,
+on loopback, runs scenarios (a)-(h) ``--reps`` times, prints medians,
 ratios and targets, and writes ``docs/benchmarks.md`` with a PNG chart.
 """
 
@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import cold, scenarios
 from bench import peers as servers
-from bench import scenarios
 from bench.load import fetch_one
 from bench.report import text_report
 from bench.seed import push_blob, push_small_image
@@ -36,15 +36,25 @@ log = logging.getLogger("bench")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DOCS = REPO_ROOT / "docs" / "benchmarks.md"
 DEFAULT_NOTES = REPO_ROOT / "bench" / "analysis.md"
+ALL_SCENARIOS = "abcdefgh"
+MIB = 1024 * 1024
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     add = parser.add_argument
-    add("--quick", action="store_true", help="smoke mode: 8 MiB blob, 1 repetition, 1 s wrk")
+    add("--quick", action="store_true", help="smoke mode: small sizes, 1 repetition, 1 s wrk")
     add("--reps", type=int, help="repetitions (default 3; 1 with --quick)")
     add("--blob-mib", type=float, help="blob size in MiB (default 200; 8 with --quick)")
+    add("--big-mib", type=float, help="(f) big blob size in MiB (default 1024; 16 with --quick)")
+    add("--small-count", type=int, help="(g) 4 KiB blobs per repetition (default 500; 40 "
+        "with --quick)")  # fmt: skip
+    add("--tag-count", type=int, help="(h) fresh tags per repetition (default 500; 40 with "
+        "--quick)")  # fmt: skip
+    add("--settle", type=float, help="seconds of pause after sync before each cold "
+        "measurement (default 1; 0.1 with --quick)")  # fmt: skip
+    add("--scenarios", default=ALL_SCENARIOS, help=f"which to run (default {ALL_SCENARIOS})")
     add("--wrk-seconds", type=float, help="duration of each wrk run (default 5; 1 with --quick)")
     add("--workdir", type=Path, help="where servers keep data (default: a temp dir)")
     add("--docs", type=Path, help="write the Markdown report here (default docs/benchmarks.md; "
@@ -60,8 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     reps = args.reps or (1 if args.quick else 3)
-    size = int((args.blob_mib or (8 if args.quick else 200)) * 1024 * 1024)
-    wrk_seconds = args.wrk_seconds or (1.0 if args.quick else 5.0)
+    knobs = _knobs(args)
     docs = args.docs or (None if args.quick else DEFAULT_DOCS)
     if not servers.distribution_available():
         print("bench: needs /usr/bin/docker-registry and /usr/sbin/nginx", file=sys.stderr)
@@ -72,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         with _workdir(args.workdir) as workdir:
             started = time.monotonic()
-            results = run(workdir, size, reps, wrk_seconds)
+            results = run(workdir, knobs, reps)
             log.info("finished in %.0f s", time.monotonic() - started)
     report = text_report(results, reps)
     print(report)
@@ -84,10 +93,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         notes = args.notes.read_text().splitlines() if args.notes.exists() else []
         flags = _run_flags(sys.argv[1:] if argv is None else argv)
         command = "python -m bench " + shlex.join(flags)
-        write_markdown(results, docs, command=command.strip(), reps=reps,
-                       size_mib=size / 1024**2, notes=notes)  # fmt: skip
+        write_markdown(results, docs, command=command.strip(), reps=reps, knobs=knobs,
+                       notes=notes)  # fmt: skip
         print(f"wrote {docs} and {docs.with_suffix('.png')}")
     return 0
+
+
+def _knobs(args: argparse.Namespace) -> scenarios.Knobs:
+    """Sizes and counts from the options, with the defaults of a full or a quick run."""
+    quick = args.quick
+
+    def pick(given: float | None, full: float, smoke: float) -> float:
+        return given if given is not None else (smoke if quick else full)
+
+    unknown = set(args.scenarios) - set(ALL_SCENARIOS)
+    if unknown:
+        raise SystemExit(f"bench: unknown scenarios {sorted(unknown)} (known: {ALL_SCENARIOS})")
+    return scenarios.Knobs(
+        size=int(pick(args.blob_mib, 200, 8) * MIB),
+        big_size=int(pick(args.big_mib, 1024, 16) * MIB),
+        small_count=int(pick(args.small_count, 500, 40)),
+        tag_count=int(pick(args.tag_count, 500, 40)),
+        settle_seconds=pick(args.settle, 1.0, 0.1),
+        wrk_seconds=pick(args.wrk_seconds, 5.0, 1.0),
+        scenarios=args.scenarios,
+    )
 
 
 def _run_flags(argv: Sequence[str]) -> list[str]:
@@ -115,7 +145,7 @@ def _workdir(given: Path | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def run(workdir: Path, size: int, reps: int, wrk_seconds: float) -> scenarios.Results:
+def run(workdir: Path, knobs: scenarios.Knobs, reps: int) -> scenarios.Results:
     """Start the servers, run every scenario ``reps`` times, stop the servers."""
     with contextlib.ExitStack() as stack:
         s3 = None
@@ -125,12 +155,13 @@ def run(workdir: Path, size: int, reps: int, wrk_seconds: float) -> scenarios.Re
             s3 = stack.enter_context(running_moto(workdir))
         else:
             log.info("moto/boto3 not installed: no mirror-s3 peer (pip install -e '.[test]')")
-        return _run_with(workdir, size, reps, wrk_seconds, s3)
+        return _run_with(workdir, knobs, reps, s3)
 
 
 def _run_with(
-    workdir: Path, size: int, reps: int, wrk_seconds: float, s3: MotoS3 | None
+    workdir: Path, knobs: scenarios.Knobs, reps: int, s3: MotoS3 | None
 ) -> scenarios.Results:
+    size = knobs.size
     upstream = servers.start_upstream(workdir)
     running: list[servers.Peer] = []
     try:
@@ -144,7 +175,7 @@ def _run_with(
         running.append(distribution)
         for proxy in running:
             fetch_one(proxy.url + warm_blob.url_path(), size)  # fill the caches
-            proxy.wait_cached(warm_blob.digest[7:], size)
+            proxy.wait_cached([warm_blob.digest[7:]], size)
         cached = next((mirror.workdir / "cache").rglob(warm_blob.digest[7:]))
         nginx = servers.start_nginx(workdir, cached, "/blob")
         running.append(nginx)
@@ -154,10 +185,9 @@ def _run_with(
             peers={p.name: p for p in [*running, servers.upstream_peer(upstream)]},
             proxies=proxies,
             workdir=workdir,
-            size=size,
             warm_blob=warm_blob,
             image=image,
-            wrk_seconds=wrk_seconds,
+            knobs=knobs,
         )
         return _repeat(setup, reps)
     finally:
@@ -167,22 +197,38 @@ def _run_with(
 
 
 def _repeat(setup: scenarios.Setup, reps: int) -> scenarios.Results:
-    order = ["nginx", *setup.proxies, "upstream"]
+    wanted = setup.knobs.scenarios
     for rep in range(reps):
         log.info("repetition %d of %d: blobs", rep + 1, reps)
         # Rotate who goes first, so no peer always meets a cold page cache or a busy neighbour.
-        shift = rep % len(order)
-        scenarios.cached_throughput(setup, order[shift:] + order[:shift])
-        scenarios.cold_pull(setup)
-        scenarios.thundering_herd(setup)
+        cached = _rotated(["nginx", *setup.proxies, "upstream"], rep)
+        pulled = _rotated(["upstream", *setup.proxies], rep)
+        if "a" in wanted:
+            scenarios.cached_throughput(setup, cached)
+        if "b" in wanted:
+            cold.cold_pull(setup, pulled, setup.size, "b")
+        if "f" in wanted:
+            cold.cold_pull(setup, pulled, setup.knobs.big_size, "f")
+        if "c" in wanted:
+            scenarios.thundering_herd(setup)
+        if "g" in wanted:
+            cold.small_blobs(setup, pulled)
     scenarios.peak_memory(setup)
-    scenarios.warm_manifests(setup)
-    loaded = [*setup.proxies, "upstream"]
+    if "d" in wanted:
+        scenarios.warm_manifests(setup)
     for rep in range(reps):
         log.info("repetition %d of %d: manifests", rep + 1, reps)
-        shift = rep % len(loaded)
-        scenarios.manifests(setup, loaded[shift:] + loaded[:shift])
+        loaded = _rotated([*setup.proxies, "upstream"], rep)
+        if "d" in wanted:
+            scenarios.manifests(setup, loaded)
+        if "h" in wanted:
+            cold.cold_tags(setup, loaded)
     return {metric: dict(per_peer) for metric, per_peer in setup.results.items()}
+
+
+def _rotated(order: list[str], rep: int) -> list[str]:
+    shift = rep % len(order)
+    return order[shift:] + order[:shift]
 
 
 if __name__ == "__main__":

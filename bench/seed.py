@@ -1,7 +1,8 @@
 """Content for the benchmark: random blobs and one small image, pushed to the upstream.
 
-Every cold scenario needs a blob no proxy has seen yet, so each repetition
-gets fresh random bytes (random data: nothing in the path can compress it).
+Every cold scenario needs content no proxy has seen yet, so each repetition
+gets fresh random bytes (random data: nothing in the path can compress it)
+and fresh tags, each naming a manifest of its own.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 _CHUNK = 8 * 1024 * 1024
+_PUSHERS = 4  # concurrent uploads when seeding many small objects
 
 
 @dataclass(frozen=True)
@@ -53,11 +56,30 @@ def write_random_blob(directory: Path, size: int) -> BlobFile:
     return BlobFile(f"sha256:{hasher.hexdigest()}", size, path)
 
 
-def push_blob(registry: UpstreamRegistry, directory: Path, size: int) -> BlobFile:
-    """A fresh random blob, pushed to ``REPOSITORY`` on the upstream."""
+def push_blob(
+    registry: UpstreamRegistry, directory: Path, size: int, *, keep: bool = True
+) -> BlobFile:
+    """A fresh random blob, pushed to ``REPOSITORY`` on the upstream.
+
+    With ``keep=False`` the local copy is removed once pushed (a 1 GiB blob
+    per repetition adds up); ``path`` then names a file that is gone.
+    """
     blob = write_random_blob(directory, size)
-    registry.client().push_blob(REPOSITORY, blob.digest, blob.path, blob.size)
+    try:
+        registry.client().push_blob(REPOSITORY, blob.digest, blob.path, blob.size)
+    finally:
+        if not keep:
+            blob.path.unlink()
     return blob
+
+
+def push_blobs(
+    registry: UpstreamRegistry, directory: Path, count: int, size: int
+) -> list[BlobFile]:
+    """``count`` fresh random blobs of ``size`` bytes, pushed a few at a time."""
+    with ThreadPoolExecutor(max_workers=_PUSHERS) as pool:
+        return list(pool.map(lambda _: push_blob(registry, directory, size, keep=False),
+                             range(count)))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -93,3 +115,22 @@ def push_small_image(registry: UpstreamRegistry, directory: Path) -> SmallImage:
     manifest = Manifest("sha256:" + hashlib.sha256(data).hexdigest(), OCI_MANIFEST, data)
     client.push_manifest(REPOSITORY, TAG, manifest)
     return SmallImage(manifest)
+
+
+def push_tagged_manifests(registry: UpstreamRegistry, image: SmallImage, tags: list[str]) -> None:
+    """One distinct manifest per tag, each a variant of ``image`` (an annotation differs).
+
+    Distinct digests make every tag a full miss for every proxy: distribution
+    finds no manifest of that digest in its store and must GET it upstream,
+    like our mirror.
+    """
+    doc = json.loads(image.manifest.data)
+
+    def push(tag: str) -> None:
+        variant = {**doc, "annotations": {"org.example.bench.tag": tag}}
+        data = json.dumps(variant, separators=(",", ":")).encode()
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        registry.client().push_manifest(REPOSITORY, tag, Manifest(digest, OCI_MANIFEST, data))
+
+    with ThreadPoolExecutor(max_workers=_PUSHERS) as pool:
+        list(pool.map(push, tags))

@@ -27,9 +27,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import peers as servers
-from bench.cold_cpu import cpu_times
 from bench.load import LoadError, fetch_concurrently
 from bench.manifest_ab import measure, warm
+from bench.peers import cpu_times
 from bench.seed import BlobFile, push_blob, push_small_image
 from tests.support.pki import PrivateCA
 
@@ -120,7 +120,7 @@ def main() -> None:
             manifest = image.url_path(image.manifest.digest)
             for peer in mirrors:  # cache everything: every measured request is a hit
                 blob_round(peer, blob, 1)
-                peer.wait_cached(blob.digest.removeprefix("sha256:"), blob.size)
+                peer.wait_cached([blob.digest.removeprefix("sha256:")], blob.size)
                 warm(peer, manifest)
             figures = run_rounds(mirrors, blob, manifest, args)
         finally:

@@ -29,13 +29,24 @@ def test_quick_benchmark_measures_every_scenario(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads(raw.read_text())
-    for metric in ("a1_mibs", "a16_mibs", "b_total_s", "c_wall_s", "d_digest_rps", "d_tag_rps"):
-        assert results[metric]["mirror"][0] > 0, metric
+    timed = ("a1_mibs", "a16_mibs", "b_total_s", "b_ttfb_ms", "f_total_s", "f_ttfb_ms",
+             "g_blobs_per_s", "h_tags_per_s", "d_digest_rps", "d_tag_rps")  # fmt: skip
+    for metric in timed:  # every peer, so that every ratio can be formed
+        for peer in ("mirror", "distribution", "upstream"):
+            assert results[metric][peer][0] > 0, (metric, peer)
+    assert results["c_wall_s"]["mirror"][0] > 0
+    # Every cold pull cost the mirror some CPU: the counters were read around it.
+    assert results["f_cpu_s_per_gib"]["mirror"][0] > 0
     assert results["c_upstream_gets"]["mirror"] == [1]
-    assert results["c_failures"]["mirror"] == [0]
-    assert 0 < results["e_rss_mib"]["mirror"][0] < 1024
+    for failures in ("c_failures", "g_failures", "h_failures"):
+        assert results[failures]["mirror"] == [0], failures
+    for rss in ("c_rss_mib", "f_rss_mib", "e_rss_mib"):
+        assert 0 < results[rss]["mirror"][0] < 1024, rss
     assert "targets (mirror):" in done.stdout
-    assert "| (a) cached blob, 1 client |" in docs.read_text()
+    assert "ratios of medians" in done.stdout
+    report = docs.read_text()
+    assert "| (a) cached blob, 1 client |" in report
+    assert "| (g) cold 4 KiB blobs, 8 clients | higher |" in report  # the ratio table
     assert docs.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
 
 

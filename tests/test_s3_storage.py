@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import random
 import time
+import tracemalloc
 import urllib.request
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from mirror.storage.base import BlobWriter, StorageError
 from mirror.storage.s3 import S3Storage, stale_uploads
 from mirror.storage.s3_errors import S3Unreachable
+from mirror.storage.s3_writer import RING_PARTS
 from tests.support.s3 import MIN_PART, MotoS3, dead_endpoint
+from tests.support.tmpfs import small_disk
 
 
 def fetch(url: str) -> bytes:
@@ -25,6 +31,13 @@ def fetch(url: str) -> bytes:
 async def write_then_commit(writer: BlobWriter, parts: int) -> None:
     for _ in range(parts):
         await writer.write(b"y" * MIN_PART)
+    await writer.commit()
+
+
+async def write_in_pieces(writer: BlobWriter, data: bytes, piece: int) -> None:
+    """``data`` in pieces that do not divide a part, then commit."""
+    for start in range(0, len(data), piece):
+        await writer.write(data[start : start + piece])
     await writer.commit()
 
 
@@ -46,14 +59,36 @@ async def test_large_objects_go_up_in_equal_parts(
     storage: S3Storage, s3_server: MotoS3, bucket: str
 ) -> None:
     data = bytes(range(256)) * (2 * MIN_PART // 256 + 3)
-    writer = await storage.writer("blobs/big")
-    for start in range(0, len(data), 300_000):  # chunks that do not divide a part
-        await writer.write(data[start : start + 300_000])
-    await writer.commit()
+    await write_in_pieces(await storage.writer("blobs/big"), data, 300_000)
     head = s3_server.client.head_object(Bucket=bucket, Key="pre/fix/blobs/big")
     assert head["ETag"].endswith('-3"')  # a multipart object of three parts
     first = s3_server.client.head_object(Bucket=bucket, Key="pre/fix/blobs/big", PartNumber=1)
     assert first["ContentLength"] == MIN_PART
+    assert s3_server.uploads(bucket) == []
+
+
+async def test_parts_are_collected_and_sent_without_holding_them_in_memory(
+    storage: S3Storage, s3_server: MotoS3, bucket: str
+) -> None:
+    chunk_size = 1024 * 1024
+    expected = hashlib.sha256()
+    tracemalloc.start()
+    try:
+        writer = await storage.writer("blobs/ring")
+        # The ring's slots and a few more: some are used twice, some chunks straddle parts.
+        for number in range((RING_PARTS + 2) * MIN_PART // chunk_size + 1):
+            chunk = random.Random(number).randbytes(chunk_size + 12_345)
+            expected.update(chunk)
+            await writer.write(chunk)
+            del chunk
+        await writer.commit()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Parts collected or uploaded from memory would take several parts' worth.
+    assert peak < MIN_PART
+    stored = s3_server.client.get_object(Bucket=bucket, Key="pre/fix/blobs/ring")["Body"].read()
+    assert hashlib.sha256(stored).hexdigest() == expected.hexdigest()
     assert s3_server.uploads(bucket) == []
 
 
@@ -136,3 +171,33 @@ async def test_failed_part_upload_aborts_the_whole_upload(s3_server: MotoS3) -> 
         await storage.close()
     assert s3_server.keys(doomed) == {}
     assert s3_server.uploads(doomed) == []
+
+
+async def test_without_a_local_part_file_the_parts_are_collected_in_memory(
+    s3_server: MotoS3, bucket: str, tmp_path: Path
+) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_bytes(b"")
+    storage = await S3Storage.open(s3_server.s3_config(bucket), part_dir=blocked)
+    data = random.Random(3).randbytes(2 * MIN_PART + 777)
+    try:
+        await write_in_pieces(await storage.writer("blobs/x"), data, 300_000)
+    finally:
+        await storage.close()
+    assert s3_server.client.get_object(Bucket=bucket, Key="blobs/x")["Body"].read() == data
+    assert s3_server.uploads(bucket) == []
+
+
+async def test_a_part_file_that_fills_up_mid_part_goes_on_in_memory(
+    s3_server: MotoS3, bucket: str, tmp_path: Path
+) -> None:
+    data = random.Random(4).randbytes(2 * MIN_PART + 999)
+    with small_disk(tmp_path / "small", "1m") as disk:
+        storage = await S3Storage.open(s3_server.s3_config(bucket), part_dir=disk)
+        try:
+            # The first pieces fit in the ring; the disk refuses one in the middle of part 1.
+            await write_in_pieces(await storage.writer("blobs/y"), data, 200_000)
+        finally:
+            await storage.close()
+    assert s3_server.client.get_object(Bucket=bucket, Key="blobs/y")["Body"].read() == data
+    assert s3_server.uploads(bucket) == []

@@ -1,12 +1,15 @@
 """One download's transfer: from the upstream to its followers, its spool and the cache.
 
-The blob is hashed as it arrives and each chunk is handed to the
-:class:`Download` at once (followers that keep up take it from memory). The
-chunks are then written in batches, in worker threads, to the spool
-followers fall back on and to the storage backend's partial object (on disk
-the partial file is the spool; S3 gets a local spool of its own): whatever
-arrived while the previous batch was being written goes in the next one, so a
-slow disk sees fewer, larger writes.
+Each chunk received is handed to the :class:`Download` at once (followers
+that keep up take it from memory). The chunks are then hashed and written in
+batches of at least :data:`_MIN_BATCH` bytes, in worker threads side by side
+(``hashlib`` and ``os.pwrite`` release the GIL), to the spool followers fall
+back on and to the storage backend's partial object (on disk the partial file
+is the spool; S3 gets a local spool of its own): whatever arrived while the
+previous batch was being hashed and written goes in the next one. So the event
+loop only receives and sends, and a cold pull takes about as long as its
+slowest stage rather than the sum of them. Batches are hashed one after the
+other, in order; the digest is compared once the last one is done.
 
 Time bounds: a read that waits ``fill.idle_timeout`` for a byte breaks the
 stream and the download is resumed with ``Range`` (the upstream side of that
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import tempfile
@@ -44,6 +48,9 @@ log = logging.getLogger(__name__)
 # Reading from the upstream waits for the disk only once this much is pending
 # (8 MiB raised the peak RSS of a download into S3 by 37 MiB and saved no CPU).
 _MAX_PENDING = 2 * 1024 * 1024
+# A batch costs the event loop two thread hops: smaller ones (single 256 KiB
+# chunks) spent more loop time on hops than hashing in the loop saved.
+_MIN_BATCH = 1024 * 1024
 
 
 class Transfer:
@@ -184,9 +191,6 @@ class Transfer:
             self._metrics.digest_mismatch("blob")
             raise DigestMismatch("upstream sent more bytes than it announced")
         self._progressed()
-        # Hashing here costs less than a thread hop per batch on two busy
-        # cores (measured, bench/analysis.md).
-        self._hasher.update(chunk)
         download.receive(chunk)  # followers that keep up take it from here
         self._pending.append(chunk)
         self._pending_size += len(chunk)
@@ -206,14 +210,16 @@ class Transfer:
         """Start writing the pending bytes once the batch before them is done.
 
         Waits for that batch only when it is still running and too much is
-        pending (or at the end, ``final``); otherwise returns at once.
+        pending (or at the end, ``final``); otherwise returns at once. Short of
+        :data:`_MIN_BATCH`, the bytes wait for more (followers read them from
+        memory meanwhile).
         """
         if self._inflight is not None:
             if not (final or self._inflight.done() or self._pending_size >= _MAX_PENDING):
                 return
             task, self._inflight = self._inflight, None
             await task
-        if self._pending:
+        if self._pending and (final or self._pending_size >= _MIN_BATCH):
             batch, self._pending, self._pending_size = self._pending, [], 0
             self._inflight = asyncio.ensure_future(self._write_batch(batch))
 
@@ -231,11 +237,12 @@ class Transfer:
             self._inflight = None
 
     async def _write_batch(self, batch: list[bytes]) -> None:
-        """Write one batch to the spool and to the backend, side by side."""
+        """Hash one batch and write it to the spool and to the backend, side by side."""
         data = batch[0] if len(batch) == 1 else b"".join(batch)
         download = self.download
         self._metrics.fetched(self._upstream.name, len(data))
-        jobs = [self._store(data)]
+        # Batches run one at a time (_spool), so the hasher sees them in order.
+        jobs = [asyncio.to_thread(_hash, self._hasher, data), self._store(data)]
         if self._own_spool and download.spooling and download.spool_fd is not None:
             jobs.append(self._write_spool(download.spool_fd, data, download.persisted))
         # Wait for every job, even after one failed: no thread may outlive the batch.
@@ -270,6 +277,11 @@ async def abort_quietly(writer: BlobWriter) -> None:
     """Discard a partial object; a backend that refuses costs nothing more than a leftover."""
     with contextlib.suppress(StorageError):
         await writer.abort()
+
+
+def _hash(hasher: hashlib._Hash, data: bytes) -> None:
+    """Add ``data`` to the digest (a worker thread's job: hashlib releases the GIL)."""
+    hasher.update(data)
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:

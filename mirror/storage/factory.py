@@ -49,7 +49,9 @@ async def open_s3(config: Config) -> Storage:
     # An upload younger than one fill's time limit may be another mirror's live fill.
     stale = config.fill.total_timeout + 600
     try:
-        return await S3Storage.open(config.storage.s3, stale_upload_age=stale)
+        return await S3Storage.open(
+            config.storage.s3, stale_upload_age=stale, part_dir=config.storage.path
+        )
     except ValueError as exc:  # botocore refuses the region or the endpoint URL
         setting = "region" if isinstance(exc, InvalidRegionError) else "endpoint_url"
         raise StartupError(f"storage.s3.{setting}: {exc}", CONFIG_ERROR) from None

@@ -16,8 +16,10 @@ rewriting (copying) the object, and access times are kept by the cache index.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
@@ -31,7 +33,7 @@ from botocore.exceptions import ClientError
 from mirror.config import S3Config
 from mirror.storage.base import ObjectInfo, ObjectNotFound
 from mirror.storage.s3_errors import S3Unreachable, error_code, mapped_errors
-from mirror.storage.s3_writer import S3Writer
+from mirror.storage.s3_writer import S3Writer, open_ring
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +71,15 @@ class S3Storage:
     """Keys as objects under ``prefix/`` in ``bucket``."""
 
     def __init__(
-        self, client: Any, stack: AsyncExitStack, config: S3Config, stale_upload_age: float
+        self,
+        client: Any,
+        stack: AsyncExitStack,
+        config: S3Config,
+        stale_upload_age: float,
+        part_dir: Path,
     ) -> None:
         self._client = client
+        self._part_dir = part_dir  # where writers collect their parts (s3_writer)
         self._stack = stack
         self._config = config
         self._bucket = config.bucket
@@ -81,13 +89,19 @@ class S3Storage:
 
     @classmethod
     async def open(
-        cls, config: S3Config, *, stale_upload_age: float = DEFAULT_STALE_UPLOAD_AGE
+        cls,
+        config: S3Config,
+        *,
+        stale_upload_age: float = DEFAULT_STALE_UPLOAD_AGE,
+        part_dir: Path | None = None,
     ) -> S3Storage:
         """A client for ``config``; makes no request, so a down S3 does not stop start-up.
 
         Credentials: ``access_key_id``/``secret_access_key`` when configured,
         else the standard AWS chain (environment, profile, instance role).
         ``stale_upload_age``: multipart uploads older than this are orphans.
+        ``part_dir``: the local directory where uploads collect their parts
+        (a few parts per upload at most); the system's temporary directory if None.
         """
         stack = AsyncExitStack()
         keys: dict[str, str] = {}
@@ -105,7 +119,8 @@ class S3Storage:
                 **keys,
             )
         )
-        return cls(client, stack, config, stale_upload_age)
+        return cls(client, stack, config, stale_upload_age,
+                   part_dir or Path(tempfile.gettempdir()))  # fmt: skip
 
     @property
     def backend(self) -> str:
@@ -178,7 +193,13 @@ class S3Storage:
         object_key = self._object_key(key)
         with self._calling("write", key):
             pass  # no request yet; only refuse while S3 is known to be down
-        return S3Writer(self._client, self._bucket, object_key, key, self._config.part_size)
+        ring: int | None = None
+        try:
+            ring = await asyncio.to_thread(open_ring, self._part_dir)
+        except OSError as exc:
+            log.warning("no local part file for %s (%s); collecting parts in memory", key, exc)
+        part_size = self._config.part_size
+        return S3Writer(self._client, self._bucket, object_key, key, part_size, ring)
 
     async def delete(self, key: str) -> None:
         # DeleteObject of a missing key succeeds in S3.

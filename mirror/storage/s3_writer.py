@@ -1,17 +1,27 @@
 """Streaming writes into S3: a multipart upload published only on commit.
 
-Bytes collect in a buffer of one part (``part_size``); each full part is
-uploaded by a background task, at most :data:`MAX_IN_FLIGHT` at a time, so
-the fill that writes is held up only when S3 is slower than the upstream and
-memory stays near ``(MAX_IN_FLIGHT + 1) * part_size`` whatever the blob's
-size. Every part but the last has exactly ``part_size`` bytes (R2 requires
-equal parts). An object smaller than one part never starts a multipart
-upload: commit sends it with one PutObject.
+Bytes collect in a local file, a ring of :data:`RING_PARTS` slots of one
+part (``part_size``) each: part N is written to slot N modulo the ring, and
+each full part is uploaded by a background task straight from its slot, at
+most :data:`MAX_IN_FLIGHT` at a time. The fill that writes runs ahead of the
+uploads by up to a ring's worth of parts, so a client pulling a blob is not
+held to S3's pace unless S3 falls that far behind the upstream. No part is
+ever held in memory (the upload reads it from the page cache in small
+pieces), so a download into S3 costs about as much memory as one onto disk,
+and the ring bounds the local disk it uses, whatever the blob's size. Every
+part but the last has exactly ``part_size`` bytes (R2 requires equal parts).
+An object smaller than one part never starts a multipart upload: commit
+sends it with one PutObject.
+
+When the local disk refuses the ring (full, or not writable), the writer
+collects the parts in memory instead, at most ``MAX_IN_FLIGHT + 1`` of them:
+a full local disk costs memory, never the cached copy in S3.
 
 Nothing is visible under the key before ``CompleteMultipartUpload`` (or the
 PutObject) succeeds, and every failure path aborts the upload, so a failed
 fill leaves no object and no orphan upload behind. Only a crash can strand an
-upload; :meth:`mirror.storage.s3.S3Storage.sweep_partials` removes those.
+upload; :meth:`mirror.storage.s3.S3Storage.sweep_partials` removes those. The
+ring file is unlinked from the start, so a crash leaves no local file.
 """
 
 from __future__ import annotations
@@ -19,6 +29,8 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
+import tempfile
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -29,22 +41,39 @@ from mirror.storage.s3_errors import mapped_errors
 log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 2
+# Parts the ring holds: how far the fill may run ahead of the uploads (64 MiB
+# of local disk at the default part_size).
+RING_PARTS = 8
 
 
 class S3Writer:
-    """A partial S3 object; see the module docstring."""
+    """A partial S3 object; see the module docstring.
 
-    def __init__(self, client: Any, bucket: str, object_key: str, key: str, part_size: int) -> None:
+    ``ring`` is the descriptor of an unlinked local file (see :func:`open_ring`),
+    which the writer owns, or None to collect the parts in memory.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        object_key: str,
+        key: str,
+        part_size: int,
+        ring: int | None,
+    ) -> None:
         self._client = client
         self._bucket = bucket
         self._object_key = object_key
         self._key = key
         self._part_size = part_size
-        self._chunks: list[bytes] = []  # the part being collected
-        self._buffered = 0
+        self._ring = ring  # None: the local disk refused it, parts are collected in memory
+        self._memory: list[bytes] = []  # the part being collected, without a ring
+        self._buffered = 0  # bytes of the part being collected
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
         self._pending: deque[asyncio.Task[None]] = deque()
+        self._uploading = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._next_part = 1
         self._state = "open"  # open -> committed | aborted
 
@@ -57,30 +86,52 @@ class S3Writer:
         return None  # S3 has no readable local partial; the fill keeps its own spool
 
     async def write(self, data: bytes) -> None:
-        """Buffer ``data``; hand every full part to a background upload."""
+        """Put ``data`` in the ring; hand every full part to a background upload."""
         if self._state != "open":
             raise StorageError(f"write to closed writer for {self._key!r}")
-        self._chunks.append(data)
-        self._buffered += len(data)
-        while self._buffered >= self._part_size:
-            # Wait for a free upload slot before joining the part: never more
-            # than MAX_IN_FLIGHT parts plus the one being collected in memory.
-            await self._reap(MAX_IN_FLIGHT - 1)
-            await self._send_part(self._take(self._part_size))
+        view = memoryview(data)
+        while view:
+            taken = view[: self._part_size - self._buffered]
+            await self._collect(taken)
+            self._buffered += len(taken)
+            view = view[len(taken) :]
+            if self._buffered == self._part_size:
+                # Before the next part's bytes go into the ring: its slot must be free.
+                await self._send_part()
 
-    def _take(self, size: int) -> bytes:
-        """The first ``size`` buffered bytes as one object, copied once."""
-        taken: list[bytes] = []
-        need = size
-        while need:
-            chunk = self._chunks.pop(0)
-            if len(chunk) > need:
-                chunk, rest = chunk[:need], chunk[need:]
-                self._chunks.insert(0, rest)
-            taken.append(chunk)
-            need -= len(chunk)
-        self._buffered -= size
-        return b"".join(taken)
+    async def _collect(self, piece: memoryview) -> None:
+        """Add ``piece`` to the part being collected: in the ring while the disk takes it."""
+        if self._ring is not None:
+            try:
+                await asyncio.to_thread(_pwrite_all, self._ring, piece, self._slot_offset())
+                return
+            except OSError as exc:
+                log.warning("local part file of %s refused a write (%s); collecting parts "
+                            "in memory", self._key, exc)  # fmt: skip
+                self._leave_ring()
+        self._memory.append(bytes(piece))
+
+    def _leave_ring(self) -> None:
+        """From now on collect in memory, starting with what the ring holds of this part."""
+        assert self._ring is not None
+        start = self._slot_offset() - self._buffered
+        self._memory = [os.pread(self._ring, self._buffered, start)] if self._buffered else []
+        self._close()
+
+    def _slot_offset(self) -> int:
+        """Where in the ring the next byte of the part being collected goes."""
+        slot = (self._next_part - 1) % RING_PARTS
+        return slot * self._part_size + self._buffered
+
+    def _take(self) -> PartBody:
+        """The part collected so far (read from its slot, if in the ring); the next starts empty."""
+        if self._ring is None:
+            data, self._memory = b"".join(self._memory), []
+            body = PartBody(data, 0, len(data))
+        else:
+            body = PartBody(self._ring, self._slot_offset() - self._buffered, self._buffered)
+        self._buffered = 0
+        return body
 
     async def commit(self) -> None:
         """Complete the upload (or PutObject a small object); abort on any failure."""
@@ -88,31 +139,32 @@ class S3Writer:
             raise StorageError(f"commit of closed writer for {self._key!r}")
         try:
             if self._upload_id is None:
-                body = self._take(self._buffered)
-                with mapped_errors("put", self._key):
+                with self._take() as body, mapped_errors("put", self._key):
                     await self._client.put_object(
                         Bucket=self._bucket, Key=self._object_key, Body=body
                     )
             else:
                 if self._buffered:
-                    await self._send_part(self._take(self._buffered))
+                    await self._send_part()
                 await self._reap(0)
                 await self._complete()
         except BaseException:
             await self.abort()
             raise
         self._state = "committed"
+        self._close()
 
     async def abort(self) -> None:
         """Stop part uploads and abort the multipart upload; a no-op after commit."""
         if self._state != "open":
             return
         self._state = "aborted"
-        self._chunks, self._buffered = [], 0
+        self._buffered, self._memory = 0, []
         for task in self._pending:
             task.cancel()
         await asyncio.gather(*self._pending, return_exceptions=True)
         self._pending.clear()
+        self._close()
         if self._upload_id is None:
             return
         try:
@@ -124,25 +176,39 @@ class S3Writer:
             # Nothing a caller could do: the start-up sweep removes it later.
             log.warning("could not abort upload %s of %s: %s", self._upload_id, self._key, exc)
 
-    async def _send_part(self, part: bytes) -> None:
-        await self._reap(MAX_IN_FLIGHT - 1)
+    def _close(self) -> None:
+        # Parts still being read hold descriptors of their own (PartBody).
+        if self._ring is not None:
+            os.close(self._ring)
+            self._ring = None
+
+    async def _send_part(self) -> None:
+        # Parts not yet uploaded hold a slot of the ring (or memory): at most one
+        # fewer than there are before this one joins them, so the next part's slot is free.
+        await self._reap((MAX_IN_FLIGHT if self._ring is None else RING_PARTS) - 1)
         if self._upload_id is None:
             with mapped_errors("create upload", self._key):
                 created = await self._client.create_multipart_upload(
                     Bucket=self._bucket, Key=self._object_key
                 )
             self._upload_id = str(created["UploadId"])
-        number, self._next_part = self._next_part, self._next_part + 1
-        self._pending.append(asyncio.create_task(self._upload_part(number, part)))
+        number = self._next_part
+        body = self._take()
+        self._next_part += 1
+        self._pending.append(asyncio.create_task(self._upload_part(number, body)))
 
-    async def _upload_part(self, number: int, part: bytes) -> None:
-        with mapped_errors("upload part", self._key):
+    async def _upload_part(self, number: int, body: PartBody) -> None:
+        async with self._uploading:
+            await self._upload(number, body)
+
+    async def _upload(self, number: int, body: PartBody) -> None:
+        with body, mapped_errors("upload part", self._key):
             answer = await self._client.upload_part(
                 Bucket=self._bucket,
                 Key=self._object_key,
                 UploadId=self._upload_id,
                 PartNumber=number,
-                Body=PartBody(part),
+                Body=body,
             )
         self._parts.append({"PartNumber": number, "ETag": answer["ETag"]})
 
@@ -162,18 +228,39 @@ class S3Writer:
             )
 
 
-class PartBody(io.RawIOBase):
-    """A read-only, seekable file over one part's bytes that never copies them whole.
+def open_ring(directory: Path) -> int:
+    """A new, already unlinked file in ``directory`` for a writer's ring (a blocking call)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, path = tempfile.mkstemp(dir=directory, prefix="s3-parts-")
+    os.unlink(path)
+    return fd
 
-    Given bytes, aiohttp hands them to the transport, which copies what the
-    socket does not take at once; given a BytesIO, it copies it for a buffer
-    view. A plain file object is read and sent in small pieces instead, so a
-    part in flight costs its own size only.
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` (a worker thread's job)."""
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
+
+
+class PartBody(io.RawIOBase):
+    """A read-only, seekable file over one part: ``length`` bytes of ``source`` from ``offset``.
+
+    ``source`` is a file descriptor (the ring) or the part's bytes. A file is
+    read with a descriptor of the body's own (a duplicate, closed with the
+    body), so the writer may close the ring while an upload that was
+    cancelled still reads. Read in small pieces by the HTTP client, a part in
+    the ring costs no memory of its own. (Given bytes, aiohttp hands them to
+    the transport, which copies what the socket does not take at once; given
+    a BytesIO, it copies it for a buffer view: this wrapper copies neither.)
     """
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, source: int | bytes, offset: int, length: int) -> None:
         super().__init__()
-        self._data = data
+        self._fd = os.dup(source) if isinstance(source, int) else None
+        self._data = source if isinstance(source, bytes) else b""
+        self._offset = offset
+        self._length = length
         self._position = 0
 
     def readable(self) -> bool:
@@ -186,13 +273,25 @@ class PartBody(io.RawIOBase):
         return self._position
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._data)}
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._length}
         self._position = max(0, base[whence] + offset)
         return self._position
 
     def readinto(self, buffer: Any) -> int:
-        with memoryview(self._data) as view, memoryview(buffer) as target:
-            count = max(0, min(len(target), len(self._data) - self._position))
-            target[:count] = view[self._position : self._position + count]
+        if self.closed:  # the descriptor's number may belong to another file by now
+            raise ValueError("read of a closed part")
+        start = self._offset + self._position
+        with memoryview(buffer) as target:
+            wanted = max(0, min(len(target), self._length - self._position))
+            if self._fd is None:
+                target[:wanted] = memoryview(self._data)[start : start + wanted]
+                count = wanted
+            else:
+                count = os.preadv(self._fd, [target[:wanted]], start)
         self._position += count
         return count
+
+    def close(self) -> None:
+        if not self.closed and self._fd is not None:
+            os.close(self._fd)
+        super().close()
