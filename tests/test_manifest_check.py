@@ -15,6 +15,8 @@ import pytest
 
 from mirror.errors import ManifestRejected
 from mirror.manifest_check import check_manifest
+from mirror.oci import parse_digest
+from mirror.routes.keys import MANIFESTS
 from tests.support.cache_images import content_on_disk, upstream_name
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.manifest_samples import INVALID, OCI_MANIFEST, VALID
@@ -145,7 +147,12 @@ async def test_artifacts_pull_through(
 async def test_a_cached_page_from_an_older_version_is_dropped(
     up: FakeUpstream, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    """Earlier versions stored whatever came; such an entry is discarded like a damaged one."""
+    """Earlier versions stored whatever came; such an entry is discarded like a damaged one.
+
+    The digest is not known to belong to REPO after a restart, so the upstream
+    is asked first (blob and manifest access follow repositories), and its page
+    is refused; the store's next read of the old entry drops it.
+    """
     portal = up.add_manifest(REPO, PORTAL, "text/html")
     hex_part = portal.removeprefix("sha256:")
     stored = tmp_path / upstream_name(up) / "manifests" / "sha256" / hex_part[:2] / hex_part
@@ -153,6 +160,8 @@ async def test_a_cached_page_from_an_older_version_is_dropped(
     stored.write_bytes(b"text/html\n" + PORTAL)
     async with run_mirror(mirror_config(tmp_path, up.url)) as mirror:
         answer = await pull(http, manifest_url(mirror.url, REPO, portal))
+        store = mirror.app[MANIFESTS]
+        assert await store.cached(upstream_name(up), parse_digest(portal)) is None
     assert answer.status == 502, "not served from the cache: the upstream was asked again"
     assert not stored.exists()
     assert up.count("GET", f"/manifests/{portal}") == 1
