@@ -194,6 +194,26 @@ class TooManyRequests(ClientError):
         return {"Retry-After": str(self.retry_after)}
 
 
+class LayoutInvalid(ClientError):
+    """An imported body is not an OCI image layout the cache can take."""
+
+    code = "BLOB_UPLOAD_INVALID"
+
+
+class ImportTooLarge(ClientError):
+    """An import does not fit the cache budget, or its body passed its bound."""
+
+    status = 413
+    code = "SIZE_INVALID"
+
+
+class CacheUnavailable(MirrorError):
+    """The cache's storage refused a write (S3 down, a disk error); nothing partial is visible."""
+
+    status = 503
+    code = "UNAVAILABLE"
+
+
 class RangeNotSatisfiable(ClientError):
     """A ``Range`` lies outside the object."""
 

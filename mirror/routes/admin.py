@@ -27,7 +27,6 @@ names no repository and no digest is a 400 ``UNSUPPORTED``.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -38,6 +37,7 @@ from mirror.errors import ManifestUnknown, NameUnknown, QueryInvalid, SelectorRe
 from mirror.oci import Digest, parse_digest, validate_tag
 from mirror.routes.keys import ADMISSION, CACHE, CONFIG, ROUTER
 from mirror.routing import Target
+from mirror.security.challenge import carries_bearer
 from mirror.security.gate import ADMIN_GRANTED
 from mirror.upstream.base import Upstream
 
@@ -52,23 +52,17 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/admin/cache/reindex", reindex, name="admin-reindex")
 
 
-def _authorize(request: web.Request) -> None:
+def authorize(request: web.Request) -> None:
+    """Raise 401 unless the request is an admin's: the admin token, or an admin of the rules."""
     if request.get(ADMIN_GRANTED, False):
         return  # the client-auth middleware found an identity with the admin action
-    token = (request.app[CONFIG].admin_token or "").encode()
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    # Constant-time compare: the answer time must not reveal how much matched.
-    if (
-        not token
-        or scheme.lower() != "bearer"
-        or not hmac.compare_digest(given.strip().encode(), token)
-    ):
+    if not carries_bearer(request.headers.get("Authorization"), request.app[CONFIG].admin_token):
         raise Unauthorized("the admin API needs its bearer token")
 
 
 async def list_cache(request: web.Request) -> web.Response:
     """What the cache holds."""
-    _authorize(request)
+    authorize(request)
     upstream, repository = _selection(request)
     name = upstream.name if upstream is not None else None
     listing = await request.app[CACHE].describe(name, repository)
@@ -93,7 +87,7 @@ async def _add_trust(request: web.Request, listing: dict[str, Any]) -> None:
 
 async def purge(request: web.Request) -> web.Response:
     """Remove a repository, tag or digest from the cache."""
-    _authorize(request)
+    authorize(request)
     selected, repository = _selection(request)
     upstream = selected or request.app[ROUTER].default
     tag = _optional(request, "tag", validate_tag)
@@ -114,13 +108,13 @@ async def purge(request: web.Request) -> web.Response:
 
 async def gc(request: web.Request) -> web.Response:
     """Enforce the budget now."""
-    _authorize(request)
+    authorize(request)
     return web.json_response(gc_summary(await request.app[CACHE].gc()))
 
 
 async def reindex(request: web.Request) -> web.Response:
     """Reconcile the index with the storage: what changed, and what the cache holds now."""
-    _authorize(request)
+    authorize(request)
     cache = request.app[CACHE]
     result = await cache.reindex()
     index = cache.storage.index

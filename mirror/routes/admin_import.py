@@ -36,35 +36,21 @@ from mirror.airgap.commands import ImportRequest, import_into_cache
 from mirror.airgap.errors import AirgapError, BudgetExceeded, CacheFailed
 from mirror.airgap.names import Defaults
 from mirror.airgap.reader import TarLayout
-from mirror.errors import ClientError, MirrorError, NameUnknown, TooManyRequests
+from mirror.errors import (
+    CacheUnavailable,
+    ImportTooLarge,
+    LayoutInvalid,
+    NameUnknown,
+    TooManyRequests,
+)
 from mirror.oci import validate_name
 from mirror.progress import make_reporter
-from mirror.routes.admin import _authorize
+from mirror.routes.admin import authorize
 from mirror.routes.keys import CACHE, CONFIG
 
 _READ = 1024 * 1024
 # One lock per app: an import holds a worker thread while it waits for the body.
 _RUNNING: weakref.WeakKeyDictionary[web.Application, asyncio.Lock] = weakref.WeakKeyDictionary()
-
-
-class LayoutInvalid(ClientError):
-    """The body is not a layout the cache can take."""
-
-    code = "BLOB_UPLOAD_INVALID"
-
-
-class CacheUnavailable(MirrorError):
-    """The cache's storage refused a write (S3 down, a disk error); nothing partial is visible."""
-
-    status = 503
-    code = "UNAVAILABLE"
-
-
-class ImportTooLarge(ClientError):
-    """The import does not fit the cache budget, or the body passed its bound."""
-
-    status = 413
-    code = "SIZE_INVALID"
 
 
 def add_routes(app: web.Application) -> None:
@@ -74,7 +60,7 @@ def add_routes(app: web.Application) -> None:
 
 async def import_layout(request: web.Request) -> web.Response:
     """Import the body's layout, one import at a time; the import's report as JSON."""
-    _authorize(request)
+    authorize(request)
     wanted = ImportRequest("request body", _defaults(request), _flag(request, "allow_evict"))
     running = _RUNNING.setdefault(request.app, asyncio.Lock())
     if running.locked():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import re
 from dataclasses import dataclass, field
 
@@ -108,3 +109,15 @@ def bearer_challenge(
 def basic_challenge() -> str:
     """The ``Basic`` challenge, for a mirror without token auth."""
     return f"Basic realm={_quote(BASIC_REALM)}"
+
+
+def carries_bearer(authorization: str | None, token: str | None) -> bool:
+    """Whether an ``Authorization`` header is ``Bearer <token>`` (never, when ``token`` is unset).
+
+    Compared in constant time: the answer time must not reveal how much of a
+    guess matched. The admin API's static token is checked this way everywhere.
+    """
+    scheme, _, given = (authorization or "").partition(" ")
+    if not token or scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
