@@ -35,6 +35,7 @@ from mirror.config import Config
 from mirror.config_security import AuthConfig
 from mirror.metrics import Metrics
 from mirror.routes.keys import ROUTER
+from mirror.routes.v2 import routed
 from mirror.routing import Target
 from mirror.security.challenge import TOKEN_PATH
 from mirror.security.gate import CALLER, Area, ClientGate, Pull, Resource, rate_limit_middleware
@@ -65,7 +66,7 @@ def classify(request: web.Request) -> Resource:
     info = request.match_info
     route = info.route.name
     if route in _REPOSITORY_ROUTES:
-        return pull_of(request.app[ROUTER].resolve(info["name"], request.query.get("ns")))
+        return pull_of(routed(request))
     if request.path.startswith(_ADMIN_PREFIX) or request.path == _ADMIN_PREFIX.rstrip("/"):
         return Area.ADMIN
     if request.path.startswith(_UI_PREFIX) or request.path == _UI_PREFIX.rstrip("/"):

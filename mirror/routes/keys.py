@@ -18,7 +18,7 @@ from mirror.proxy.manifests import ManifestStore
 from mirror.proxy.referrers import Referrers
 from mirror.proxy.tags import TagService
 from mirror.readiness import ReadinessChecks
-from mirror.routing import Router
+from mirror.routing import Router, Target
 from mirror.stats.pulls import PullStats
 from mirror.stats.traffic import Traffic
 
@@ -40,5 +40,7 @@ TRAFFIC = web.AppKey("traffic", Traffic)  # requests, hits, bytes saved per upst
 KIND = web.RequestKey("kind", str)
 # How the cache answered it (hit, miss, stale, revalidated, error).
 CACHE_RESULT = web.RequestKey("cache_result", str)
+# Where a repository endpoint's name routes (set once: by the client-auth gate, or the handler).
+TARGET = web.RequestKey("target", Target)
 # Body bytes a blob sender wrote itself (sendfile bypasses aiohttp's own count).
 BODY_BYTES = web.RequestKey("body_bytes", int)

@@ -46,6 +46,7 @@ from mirror.routes.keys import (
     REFERRERS,
     ROUTER,
     TAGS,
+    TARGET,
     TRAFFIC,
 )
 from mirror.routing import Target
@@ -87,6 +88,15 @@ def counted(handler: Handler) -> Handler:
     return counting
 
 
+def routed(request: web.Request) -> Target:
+    """The upstream and repository a repository endpoint's name routes to (resolved once)."""
+    target = request.get(TARGET)
+    if target is None:
+        target = request.app[ROUTER].resolve(request.match_info["name"], request.query.get("ns"))
+        request[TARGET] = target
+    return target
+
+
 def endpoint(kind: str, handle: Endpoint) -> Handler:
     """A repository endpoint: read methods only, the name routed to an upstream."""
 
@@ -95,7 +105,7 @@ def endpoint(kind: str, handle: Endpoint) -> Handler:
             raise Unsupported("this mirror is pull-only: pushes are not accepted")
         if any("/" in v for k, v in request.match_info.items() if k != "name"):
             raise NameInvalid("not a distribution API path")  # an encoded slash
-        target = request.app[ROUTER].resolve(request.match_info["name"], request.query.get("ns"))
+        target = routed(request)
         request[KIND] = kind
         response = await handle(request, target)
         if kind in _TALLIED:
