@@ -30,6 +30,7 @@ from tests.support.tls_clients import (
     Namespace,
     SecureDockerDaemon,
     SecurePodman,
+    skopeo_copy_from_mirror,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -72,27 +73,16 @@ def mirror(
         mirror.process.stop()
 
 
-def port_of(mirror: MirrorProcess) -> int:
-    return int(mirror.url.rsplit(":", 1)[1])
-
-
 def test_skopeo_logs_in_over_tls(
     mirror: MirrorProcess, client_tls: ClientTLS, image_set: ImageSet, tmp_path: Path
 ) -> None:
     require_contained("skopeo")
     box = Namespace(tmp_path)
-    (tmp_path / "policy.json").write_text(json.dumps(INSECURE_POLICY))
     certs = client_tls.write_certs_dir(tmp_path / "certs")
 
     def copy(*login: str) -> bytes:
-        out = tmp_path / f"out-{len(login)}"
-        box.run(
-            ["skopeo", "--policy", str(tmp_path / "policy.json"), "copy", "-q", "--all",
-             "--preserve-digests", "--src-cert-dir", str(certs), *login,
-             f"docker://{MIRROR_NAME}:{port_of(mirror)}/{IMAGE}", f"dir:{out}"],
-            {"TMPDIR": str(tmp_path)},
-        )  # fmt: skip
-        return (out / "manifest.json").read_bytes()
+        return skopeo_copy_from_mirror(box, tmp_path, mirror.port, IMAGE, "--src-cert-dir",
+                                       str(certs), *login, policy=INSECURE_POLICY)  # fmt: skip
 
     with pytest.raises(ClientError, match=r"(?i)unauthorized|authentication required"):
         copy()
@@ -104,8 +94,8 @@ def test_podman_logs_in_to_the_mirror_host_over_tls(
     mirror: MirrorProcess, client_tls: ClientTLS, image_set: ImageSet, tmp_path: Path
 ) -> None:
     require_contained("podman")
-    podman = SecurePodman(tmp_path, port_of(mirror), client_tls)
-    podman.set_logins({f"{MIRROR_NAME}:{port_of(mirror)}": ":".join(ALICE)})
+    podman = SecurePodman(tmp_path, mirror.port, client_tls)
+    podman.set_logins({f"{MIRROR_NAME}:{mirror.port}": ":".join(ALICE)})
     podman.pull(f"docker.io/{IMAGE}")
     out = podman.podman("image", "inspect", "--format", "{{json .RepoDigests}}", IMAGE)
     digests = {d.split("@", 1)[1] for d in json.loads(out)}
@@ -116,7 +106,7 @@ def test_dockerd_sends_its_docker_hub_login_to_the_https_mirror(
     mirror: MirrorProcess, client_tls: ClientTLS, image_set: ImageSet, tmp_path: Path
 ) -> None:
     require_contained("dockerd", "docker")
-    docker = SecureDockerDaemon(tmp_path, port_of(mirror), client_tls)
+    docker = SecureDockerDaemon(tmp_path, mirror.port, client_tls)
     name = IMAGE.removeprefix("library/")
     try:
         docker.set_logins({HUB_LOGIN_KEY: ":".join(ALICE)})

@@ -34,6 +34,7 @@ from tests.support.tls_clients import (
     SecureDockerDaemon,
     SecurePodman,
     secure_hosts_toml,
+    skopeo_copy_from_mirror,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -74,26 +75,15 @@ def mirror(
         mirror.process.stop()
 
 
-def port_of(mirror: MirrorProcess) -> int:
-    return int(mirror.url.rsplit(":", 1)[1])
-
-
 def test_skopeo_with_src_cert_dir(
     mirror: MirrorProcess, client_tls: ClientTLS, image_set: ImageSet, tmp_path: Path
 ) -> None:
     require_contained("skopeo")
     box = Namespace(tmp_path)
-    (tmp_path / "policy.json").write_text(json.dumps(INSECURE_POLICY))
 
     def copy(*cert_dir: str) -> bytes:
-        out = tmp_path / f"out-{len(cert_dir)}"
-        box.run(
-            ["skopeo", "--policy", str(tmp_path / "policy.json"), "copy", "-q", "--all",
-             "--preserve-digests", *cert_dir, f"docker://{MIRROR_NAME}:{port_of(mirror)}/{IMAGE}",
-             f"dir:{out}"],
-            {"TMPDIR": str(tmp_path)},
-        )  # fmt: skip
-        return (out / "manifest.json").read_bytes()
+        return skopeo_copy_from_mirror(box, tmp_path, mirror.port, IMAGE, *cert_dir,
+                                       policy=INSECURE_POLICY)  # fmt: skip
 
     with pytest.raises(ClientError, match="certificate"):
         copy()  # the system CAs do not know the private CA
@@ -106,7 +96,7 @@ def test_podman_with_certs_d(
     mirror: MirrorProcess, client_tls: ClientTLS, image_set: ImageSet, tmp_path: Path
 ) -> None:
     require_contained("podman")
-    podman = SecurePodman(tmp_path, port_of(mirror), client_tls)
+    podman = SecurePodman(tmp_path, mirror.port, client_tls)
     podman.set_logins({})  # no login: only TLS
     podman.pull(f"docker.io/{IMAGE}")
     out = podman.podman("image", "inspect", "--format", "{{json .RepoDigests}}", IMAGE)
@@ -122,7 +112,7 @@ def test_containerd_with_ca_and_client_in_hosts_toml(
     ctr = ["ctr", "--address", str(containerd.socket)]
     box = Namespace(tmp_path / "containerd")  # resolves mirror.test; containerd's own is plain
     try:
-        hosts = secure_hosts_toml(tmp_path / "hosts", port_of(mirror), client_tls)
+        hosts = secure_hosts_toml(tmp_path / "hosts", mirror.port, client_tls)
         reference = f"docker.io/{IMAGE}"
         box.run([*ctr, "images", "pull", "--snapshotter", "native", "--hosts-dir", str(hosts),
                  reference])  # fmt: skip
@@ -139,7 +129,7 @@ def test_dockerd_registry_mirrors_over_https_with_certs_d(
 ) -> None:
     require_contained("dockerd", "docker")
     stranger = PrivateCA.create(tmp_path / "stranger", name="stranger")
-    docker = SecureDockerDaemon(tmp_path, port_of(mirror), client_tls)
+    docker = SecureDockerDaemon(tmp_path, mirror.port, client_tls)
     certs_d = tmp_path / "etc-docker" / "certs.d" / docker.host
     try:
         # Another CA in certs.d first: dockerd must verify (it would not for 127.0.0.0/8).

@@ -29,6 +29,11 @@ class MirrorProcess:
     #: how a client trusts the mirror when it serves https (from ``tls_client``)
     tls_client: ssl.SSLContext | None = None
 
+    @property
+    def port(self) -> int:
+        """The port the mirror listens on."""
+        return int(self.url.rsplit(":", 1)[1])
+
     def wait_ready(self) -> None:
         """Block until ``/healthz`` answers (the process may not exit first)."""
         wait_for_http(self.url + "/healthz", self.process, timeout=30, context=self.tls_client)

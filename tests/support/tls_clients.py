@@ -21,9 +21,10 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.support.clients import INSECURE_POLICY, Contained, _stop_pid, _wait_until
 from tests.support.processes import ManagedProcess, ProcessError
@@ -182,3 +183,21 @@ class SecurePodman:
         """auth.json: registry -> ``user:password``, as ``podman login`` writes it."""
         entries = {key: {"auth": basic_auth(*login.split(":", 1))} for key, login in auths.items()}
         self.auth_file.write_text(json.dumps({"auths": entries}))
+
+
+def skopeo_copy_from_mirror(
+    box: Namespace, workdir: Path, port: int, image: str, *options: str,
+    policy: Mapping[str, Any],
+) -> bytes:  # fmt: skip
+    """``skopeo copy --all`` of ``image`` from the mirror at ``mirror.test:port``, run in
+    ``box``, into a new ``dir:`` under ``workdir`` (``options``: certificates, a login); the
+    manifest's bytes, or :class:`tests.support.clients.ClientError`."""
+    (workdir / "policy.json").write_text(json.dumps(policy))
+    out = workdir / f"out-{len(list(workdir.glob('out-*')))}"
+    box.run(
+        ["skopeo", "--policy", str(workdir / "policy.json"), "copy", "-q", "--all",
+         "--preserve-digests", *options, f"docker://{MIRROR_NAME}:{port}/{image}",
+         f"dir:{out}"],
+        {"TMPDIR": str(workdir)},
+    )  # fmt: skip
+    return (out / "manifest.json").read_bytes()
