@@ -34,9 +34,9 @@ class TrackedWriter(WriterWrapper):
         self._storage = storage
         self._written = 0
 
-    async def write(self, data: bytes) -> None:
-        await self.inner.write(data)
-        self._written += len(data)
+    async def write(self, *chunks: bytes) -> None:
+        await self.inner.write(*chunks)
+        self._written += sum(map(len, chunks))
 
     async def commit(self) -> None:
         await self.inner.commit()

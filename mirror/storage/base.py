@@ -50,8 +50,12 @@ class BlobWriter(Protocol):
         """
         ...
 
-    async def write(self, data: bytes) -> None:
-        """Append bytes to the partial object."""
+    async def write(self, *chunks: bytes) -> None:
+        """Append ``chunks``, in order, to the partial object.
+
+        Several at once spare the caller joining them (see
+        :mod:`mirror.storage.vectored`).
+        """
         ...
 
     async def commit(self) -> None:
@@ -155,8 +159,8 @@ class WriterWrapper:
     def local_path(self) -> Path | None:
         return self.inner.local_path
 
-    async def write(self, data: bytes) -> None:
-        await self.inner.write(data)
+    async def write(self, *chunks: bytes) -> None:
+        await self.inner.write(*chunks)
 
     async def commit(self) -> None:
         await self.inner.commit()

@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from mirror.storage.base import ObjectInfo, ObjectNotFound, StorageError, check_key
+from mirror.storage.vectored import write_all
 
 PARTIAL_DIR = ".partial"
 _READ_CHUNK = 1024 * 1024
@@ -65,12 +66,12 @@ class DiskWriter:
     def local_path(self) -> Path | None:
         return self._path
 
-    async def write(self, data: bytes) -> None:
-        """Append ``data``; a full disk raises :class:`StorageError`."""
+    async def write(self, *chunks: bytes) -> None:
+        """Append ``chunks``; a full disk raises :class:`StorageError`."""
         if self._fd is None:
             raise StorageError(f"write to closed writer for {self._key!r}")
         try:
-            await asyncio.to_thread(_write_all, self._fd, data)
+            await asyncio.to_thread(write_all, self._fd, chunks)
         except OSError as exc:
             raise _storage_error("write", self._key, exc) from exc
 
@@ -103,13 +104,6 @@ class DiskWriter:
         if self._fd is not None:
             os.close(self._fd)  # also releases the flock
             self._fd = None
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
 
 
 def _create_locked(path: Path) -> int:

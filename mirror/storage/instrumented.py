@@ -122,8 +122,8 @@ class InstrumentedWriter(WriterWrapper):
         super().__init__(inner)
         self._recorder = recorder
 
-    async def write(self, data: bytes) -> None:
-        await self._recorder.call("write", self.inner.write(data))
+    async def write(self, *chunks: bytes) -> None:
+        await self._recorder.call("write", self.inner.write(*chunks))
 
     async def commit(self) -> None:
         await self._recorder.call("commit", self.inner.commit())

@@ -37,6 +37,7 @@ from typing import Any
 
 from mirror.storage.base import StorageError
 from mirror.storage.s3_errors import mapped_errors
+from mirror.storage.vectored import write_all
 
 log = logging.getLogger(__name__)
 
@@ -85,31 +86,43 @@ class S3Writer:
     def local_path(self) -> Path | None:
         return None  # S3 has no readable local partial; the fill keeps its own spool
 
-    async def write(self, data: bytes) -> None:
-        """Put ``data`` in the ring; hand every full part to a background upload."""
+    async def write(self, *chunks: bytes) -> None:
+        """Put ``chunks`` in the ring; hand every full part to a background upload."""
         if self._state != "open":
             raise StorageError(f"write to closed writer for {self._key!r}")
-        view = memoryview(data)
-        while view:
-            taken = view[: self._part_size - self._buffered]
-            await self._collect(taken)
-            self._buffered += len(taken)
-            view = view[len(taken) :]
-            if self._buffered == self._part_size:
-                # Before the next part's bytes go into the ring: its slot must be free.
-                await self._send_part()
+        pieces: list[memoryview] = []  # of the part being collected, not yet in the ring
+        room = self._part_size - self._buffered
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                taken = view[:room]
+                pieces.append(taken)
+                room -= len(taken)
+                view = view[len(taken) :]
+                if room == 0:
+                    await self._collect(pieces)
+                    pieces = []
+                    # Before the next part's bytes go into the ring: its slot must be free.
+                    await self._send_part()
+                    room = self._part_size
+        if pieces:
+            await self._collect(pieces)
 
-    async def _collect(self, piece: memoryview) -> None:
-        """Add ``piece`` to the part being collected: in the ring while the disk takes it."""
+    async def _collect(self, pieces: list[memoryview]) -> None:
+        """Add ``pieces`` to the part being collected: in the ring while the disk takes it."""
+        size = sum(map(len, pieces))
         if self._ring is not None:
             try:
-                await asyncio.to_thread(_pwrite_all, self._ring, piece, self._slot_offset())
-                return
+                await asyncio.to_thread(write_all, self._ring, pieces, self._slot_offset())
             except OSError as exc:
                 log.warning("local part file of %s refused a write (%s); collecting parts "
                             "in memory", self._key, exc)  # fmt: skip
                 self._leave_ring()
-        self._memory.append(bytes(piece))
+            else:
+                self._buffered += size
+                return
+        self._memory.extend(bytes(piece) for piece in pieces)
+        self._buffered += size
 
     def _leave_ring(self) -> None:
         """From now on collect in memory, starting with what the ring holds of this part."""
@@ -234,13 +247,6 @@ def open_ring(directory: Path) -> int:
     fd, path = tempfile.mkstemp(dir=directory, prefix="s3-parts-")
     os.unlink(path)
     return fd
-
-
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    """Write all of ``data`` at ``offset`` (a worker thread's job)."""
-    while data:
-        written = os.pwrite(fd, data, offset)
-        data, offset = data[written:], offset + written
 
 
 class PartBody(io.RawIOBase):

@@ -45,10 +45,12 @@ class BlobResponse:
                 if not dropped:
                     raise UpstreamUnavailable("upstream download broke off while skipping")
                 self._skip -= len(dropped)
-            # Whole pieces as the socket delivered them: re-cutting them to a
-            # fixed size would copy every byte once more.
-            async for chunk in content.iter_any():
-                yield chunk
+            # Whole pieces as the socket delivered them, one at a time: re-cutting
+            # them to a fixed size, or joining those that queued up meanwhile
+            # (what iter_any does), would copy every byte once more.
+            async for chunk, _ in content.iter_chunks():
+                if chunk:  # empty at the end of each piece of a chunked answer
+                    yield chunk
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
             timeouts = Timeouts(connect=0, read=self._idle_timeout)
             what = describe_failure(exc, str(self._resp.url), timeouts)

@@ -54,9 +54,9 @@ class _SlowWriter(WriterWrapper):
         super().__init__(inner)
         self.delay = delay
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, *chunks: bytes) -> None:
         await asyncio.sleep(self.delay)
-        await self.inner.write(data)
+        await self.inner.write(*chunks)
 
 
 async def run_export(dest: str, refs: list[str], image_set: ImageSet) -> int:
