@@ -56,11 +56,20 @@ STAGES: list[tuple[str, str]] = [
     ("S3: payload sha256 for SigV4 (botocore)", r"SigV4Auth\.payload"),
     ("sha256", r"^_hash \(|hasher\.update|hashlib|_hashlib"),
     # By the function running in a worker thread, not the line handing the job to it.
-    ("page-cache write (spool, partial)", r"^(write_all|_write_all|pwrite_all) \(|os\.pwritev?\(|os\.writev?\("),
+    (
+        "page-cache write (spool, partial)",
+        r"^(write_all|_write_all|pwrite_all) \(|os\.pwritev?\(|os\.writev?\(",
+    ),
     ("commit: fsync + rename", r"^_publish \(|os\.fsync\("),
     ("socket receive (recv syscall)", r"_sock\.recv|recv_into"),
-    ("HTTP parser + StreamReader (aiohttp)", r"data_received|feed_data|_http_parser|readany"),
-    ("socket send (to client or S3)", r"_sock\.send|sendmsg|loop\.sendfile|os\.sendfile|_write_ready"),
+    (
+        "HTTP parser + StreamReader (aiohttp)",
+        r"data_received|feed_data|_http_parser|readany|readchunk",
+    ),
+    (
+        "socket send (to client or S3)",
+        r"_sock\.send|sendmsg|loop\.sendfile|os\.sendfile|_write_ready",
+    ),
     ("copies: join a batch or an S3 part", r"b\"\"\.join\("),
     ("S3 client (aiobotocore, botocore)", r"botocore"),
     ("hand-off to followers (download)", r"proxy/download\.py"),

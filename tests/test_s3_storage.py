@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import random
+import signal
 import time
 import tracemalloc
 import urllib.request
@@ -160,6 +162,12 @@ async def test_failed_part_upload_aborts_the_whole_upload(s3_server: MotoS3) -> 
     try:
         writer = await storage.writer("blob")
         await writer.write(b"x" * (MIN_PART + 1))
+        # The upload is started in the background (writes never wait for S3).
+        for _ in range(100):
+            if s3_server.uploads(doomed):
+                break
+            await asyncio.sleep(0.05)
+        assert s3_server.uploads(doomed), "the first part started no upload"
         for upload in s3_server.uploads(doomed):
             s3_server.client.abort_multipart_upload(
                 Bucket=doomed, Key=upload["Key"], UploadId=upload["UploadId"]
@@ -200,4 +208,106 @@ async def test_a_part_file_that_fills_up_mid_part_goes_on_in_memory(
         finally:
             await storage.close()
     assert s3_server.client.get_object(Bucket=bucket, Key="blobs/y")["Body"].read() == data
+    assert s3_server.uploads(bucket) == []
+
+
+def spool_with(path: Path, data: bytes) -> int:
+    """A spool file holding ``data``, as a download leaves it, open for reading."""
+    path.write_bytes(data)
+    return os.open(path, os.O_RDONLY)
+
+
+async def test_parts_are_read_from_the_shared_spool_not_copied(
+    storage: S3Storage, s3_server: MotoS3, bucket: str, tmp_path: Path
+) -> None:
+    data = random.Random(5).randbytes(2 * MIN_PART + 4321)
+    fd = spool_with(tmp_path / "spool", data)
+    writer = await storage.writer("blobs/shared")
+    writer.share_spool(fd)
+    os.close(fd)  # the writer keeps a descriptor of its own
+    # Bytes of the right length but wrong content: only the spool's may be uploaded,
+    # which shows the writer keeps no copy of what it is given.
+    await write_in_pieces(writer, bytes(len(data)), 700_000)
+    stored = s3_server.client.get_object(Bucket=bucket, Key="pre/fix/blobs/shared")["Body"]
+    assert stored.read() == data
+    assert s3_server.uploads(bucket) == []
+
+
+async def test_a_spool_that_refuses_a_write_mid_part_leaves_the_rest_in_memory(
+    storage: S3Storage, s3_server: MotoS3, bucket: str, tmp_path: Path
+) -> None:
+    data = random.Random(6).randbytes(2 * MIN_PART + 999)
+    cut = MIN_PART + MIN_PART // 2  # the spool refused a write in the middle of part 2
+    fd = spool_with(tmp_path / "spool", data[:cut])
+    writer = await storage.writer("blobs/half")
+    writer.share_spool(fd)
+    await writer.write(data[:cut])
+    writer.share_spool(None)
+    os.close(fd)
+    await write_in_pieces(writer, data[cut:], 300_000)
+    stored = s3_server.client.get_object(Bucket=bucket, Key="pre/fix/blobs/half")["Body"]
+    assert stored.read() == data
+    assert s3_server.uploads(bucket) == []
+
+
+async def test_sharing_the_spool_after_the_first_write_is_refused(
+    storage: S3Storage, tmp_path: Path
+) -> None:
+    fd = spool_with(tmp_path / "spool", b"x")
+    writer = await storage.writer("blobs/late")
+    try:
+        await writer.write(b"x")
+        with pytest.raises(StorageError, match="too late"):
+            writer.share_spool(fd)
+    finally:
+        os.close(fd)
+        await writer.abort()
+
+
+async def test_writes_from_a_shared_spool_never_wait_for_s3(
+    storage: S3Storage, s3_server: MotoS3, bucket: str, tmp_path: Path
+) -> None:
+    # More parts than a ring holds, while S3 answers nothing at all: a download
+    # writing them must not wait (its clients would), the uploads catch up later.
+    data = random.Random(7).randbytes((RING_PARTS + 4) * MIN_PART + 17)
+    fd = spool_with(tmp_path / "spool", data)
+    writer = await storage.writer("blobs/ahead")
+    writer.share_spool(fd)
+    os.close(fd)
+    os.kill(s3_server.process.pid, signal.SIGSTOP)
+    try:
+        async with asyncio.timeout(5):
+            for start in range(0, len(data), MIN_PART // 2):
+                await writer.write(data[start : start + MIN_PART // 2])
+    finally:
+        os.kill(s3_server.process.pid, signal.SIGCONT)
+    await writer.commit()
+    stored = s3_server.client.get_object(Bucket=bucket, Key="pre/fix/blobs/ahead")["Body"]
+    assert stored.read() == data
+    assert s3_server.uploads(bucket) == []
+
+
+async def test_a_ring_slot_is_reused_only_after_its_part_is_uploaded(
+    storage: S3Storage, s3_server: MotoS3, bucket: str
+) -> None:
+    # S3 answers nothing while the writer fills more parts than the ring has
+    # slots: the writes must wait, not overwrite a part still to be uploaded.
+    data = random.Random(8).randbytes((RING_PARTS + 3) * MIN_PART + 99)
+    writer = await storage.writer("blobs/ring-lag")
+
+    async def write_everything() -> None:
+        for start in range(0, len(data), MIN_PART // 2):
+            await writer.write(data[start : start + MIN_PART // 2])
+
+    os.kill(s3_server.process.pid, signal.SIGSTOP)
+    try:
+        writing = asyncio.create_task(write_everything())
+        await asyncio.sleep(1.5)  # the ring fills up meanwhile
+        assert not writing.done(), "the writer ran more than a ring ahead of S3"
+    finally:
+        os.kill(s3_server.process.pid, signal.SIGCONT)
+    await writing
+    await writer.commit()
+    stored = s3_server.client.get_object(Bucket=bucket, Key="pre/fix/blobs/ring-lag")["Body"]
+    assert hashlib.sha256(stored.read()).hexdigest() == hashlib.sha256(data).hexdigest()
     assert s3_server.uploads(bucket) == []

@@ -5,7 +5,8 @@ that keep up take it from memory). The chunks are then hashed and written in
 batches of at least :data:`_MIN_BATCH` bytes, in worker threads side by side
 (``hashlib`` and ``os.pwritev`` release the GIL), to the spool followers fall
 back on and to the storage backend's partial object (on disk the partial file
-is the spool; S3 gets a local spool of its own): whatever arrived while the
+is the spool; for S3 the transfer keeps a spool, and the backend uploads its
+parts from it, see :meth:`BlobWriter.share_spool`): whatever arrived while the
 previous batch was being hashed and written goes in the next one. So the event
 loop only receives and sends, and a cold pull takes about as long as its
 slowest stage rather than the sum of them. Batches are hashed one after the
@@ -103,6 +104,10 @@ class Transfer:
             self._spool_failed(exc)
             return
         self.download.attach_spool(fd)
+        if self._own_spool and self.writer is not None:
+            # The backend (S3) uploads its parts from our spool rather than
+            # writing a copy of its own: see _write_batch for the order this needs.
+            self.writer.share_spool(fd)
 
     def _spool_fd(self, spool_dir: Path) -> int:
         if not self._own_spool and self.writer is not None and self.writer.local_path is not None:
@@ -247,9 +252,12 @@ class Transfer:
         download = self.download
         self._metrics.fetched(self._upstream.name, size)
         # Batches run one at a time (_spool), so the hasher sees them in order.
-        jobs = [asyncio.to_thread(_hash, self._hasher, batch), self._store(batch)]
+        jobs = [asyncio.to_thread(_hash, self._hasher, batch)]
         if self._own_spool and download.spooling and download.spool_fd is not None:
-            jobs.append(self._write_spool(download.spool_fd, batch, download.persisted))
+            # The backend reads what we give it from the spool: spool first.
+            jobs.append(self._spool_then_store(download.spool_fd, batch, download.persisted))
+        else:
+            jobs.append(self._store(batch))
         # Wait for every job, even after one failed: no thread may outlive the batch.
         for outcome in await asyncio.gather(*jobs, return_exceptions=True):
             if isinstance(outcome, BaseException):
@@ -257,12 +265,15 @@ class Transfer:
         if download.spooling:
             download.persist(size)
 
-    async def _write_spool(self, fd: int, batch: list[bytes], offset: int) -> None:
+    async def _spool_then_store(self, fd: int, batch: list[bytes], offset: int) -> None:
         try:
             await asyncio.to_thread(write_all, fd, batch, offset)
         except OSError as exc:
             self._metrics.storage_error("disk", "spool")  # the local disk, whatever the backend
+            if self.writer is not None:
+                self.writer.share_spool(None)  # this batch is not (all) in the spool
             self._spool_failed(exc)
+        await self._store(batch)
 
     async def _store(self, batch: list[bytes]) -> None:
         if self.writer is None:

@@ -50,6 +50,17 @@ class BlobWriter(Protocol):
         """
         ...
 
+    def share_spool(self, fd: int | None) -> None:
+        """Use the caller's local copy ``fd`` of the bytes instead of one of its own.
+
+        For a backend without :attr:`local_path` (S3): the caller puts every
+        byte in ``fd`` at its offset in the object before it hands the same
+        bytes to :meth:`write`, and calls this before the first write. ``None``:
+        the file refused a write, whose bytes did not all reach it; the
+        writer goes on without it. Backends with a local partial ignore this.
+        """
+        ...
+
     async def write(self, *chunks: bytes) -> None:
         """Append ``chunks``, in order, to the partial object.
 
@@ -158,6 +169,9 @@ class WriterWrapper:
     @property
     def local_path(self) -> Path | None:
         return self.inner.local_path
+
+    def share_spool(self, fd: int | None) -> None:
+        self.inner.share_spool(fd)
 
     async def write(self, *chunks: bytes) -> None:
         await self.inner.write(*chunks)

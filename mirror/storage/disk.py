@@ -66,6 +66,9 @@ class DiskWriter:
     def local_path(self) -> Path | None:
         return self._path
 
+    def share_spool(self, fd: int | None) -> None:
+        """Nothing to share: the partial file is the spool (:attr:`local_path`)."""
+
     async def write(self, *chunks: bytes) -> None:
         """Append ``chunks``; a full disk raises :class:`StorageError`."""
         if self._fd is None:

@@ -16,7 +16,6 @@ rewriting (copying) the object, and access times are kept by the cache index.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import tempfile
@@ -33,7 +32,7 @@ from botocore.exceptions import ClientError
 from mirror.config import S3Config
 from mirror.storage.base import ObjectInfo, ObjectNotFound
 from mirror.storage.s3_errors import S3Unreachable, error_code, mapped_errors
-from mirror.storage.s3_writer import S3Writer, open_ring
+from mirror.storage.s3_writer import S3Writer
 
 log = logging.getLogger(__name__)
 
@@ -193,13 +192,8 @@ class S3Storage:
         object_key = self._object_key(key)
         with self._calling("write", key):
             pass  # no request yet; only refuse while S3 is known to be down
-        ring: int | None = None
-        try:
-            ring = await asyncio.to_thread(open_ring, self._part_dir)
-        except OSError as exc:
-            log.warning("no local part file for %s (%s); collecting parts in memory", key, exc)
         part_size = self._config.part_size
-        return S3Writer(self._client, self._bucket, object_key, key, part_size, ring)
+        return S3Writer(self._client, self._bucket, object_key, key, part_size, self._part_dir)
 
     async def delete(self, key: str) -> None:
         # DeleteObject of a missing key succeeds in S3.

@@ -1,21 +1,27 @@
 """Streaming writes into S3: a multipart upload published only on commit.
 
-Bytes collect in a local file, a ring of :data:`RING_PARTS` slots of one
-part (``part_size``) each: part N is written to slot N modulo the ring, and
-each full part is uploaded by a background task straight from its slot, at
-most :data:`MAX_IN_FLIGHT` at a time. The fill that writes runs ahead of the
-uploads by up to a ring's worth of parts, so a client pulling a blob is not
-held to S3's pace unless S3 falls that far behind the upstream. No part is
-ever held in memory (the upload reads it from the page cache in small
-pieces), so a download into S3 costs about as much memory as one onto disk,
-and the ring bounds the local disk it uses, whatever the blob's size. Every
-part but the last has exactly ``part_size`` bytes (R2 requires equal parts).
-An object smaller than one part never starts a multipart upload: commit
-sends it with one PutObject.
+Each full part (``part_size``) is uploaded by a background task straight from
+a local file, at most :data:`MAX_IN_FLIGHT` at a time, read from the page
+cache in small pieces: no part is ever held in memory, so a download into S3
+costs about as much memory as one onto disk. Every part but the last has
+exactly ``part_size`` bytes (R2 requires equal parts). An object smaller than
+one part never starts a multipart upload: commit sends it with one PutObject.
 
-When the local disk refuses the ring (full, or not writable), the writer
-collects the parts in memory instead, at most ``MAX_IN_FLIGHT + 1`` of them:
-a full local disk costs memory, never the cached copy in S3.
+Where the parts are read from:
+
+- **The caller's spool** (:meth:`S3Writer.share_spool`): a download already
+  keeps every byte in a local spool file for its clients, so the writer reads
+  the parts from there and writes nothing itself. Neither :meth:`write` nor
+  the download it serves ever waits for S3: uploads trail the download by as
+  much as S3 needs, on no more local disk than the spool.
+- **A ring of our own** otherwise (an import, a verify): a local file of
+  :data:`RING_PARTS` slots of one part each, part N in slot N modulo the
+  ring, which bounds the local disk used whatever the object's size; a
+  write waits for a free slot when S3 falls that far behind.
+
+When the local disk refuses the spool or the ring (full, or not writable),
+the writer collects the parts in memory instead, at most ``MAX_IN_FLIGHT +
+1`` of them: a full local disk costs memory, never the cached copy in S3.
 
 Nothing is visible under the key before ``CompleteMultipartUpload`` (or the
 PutObject) succeeds, and every failure path aborts the upload, so a failed
@@ -42,16 +48,16 @@ from mirror.storage.vectored import write_all
 log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 2
-# Parts the ring holds: how far the fill may run ahead of the uploads (64 MiB
-# of local disk at the default part_size).
+# Parts the ring holds: how far a writer without a shared spool (an import)
+# may run ahead of the uploads (64 MiB of local disk at the default part_size).
 RING_PARTS = 8
 
 
 class S3Writer:
     """A partial S3 object; see the module docstring.
 
-    ``ring`` is the descriptor of an unlinked local file (see :func:`open_ring`),
-    which the writer owns, or None to collect the parts in memory.
+    ``ring_dir`` is where the writer makes its ring file when it needs one
+    (None: collect the parts in memory).
     """
 
     def __init__(
@@ -61,17 +67,21 @@ class S3Writer:
         object_key: str,
         key: str,
         part_size: int,
-        ring: int | None,
+        ring_dir: Path | None,
     ) -> None:
         self._client = client
         self._bucket = bucket
         self._object_key = object_key
         self._key = key
         self._part_size = part_size
-        self._ring = ring  # None: the local disk refused it, parts are collected in memory
+        self._ring_dir = ring_dir  # None once the ring was refused or is not needed
+        # The local file parts are read from, which the writer owns: its ring,
+        # or its own descriptor of the caller's spool. None: collect in memory.
+        self._ring: int | None = None
+        self._shared = False  # _ring is the caller's spool: every byte already in place
         self._memory: list[bytes] = []  # the part being collected, without a ring
         self._buffered = 0  # bytes of the part being collected
-        self._upload_id: str | None = None
+        self._creating: asyncio.Task[str] | None = None  # CreateMultipartUpload -> its id
         self._parts: list[dict[str, Any]] = []
         self._pending: deque[asyncio.Task[None]] = deque()
         self._uploading = asyncio.Semaphore(MAX_IN_FLIGHT)
@@ -85,6 +95,26 @@ class S3Writer:
     @property
     def local_path(self) -> Path | None:
         return None  # S3 has no readable local partial; the fill keeps its own spool
+
+    def share_spool(self, fd: int | None) -> None:
+        """Read the parts from the caller's spool ``fd`` (see the module doc).
+
+        The caller puts every byte in ``fd`` at its offset in the object
+        before it hands the same bytes to :meth:`write`; call this before the
+        first write. ``None``: the spool refused a write, and the bytes of the
+        next :meth:`write` did not all reach it: from the part being collected
+        on, parts are collected in memory. The writer reads ``fd`` through a
+        descriptor of its own, so the caller may close ``fd`` at any time.
+        """
+        if fd is None:
+            if self._shared:
+                log.warning("spool of %s refused a write; collecting parts in memory", self._key)
+                self._leave_ring()
+            return
+        if self._state != "open" or self._buffered or self._next_part > 1 or self._shared:
+            raise StorageError(f"spool shared too late with the writer for {self._key!r}")
+        self._close()
+        self._ring, self._shared, self._ring_dir = os.dup(fd), True, None
 
     async def write(self, *chunks: bytes) -> None:
         """Put ``chunks`` in the ring; hand every full part to a background upload."""
@@ -111,6 +141,11 @@ class S3Writer:
     async def _collect(self, pieces: list[memoryview]) -> None:
         """Add ``pieces`` to the part being collected: in the ring while the disk takes it."""
         size = sum(map(len, pieces))
+        if self._shared:
+            self._buffered += size  # the caller put them in the spool
+            return
+        if self._ring is None and self._ring_dir is not None:
+            await self._open_ring(self._ring_dir)
         if self._ring is not None:
             try:
                 await asyncio.to_thread(write_all, self._ring, pieces, self._slot_offset())
@@ -124,16 +159,28 @@ class S3Writer:
         self._memory.extend(bytes(piece) for piece in pieces)
         self._buffered += size
 
+    async def _open_ring(self, directory: Path) -> None:
+        """Make the ring file, on the first write that needs it; refused: go on in memory."""
+        self._ring_dir = None  # one attempt
+        try:
+            self._ring = await asyncio.to_thread(open_ring, directory)
+        except OSError as exc:
+            log.warning("no local part file for %s (%s); collecting parts in memory",
+                        self._key, exc)  # fmt: skip
+
     def _leave_ring(self) -> None:
         """From now on collect in memory, starting with what the ring holds of this part."""
         assert self._ring is not None
         start = self._slot_offset() - self._buffered
         self._memory = [os.pread(self._ring, self._buffered, start)] if self._buffered else []
         self._close()
+        self._shared = False
 
     def _slot_offset(self) -> int:
-        """Where in the ring the next byte of the part being collected goes."""
-        slot = (self._next_part - 1) % RING_PARTS
+        """Where in the local file the next byte of the part being collected goes."""
+        slot = self._next_part - 1
+        if not self._shared:
+            slot %= RING_PARTS
         return slot * self._part_size + self._buffered
 
     def _take(self) -> PartBody:
@@ -151,7 +198,7 @@ class S3Writer:
         if self._state != "open":
             raise StorageError(f"commit of closed writer for {self._key!r}")
         try:
-            if self._upload_id is None:
+            if self._creating is None:
                 with self._take() as body, mapped_errors("put", self._key):
                     await self._client.put_object(
                         Bucket=self._bucket, Key=self._object_key, Body=body
@@ -178,16 +225,21 @@ class S3Writer:
         await asyncio.gather(*self._pending, return_exceptions=True)
         self._pending.clear()
         self._close()
-        if self._upload_id is None:
+        if self._creating is None:
             return
+        # Not cancelled: a request S3 may already have taken would strand its upload.
+        await asyncio.wait([self._creating])
+        if self._creating.cancelled() or self._creating.exception() is not None:
+            return  # no upload was started
+        upload_id = self._creating.result()
         try:
             with mapped_errors("abort", self._key):
                 await self._client.abort_multipart_upload(
-                    Bucket=self._bucket, Key=self._object_key, UploadId=self._upload_id
+                    Bucket=self._bucket, Key=self._object_key, UploadId=upload_id
                 )
         except StorageError as exc:
             # Nothing a caller could do: the start-up sweep removes it later.
-            log.warning("could not abort upload %s of %s: %s", self._upload_id, self._key, exc)
+            log.warning("could not abort upload %s of %s: %s", upload_id, self._key, exc)
 
     def _close(self) -> None:
         # Parts still being read hold descriptors of their own (PartBody).
@@ -196,30 +248,54 @@ class S3Writer:
             self._ring = None
 
     async def _send_part(self) -> None:
-        # Parts not yet uploaded hold a slot of the ring (or memory): at most one
-        # fewer than there are before this one joins them, so the next part's slot is free.
-        await self._reap((MAX_IN_FLIGHT if self._ring is None else RING_PARTS) - 1)
-        if self._upload_id is None:
-            with mapped_errors("create upload", self._key):
-                created = await self._client.create_multipart_upload(
-                    Bucket=self._bucket, Key=self._object_key
-                )
-            self._upload_id = str(created["UploadId"])
+        """Hand the part collected to a background upload; wait only for room to collect the next.
+
+        A part not yet uploaded holds its slot of the ring: the next part goes
+        into the slot of the part RING_PARTS - 1 before this one, so at most
+        RING_PARTS - 2 parts may still be uploading when this one joins them.
+        (One more let a lagging S3 get a part overwritten before it was read.)
+        In memory, MAX_IN_FLIGHT - 1 may remain, so at most MAX_IN_FLIGHT + 1
+        parts are held with the one collected next. From the caller's spool,
+        nothing needs room.
+        """
+        if self._shared:
+            await self._reap(len(self._pending))  # only collects failures
+        elif self._ring is not None:
+            await self._reap(RING_PARTS - 2)
+        else:
+            await self._reap(MAX_IN_FLIGHT - 1)
+        if self._creating is None:
+            self._creating = asyncio.create_task(self._create())
         number = self._next_part
         body = self._take()
         self._next_part += 1
         self._pending.append(asyncio.create_task(self._upload_part(number, body)))
 
-    async def _upload_part(self, number: int, body: PartBody) -> None:
-        async with self._uploading:
-            await self._upload(number, body)
+    async def _create(self) -> str:
+        with mapped_errors("create upload", self._key):
+            created = await self._client.create_multipart_upload(
+                Bucket=self._bucket, Key=self._object_key
+            )
+        return str(created["UploadId"])
 
-    async def _upload(self, number: int, body: PartBody) -> None:
-        with body, mapped_errors("upload part", self._key):
+    async def _upload_id(self) -> str:
+        assert self._creating is not None  # started with the first part
+        # Shielded: a part's upload being cancelled must not cancel the creation,
+        # which abort() waits for to know which upload to abort.
+        return await asyncio.shield(self._creating)
+
+    async def _upload_part(self, number: int, body: PartBody) -> None:
+        with body:
+            upload_id = await self._upload_id()
+            async with self._uploading:
+                await self._upload(upload_id, number, body)
+
+    async def _upload(self, upload_id: str, number: int, body: PartBody) -> None:
+        with mapped_errors("upload part", self._key):
             answer = await self._client.upload_part(
                 Bucket=self._bucket,
                 Key=self._object_key,
-                UploadId=self._upload_id,
+                UploadId=upload_id,
                 PartNumber=number,
                 Body=body,
             )
@@ -231,12 +307,13 @@ class S3Writer:
             await self._pending.popleft()
 
     async def _complete(self) -> None:
+        upload_id = await self._upload_id()
         parts = sorted(self._parts, key=lambda p: int(p["PartNumber"]))
         with mapped_errors("complete upload", self._key):
             await self._client.complete_multipart_upload(
                 Bucket=self._bucket,
                 Key=self._object_key,
-                UploadId=self._upload_id,
+                UploadId=upload_id,
                 MultipartUpload={"Parts": parts},
             )
 
