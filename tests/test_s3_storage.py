@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import os
 import random
@@ -311,3 +312,26 @@ async def test_a_ring_slot_is_reused_only_after_its_part_is_uploaded(
     stored = s3_server.client.get_object(Bucket=bucket, Key="pre/fix/blobs/ring-lag")["Body"]
     assert hashlib.sha256(stored.read()).hexdigest() == hashlib.sha256(data).hexdigest()
     assert s3_server.uploads(bucket) == []
+
+
+async def test_an_upload_that_cannot_start_fails_the_writer(
+    s3_server: MotoS3, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The upload starts in the background: its failure must still reach the
+    # writer, and no task may be left with an exception nobody retrieved.
+    gone = s3_server.create_bucket()
+    storage = await S3Storage.open(s3_server.s3_config(gone))
+    try:
+        s3_server.client.delete_bucket(Bucket=gone)
+        fd = spool_with(tmp_path / "spool", bytes(3 * MIN_PART))
+        writer = await storage.writer("blob")
+        writer.share_spool(fd)
+        os.close(fd)
+        with pytest.raises(StorageError, match=r"create upload|upload part"):
+            await write_then_commit(writer, 3)
+        await writer.abort()
+        del writer
+        gc.collect()
+    finally:
+        await storage.close()
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]

@@ -107,7 +107,7 @@ class S3Writer:
         descriptor of its own, so the caller may close ``fd`` at any time.
         """
         if fd is None:
-            if self._shared:
+            if self._shared and self._ring is not None:
                 log.warning("spool of %s refused a write; collecting parts in memory", self._key)
                 self._leave_ring()
             return
@@ -117,7 +117,7 @@ class S3Writer:
         self._ring, self._shared, self._ring_dir = os.dup(fd), True, None
 
     async def write(self, *chunks: bytes) -> None:
-        """Put ``chunks`` in the ring; hand every full part to a background upload."""
+        """Add ``chunks`` to the part being collected; full parts upload in the background."""
         if self._state != "open":
             raise StorageError(f"write to closed writer for {self._key!r}")
         pieces: list[memoryview] = []  # of the part being collected, not yet in the ring
@@ -174,7 +174,6 @@ class S3Writer:
         start = self._slot_offset() - self._buffered
         self._memory = [os.pread(self._ring, self._buffered, start)] if self._buffered else []
         self._close()
-        self._shared = False
 
     def _slot_offset(self) -> int:
         """Where in the local file the next byte of the part being collected goes."""
@@ -246,6 +245,7 @@ class S3Writer:
         if self._ring is not None:
             os.close(self._ring)
             self._ring = None
+        self._shared = False
 
     async def _send_part(self) -> None:
         """Hand the part collected to a background upload; wait only for room to collect the next.
