@@ -86,16 +86,26 @@ def _version(argv: list[str]) -> str:
 
 
 def write_markdown(
-    results: Results, path: Path, *, command: str, reps: int, knobs: Knobs, notes: list[str]
+    results: Results,
+    path: Path,
+    *,
+    command: str,
+    reps: int,
+    knobs: Knobs,
+    notes: list[str],
+    taken: datetime | None = None,
 ) -> None:
-    """docs/benchmarks.md: when, where, how, the tables, the chart and notes."""
+    """docs/benchmarks.md: when, where, how, the tables, the chart and notes.
+
+    ``taken``: when the figures were measured (default: now).
+    """
     chart = path.with_suffix(".png")
     write_chart(results, chart)
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    when = (taken or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         "# Benchmarks",
         "",
-        f"- Date: {now}",
+        f"- Date: {when}",
         f"- Machine: {machine()}",
         "- Peers: our mirror with a disk cache (`mirror`) and with S3 storage on a moto "
         "server (`mirror-s3`, when moto is installed; moto runs on the same two cores), "

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,9 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not servers.distribution_available():
         print("bench: needs /usr/bin/docker-registry and /usr/sbin/nginx", file=sys.stderr)
         return 2
+    taken = None  # now
     if args.from_json is not None:
         results = json.loads(args.from_json.read_text())
         reps = max(len(values) for per_peer in results.values() for values in per_peer.values())
+        # The file is written as the run ends: the report dates the figures, not itself.
+        taken = datetime.fromtimestamp(args.from_json.stat().st_mtime, UTC)
     else:
         with _workdir(args.workdir) as workdir:
             started = time.monotonic()
@@ -94,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         flags = _run_flags(sys.argv[1:] if argv is None else argv)
         command = "python -m bench " + shlex.join(flags)
         write_markdown(results, docs, command=command.strip(), reps=reps, knobs=knobs,
-                       notes=notes)  # fmt: skip
+                       notes=notes, taken=taken)  # fmt: skip
         print(f"wrote {docs} and {docs.with_suffix('.png')}")
     return 0
 
