@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -72,6 +73,9 @@ def pull(tree: Path, workdir: Path, upstream_url: str, blob_path: str, size: int
         }
     finally:
         mirror.stop()
+        # Its cache goes at once: kept, every round would leave a blob's worth
+        # more in the page cache, and later pulls would pay for reclaiming it.
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def run(trees: dict[str, Path], rounds: int, size: int, clients: int, s3_on: bool) -> None:
