@@ -243,9 +243,11 @@ class Transfer:
             self._inflight = None
 
     async def _write_batch(self, batch: list[bytes]) -> None:
-        """Hash one batch and write it to the spool and to the backend, side by side.
+        """Hash one batch while it is written to the spool and to the backend.
 
-        The chunks go to the threads as received, never joined: the kernel
+        The backend's write runs beside the hashing too, except when the
+        backend reads our spool (S3): then it follows the spool's write. The
+        chunks go to the threads as received, never joined: the kernel
         gathers them (``writev``), and joining cost the loop a copy of every byte.
         """
         size = sum(map(len, batch))
