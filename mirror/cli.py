@@ -16,6 +16,7 @@ from mirror.cache.pins import parse_pins
 from mirror.cli_airgap import COMMANDS as AIRGAP_COMMANDS
 from mirror.cli_airgap import add_parsers as add_airgap_parsers
 from mirror.cli_airgap import run as run_airgap
+from mirror.cli_flags import add_storage_flags
 from mirror.config import Config, ConfigError, UpstreamConfig, load_config, parse_upstream_flag
 from mirror.config_report import settings_lines, upstream_warnings
 from mirror.config_security import describe_security
@@ -24,7 +25,6 @@ from mirror.config_values import redact_url
 from mirror.healthcheck import healthcheck
 from mirror.lifecycle import StartupError
 from mirror.progress import make_reporter
-from mirror.storage.factory import BACKENDS
 
 log = logging.getLogger("mirror")
 
@@ -63,11 +63,7 @@ def _add_cache_flags(add: Callable[..., argparse.Action]) -> None:
         metavar="[NAME=]URL",
         help="upstream registry, repeatable (default docker.io=https://registry-1.docker.io)",
     )
-    add("--storage", choices=sorted(BACKENDS), help="cache backend (default disk)")
-    add("--s3-bucket", help="S3 bucket (storage s3)")
-    add("--s3-prefix", help="key prefix inside the bucket")
-    add("--s3-region", help="S3 region")
-    add("--s3-endpoint-url", help="S3 endpoint for MinIO, Ceph RGW, R2, ...")
+    add_storage_flags(add)
     add("--max-size", help="cache budget such as 50GiB (default: unbounded)")
 
 

@@ -23,12 +23,12 @@ from typing import Any
 from mirror.airgap.errors import AirgapError, SelectionError
 from mirror.airgap.names import Defaults
 from mirror.airgap.selection import parse_selection
+from mirror.cli_flags import add_storage_flags
 from mirror.config import Config
 from mirror.config_values import redact_url
 from mirror.lifecycle import StartupError
 from mirror.progress import make_reporter, print_json
 from mirror.storage.base import StorageError
-from mirror.storage.factory import BACKENDS
 
 COMMANDS = ("export", "import")
 DONE, PARTLY, USAGE, FAILED = 0, 1, 2, 3
@@ -70,11 +70,7 @@ def _add_cache_flags(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--config", type=Path, help="TOML configuration file (default: $MIRROR_CONFIG)")
     add("--cache-dir", help="cache directory (disk) or spool directory (s3)")
-    add("--storage", choices=sorted(BACKENDS), help="cache backend (default disk)")
-    add("--s3-bucket", help="S3 bucket (storage s3)")
-    add("--s3-prefix", help="key prefix inside the bucket")
-    add("--s3-region", help="S3 region")
-    add("--s3-endpoint-url", help="S3 endpoint for MinIO, Ceph RGW, R2, ...")
+    add_storage_flags(add)
     add("--max-size", help="cache budget such as 50GiB")
     add("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     add("--quiet", action="store_true", help="report problems only")

@@ -22,7 +22,17 @@ WEB_SECURITY = ("mirror.security.gate", "mirror.security.token_endpoint")
 # (layer, rank, module prefixes). A module may import its own layer and any
 # layer of a lower rank; two layers of one rank may not import each other.
 LAYERS: list[tuple[str, int, tuple[str, ...]]] = [
-    ("cli", 7, ("mirror.cli", "mirror.cli_airgap", "mirror.__main__", "mirror.healthcheck")),
+    (
+        "cli",
+        7,
+        (
+            "mirror.cli",
+            "mirror.cli_airgap",
+            "mirror.cli_flags",
+            "mirror.__main__",
+            "mirror.healthcheck",
+        ),
+    ),
     ("app", 6, ("mirror.app", "mirror.server", "mirror.warm")),
     # The web UI and the front door's HTTP side are routes too.
     ("routes", 5, ("mirror.routes", "mirror.ui", *WEB_SECURITY)),
