@@ -38,6 +38,7 @@ import zstandard
 
 from mirror.airgap.errors import ExportError
 from mirror.airgap.streams import write_overlapped
+from mirror.storage.vectored import write_all
 
 ZSTD_SUFFIXES = (".tar.zst", ".tzst")
 # zstd's default level: fast, and layers are compressed already, so higher levels gain little.
@@ -115,8 +116,12 @@ class DirectoryTarget:
         target = self.partial / path
         await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
         fd = await asyncio.to_thread(os.open, target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+        async def write(chunk: bytes) -> None:
+            await asyncio.to_thread(write_all, fd, [chunk])
+
         try:
-            await write_overlapped(chunks, lambda chunk: asyncio.to_thread(_write_all, fd, chunk))
+            await write_overlapped(chunks, write)
             await asyncio.to_thread(os.fsync, fd)
         finally:
             os.close(fd)
@@ -268,12 +273,6 @@ class _HashingWriter:
 
 def _pad(size: int) -> bytes:
     return b"\0" * (-size % tarfile.BLOCKSIZE)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _write_file(path: Path, data: bytes) -> None:
