@@ -115,7 +115,8 @@ class FillConfig:
     ``stall_timeout`` bounds the time without a byte, across resumes;
     ``max_resumes`` counts resumes in a row that brought no byte;
     ``memory_limit`` bounds what a download keeps in memory for its clients
-    when the cache disk refuses writes.
+    when the cache disk refuses writes; ``splice`` lets a download from a
+    plain-HTTP upstream move the body into its spool with ``splice(2)``.
     """
 
     idle_timeout: float = 60.0
@@ -124,6 +125,7 @@ class FillConfig:
     stall_timeout: float = 120.0
     max_resumes: int = 5
     memory_limit: int = 4 * 1024**2
+    splice: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +277,7 @@ def _fill(raw: Mapping[str, Any]) -> FillConfig:
         stall_timeout=stall,
         max_resumes=resumes,
         memory_limit=memory,
+        splice=parse_bool(table.get("splice", True), "fill.splice"),
     )
 
 

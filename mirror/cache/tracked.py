@@ -38,6 +38,10 @@ class TrackedWriter(WriterWrapper):
         await self.inner.write(*chunks)
         self._written += sum(map(len, chunks))
 
+    async def extend(self, count: int) -> None:
+        await self.inner.extend(count)
+        self._written += count
+
     async def commit(self) -> None:
         await self.inner.commit()
         self._storage.stored(self.inner.key, self._written)

@@ -111,6 +111,12 @@ class Download:
         self.written += len(chunk)
         self._notify()
 
+    def receive_spooled(self, count: int) -> None:
+        """``count`` more bytes arrived straight into the spool (nothing held in memory)."""
+        self.written += count
+        self.persisted += count
+        self._notify()
+
     def persist(self, count: int) -> None:
         """The oldest ``count`` bytes held in memory are now in the spool."""
         self.persisted += count

@@ -41,9 +41,10 @@ from mirror.config import FillConfig
 from mirror.errors import DigestMismatch, UpstreamTimeout, UpstreamUnavailable
 from mirror.metrics import Metrics
 from mirror.proxy.download import Download, FollowersGone
+from mirror.storage import splice
 from mirror.storage.base import BlobWriter, StorageError
 from mirror.storage.vectored import write_all
-from mirror.upstream.base import Upstream
+from mirror.upstream.base import DetachedBody, Upstream
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,11 @@ _MAX_PENDING = 2 * 1024 * 1024
 # A batch costs the event loop two thread hops: smaller ones (single 256 KiB
 # chunks) spent more loop time on hops than hashing in the loop saved.
 _MIN_BATCH = 1024 * 1024
+# Shorter bodies are read through aiohttp: two threads and a connection that is
+# not reused cost more than splicing saves.
+_SPLICE_MIN = 1024 * 1024
+# Downloads splicing at once (two threads each); more read through aiohttp.
+_MAX_SPLICING = 16
 
 
 class Transfer:
@@ -62,6 +68,8 @@ class Transfer:
     to open one); it becomes None when the backend refuses a write.
     ``on_spool_lost`` is called when the spool refuses a write.
     """
+
+    splicing = 0  # transfers splicing now, across the process (see _MAX_SPLICING)
 
     def __init__(
         self,
@@ -92,6 +100,8 @@ class Transfer:
         # Moved on by every byte received, never by a resume: a stalled upstream
         # cannot hold a client longer than stall_timeout past its last byte.
         self._stall = asyncio.timeout(None)
+        # False once the kernel refused to splice into this spool (some file systems).
+        self._may_splice = config.splice and splice.available()
 
     # ------------------------------------------------------------------ spool
 
@@ -111,7 +121,8 @@ class Transfer:
 
     def _spool_fd(self, spool_dir: Path) -> int:
         if not self._own_spool and self.writer is not None and self.writer.local_path is not None:
-            return os.open(self.writer.local_path, os.O_RDONLY)
+            # Writable: a spliced body goes straight into it (_splice_body).
+            return os.open(self.writer.local_path, os.O_RDWR)
         spool_dir.mkdir(parents=True, exist_ok=True)
         # Unlinked at once: a crash leaves nothing behind.
         fd, path = tempfile.mkstemp(dir=spool_dir, prefix="spool-")
@@ -188,6 +199,10 @@ class Transfer:
                 download.set_size(body.total_size)
             elif body.total_size is not None and body.total_size != download.size:
                 raise DigestMismatch("upstream changed the blob's size between requests")
+            detached = body.detach(_SPLICE_MIN) if self._splice_possible() else None
+            if detached is not None:
+                await self._splice_body(detached)
+                return
             async for chunk in body.chunks():
                 await self._receive(chunk)
 
@@ -203,6 +218,90 @@ class Transfer:
         await self._spool()
         if not download.spooling:
             await self._make_room()
+
+    # ----------------------------------------------------------------- splice
+
+    def _splice_possible(self) -> bool:
+        download = self.download
+        return (
+            self._may_splice
+            and download.spooling
+            and download.spool_fd is not None
+            and Transfer.splicing < _MAX_SPLICING
+        )
+
+    async def _splice_body(self, body: DetachedBody) -> None:
+        """The rest of the body off the socket, straight into the spool (``storage.splice``).
+
+        Bytes the upstream's connection had already buffered go the usual way
+        first, and are written and hashed before the splice starts at the
+        spool's end. When the splice stops early, the bytes it took from the
+        socket but could not write go the usual way too, and the next stream
+        (a resume) reads through aiohttp if the spool failed.
+        """
+        for chunk in body.buffered:
+            await self._receive(chunk)
+        await self._drain()  # every byte so far is in the spool and hashed
+        download = self.download
+        fd = download.spool_fd
+        if not download.spooling or fd is None:
+            return  # the spool failed meanwhile; the caller resumes without splicing
+        log.debug("splicing %d bytes of %s into the spool", body.remaining, download.digest)
+        pump = splice.SplicePump(body.fd, fd, download.written, body.remaining,
+                                 self._hasher, self._config.idle_timeout)  # fmt: skip
+        Transfer.splicing += 1
+        try:
+            pump.start()
+            try:
+                async for count in pump.progress():
+                    await self._spooled(count)
+            finally:
+                await pump.close()
+        except splice.PeerBroke as exc:
+            await self._receive_leftover(exc.leftover)
+            raise UpstreamUnavailable(f"upstream download broke off: {exc}") from exc
+        except splice.FileRefused as exc:
+            # The local disk refused: our spool, or the disk backend's partial file.
+            self._metrics.storage_error("disk", "spool" if self._own_spool else "write")
+            await self._spool_refused(exc.cause)
+            await self._receive_leftover(exc.leftover)
+        except splice.SpliceUnsupported as exc:
+            log.warning("cannot splice into the spool (%s); copying instead", exc)
+            self._may_splice = False
+            await self._receive_leftover(exc.leftover)
+        finally:
+            Transfer.splicing -= 1
+
+    async def _spooled(self, count: int) -> None:
+        """``count`` more bytes are in the spool, hashed."""
+        self._progressed()
+        self.download.receive_spooled(count)
+        self._metrics.fetched(self._upstream.name, count)
+        if self.writer is None:
+            return
+        try:
+            await self.writer.extend(count)
+        except StorageError as exc:
+            # The spool itself still takes the bytes: the download goes on uncached.
+            log.warning("cache write of %s failed (%s); serving it through",
+                        self.download.key, exc)  # fmt: skip
+            await abort_quietly(self.writer)
+            self.writer = None
+
+    async def _spool_refused(self, exc: OSError) -> None:
+        """The spliced spool refused a write: go on from memory, without caching on disk."""
+        if self.writer is not None:
+            if self._own_spool:
+                self.writer.share_spool(None)  # parts so far are read from the spool
+            else:
+                # The spool was the backend's partial file: it cannot be completed.
+                await abort_quietly(self.writer)
+                self.writer = None
+        self._spool_failed(exc)
+
+    async def _receive_leftover(self, leftover: bytes) -> None:
+        if leftover:
+            await self._receive(leftover)
 
     async def _make_room(self) -> None:
         """Without a spool, read on only as followers free memory (waiting is no stall)."""

@@ -69,6 +69,16 @@ class BlobWriter(Protocol):
         """
         ...
 
+    async def extend(self, count: int) -> None:
+        """Append ``count`` bytes that the caller already put in the local copy.
+
+        That is :attr:`local_path` or the spool given to :meth:`share_spool`,
+        at the bytes' offsets in the object (a download splices a body
+        straight into it, :mod:`mirror.storage.splice`). A writer with
+        neither raises :class:`StorageError`.
+        """
+        ...
+
     async def commit(self) -> None:
         """Publish the object atomically under :attr:`key`."""
         ...
@@ -175,6 +185,9 @@ class WriterWrapper:
 
     async def write(self, *chunks: bytes) -> None:
         await self.inner.write(*chunks)
+
+    async def extend(self, count: int) -> None:
+        await self.inner.extend(count)
 
     async def commit(self) -> None:
         await self.inner.commit()

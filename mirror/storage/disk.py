@@ -56,6 +56,7 @@ class DiskWriter:
         self._key = key
         self._path = path
         self._fd: int | None = fd
+        self._size = 0  # bytes in the partial file; each write goes at its offset
         self._done = False
 
     @property
@@ -74,9 +75,16 @@ class DiskWriter:
         if self._fd is None:
             raise StorageError(f"write to closed writer for {self._key!r}")
         try:
-            await asyncio.to_thread(write_all, self._fd, chunks)
+            await asyncio.to_thread(write_all, self._fd, chunks, self._size)
         except OSError as exc:
             raise _storage_error("write", self._key, exc) from exc
+        self._size += sum(map(len, chunks))
+
+    async def extend(self, count: int) -> None:
+        """``count`` bytes the caller put in :attr:`local_path` after ours."""
+        if self._fd is None:
+            raise StorageError(f"write to closed writer for {self._key!r}")
+        self._size += count
 
     async def commit(self) -> None:
         """fsync, then rename into place: the object is whole or absent."""

@@ -125,6 +125,9 @@ class InstrumentedWriter(WriterWrapper):
     async def write(self, *chunks: bytes) -> None:
         await self._recorder.call("write", self.inner.write(*chunks))
 
+    async def extend(self, count: int) -> None:
+        await self._recorder.call("write", self.inner.extend(count))
+
     async def commit(self) -> None:
         await self._recorder.call("commit", self.inner.commit())
 

@@ -138,6 +138,19 @@ class S3Writer:
         if pieces:
             await self._collect(pieces)
 
+    async def extend(self, count: int) -> None:
+        """``count`` bytes the caller put in the shared spool: parts upload from there."""
+        if self._state != "open":
+            raise StorageError(f"write to closed writer for {self._key!r}")
+        if not self._shared:
+            raise StorageError(f"no spool shared with the writer for {self._key!r}")
+        while count:
+            taken = min(count, self._part_size - self._buffered)
+            self._buffered += taken
+            count -= taken
+            if self._buffered == self._part_size:
+                await self._send_part()
+
     async def _collect(self, pieces: list[memoryview]) -> None:
         """Add ``pieces`` to the part being collected: in the ring while the disk takes it."""
         size = sum(map(len, pieces))

@@ -47,12 +47,34 @@ class Listing:
     headers: dict[str, str]
 
 
+@dataclass(frozen=True, slots=True)
+class DetachedBody:
+    """The rest of a blob body, to be read straight off the connection's socket.
+
+    ``buffered``: body bytes aiohttp had already read, which come first;
+    ``remaining``: how many more the socket ``fd`` (non-blocking) will deliver.
+    """
+
+    fd: int
+    buffered: list[bytes]
+    remaining: int
+
+
 class BlobBody(Protocol):
     """An upstream's answer to a blob GET from some offset on."""
 
     @property
     def total_size(self) -> int | None:
         """The whole blob's size, when the upstream announced it."""
+        ...
+
+    def detach(self, minimum: int) -> DetachedBody | None:
+        """The connection's socket, to read the rest (at least ``minimum`` bytes) off it directly.
+
+        None when that is not possible (TLS, no ``Content-Length``, ...):
+        then read the body with :meth:`chunks`. See
+        :meth:`mirror.upstream.blobs.BlobResponse.detach`.
+        """
         ...
 
     def chunks(self) -> AsyncIterator[bytes]:

@@ -8,6 +8,11 @@ from ``offset`` on and the blob's whole size.
 
 A broken or silent connection becomes :class:`UpstreamUnavailable`, so the
 proxy's resume rules never see aiohttp's exception classes.
+
+:meth:`BlobResponse.detach` hands a plain-HTTP connection's socket to the
+caller, who then reads the rest of the body itself (the download splices it
+into its spool, :mod:`mirror.storage.splice`): with a ``Content-Length``, no
+content coding and no TLS, the body is just the next bytes on the socket.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import aiohttp
 
 from mirror.errors import UpstreamUnavailable
 from mirror.numbers import parse_count
+from mirror.upstream.base import DetachedBody
 from mirror.upstream.failures import Timeouts, describe_failure
 
 _SKIP_CHUNK = 256 * 1024
@@ -34,11 +40,53 @@ class BlobResponse:
         # The upstream ignored Range and sends the whole blob again.
         self._skip = offset if resp.status == 200 else 0
         self.total_size = _total_size(resp)
+        self._prefix: list[bytes] = []  # read by a detach() that then declined
         _set_read_size(resp, read_size)
+
+    def detach(self, minimum: int) -> DetachedBody | None:
+        """The connection's socket, when the rest of the body is at least ``minimum`` raw bytes.
+
+        None when the body cannot be read off the socket directly (TLS, no
+        ``Content-Length``, a content coding, bytes to skip) or is shorter:
+        then read it with :meth:`chunks`. The socket is the connection's: the
+        caller reads exactly :attr:`DetachedBody.remaining` bytes from it and
+        must not close it; the connection is closed, never reused, when the
+        request ends.
+        """
+        resp, content = self._resp, self._resp.content
+        connection = resp.connection
+        length = resp.content_length
+        if self._skip or length is None or connection is None or content.exception() is not None:
+            return None
+        if resp.headers.get("Content-Encoding", "identity").lower() != "identity":
+            return None
+        transport, protocol = connection.transport, connection.protocol
+        if transport is None or protocol is None or transport.get_extra_info("sslcontext"):
+            return None
+        sock = transport.get_extra_info("socket")
+        if sock is None or length - content.total_bytes < minimum:
+            return None
+        # Whatever aiohttp has read already: each read below may let its parser
+        # feed more (what it held back while its buffer was full) and resume
+        # the transport, so read until nothing comes, then stop the transport.
+        # All of this runs without yielding to the event loop, so the socket
+        # is read by nobody else in between.
+        while data := content.read_nowait():
+            self._prefix.append(data)
+        protocol.pause_reading()  # also stops aiohttp's read timeout
+        if content.is_eof() or content.exception() is not None:
+            protocol.resume_reading()
+            return None  # the body was all here already (or broke): chunks() has it
+        buffered, self._prefix = self._prefix, []
+        protocol.force_close()  # the connection's parser was bypassed: never reuse it
+        return DetachedBody(sock.fileno(), buffered, length - content.total_bytes)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The bytes from the offset asked for, as the socket delivered them."""
         content = self._resp.content
+        prefix, self._prefix = self._prefix, []
+        for chunk in prefix:
+            yield chunk
         try:
             while self._skip > 0:
                 dropped = await content.read(min(self._skip, _SKIP_CHUNK))
