@@ -20,6 +20,13 @@ download goes at the pace of its slowest follower and memory stays bounded.
 A follower that takes nothing for a while as the download waits for it is
 dropped (its client is cut), so one stuck client cannot stop the others.
 
+A follower whose client can be sent a file (:meth:`Follower.pieces`, a
+plain-TCP client) is given spans of the spool for bytes that are no longer
+(or never were) held in memory, and the route sends them with ``sendfile``:
+neither the bytes nor a Python step per chunk pass through the event loop.
+A body spliced into the spool (:mod:`mirror.storage.splice`) is never in
+memory, so every follower of such a download takes spans.
+
 Integrity: until the digest has been checked (:meth:`Download.succeed`), no
 follower is given the last byte of what it asked for, so a client can never
 see a complete body of wrong bytes. When the size is not known in advance
@@ -36,15 +43,35 @@ import asyncio
 import bisect
 import os
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
 
 from mirror.errors import MirrorError, UpstreamUnavailable
 from mirror.oci import Digest
 
 _READ_CHUNK = 256 * 1024
+# The last blocks read from the spool are kept for other followers at the same
+# place: a herd of clients then costs one read of each block, not one per client.
+_BLOCK = _READ_CHUNK
+_SHARED_BLOCKS = 16
+# The largest span of the spool handed out at once (one sendfile call).
+_MAX_SPAN = 1024 * 1024
 _FELL_BEHIND = "client fell too far behind an uncached download"
 
 OnCut = Callable[[MirrorError], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolSpan:
+    """``count`` bytes of the spool file ``fd`` from ``offset``, for the route to send itself.
+
+    ``fd`` stays open while the follower that got the span is open.
+    """
+
+    fd: int
+    offset: int
+    count: int
 
 
 class Download:
@@ -71,6 +98,7 @@ class Download:
         # Chunks covering (at least) the bytes not in the spool, and the offset each starts at.
         self._tail: list[bytes] = []
         self._tail_starts: list[int] = []
+        self._blocks: OrderedDict[int, bytes] = OrderedDict()  # spool blocks, by index
 
     @property
     def done(self) -> bool:
@@ -178,6 +206,7 @@ class Download:
             return
         self._tail.clear()
         self._tail_starts.clear()
+        self._blocks.clear()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -271,6 +300,12 @@ class Download:
         length = min(limit, self.persisted) - offset
         if self._fd is None or length <= 0:
             raise UpstreamUnavailable(f"bytes from {offset} on are no longer held")
+        block = self._block(offset // _BLOCK)
+        if block is not None:
+            begins = offset - offset % _BLOCK
+            if offset == begins and begins + _BLOCK <= limit:
+                return block  # the common case for a follower that keeps up: no copy
+            return block[offset - begins : min(limit, begins + _BLOCK) - begins]
         try:
             # The bytes were written moments ago and sit in the page cache: a
             # pread here costs microseconds, less than a thread hop.
@@ -280,6 +315,33 @@ class Download:
         if not data:
             raise UpstreamUnavailable(f"download spool ends before byte {offset}")
         return data
+
+    def _span(self, offset: int, limit: int) -> SpoolSpan | None:
+        """The bytes from ``offset`` (before ``limit``) that only the spool holds, if any.
+
+        Bytes still held in memory are sent from there: for a follower that
+        keeps up with a download read through aiohttp, they cost nothing more.
+        """
+        if self._fd is None or (self._tail and offset >= self._tail_starts[0]):
+            return None
+        count = min(limit, self.persisted, offset + _MAX_SPAN) - offset
+        return SpoolSpan(self._fd, offset, count) if count > 0 else None
+
+    def _block(self, index: int) -> bytes | None:
+        """Spool block ``index``, shared by followers; None until it is whole in the spool."""
+        block = self._blocks.get(index)
+        if block is not None or (index + 1) * _BLOCK > self.persisted or self._fd is None:
+            return block
+        try:
+            block = os.pread(self._fd, _BLOCK, index * _BLOCK)
+        except OSError as exc:
+            raise UpstreamUnavailable(f"download spool unreadable: {exc.strerror}") from exc
+        if len(block) != _BLOCK:
+            raise UpstreamUnavailable(f"download spool ends before byte {(index + 1) * _BLOCK}")
+        self._blocks[index] = block
+        if len(self._blocks) > _SHARED_BLOCKS:
+            self._blocks.popitem(last=False)
+        return block
 
 
 class FollowersGone(UpstreamUnavailable):
@@ -317,12 +379,34 @@ class Follower:
 
     async def __anext__(self) -> bytes:
         try:
-            return await self._next()
+            limit = await self._limit()
+            if limit is None:
+                raise StopAsyncIteration
+            return self._take(limit)
         except BaseException:
             await self.aclose()
             raise
 
-    async def _next(self) -> bytes:
+    async def pieces(self) -> AsyncGenerator[bytes | SpoolSpan, None]:
+        """Like iterating the follower, but with spans of the spool for bytes only it holds.
+
+        For a client that can be sent a file. Closes the follower when it
+        ends, however it ends.
+        """
+        download, cursor = self._download, self._cursor
+        try:
+            while (limit := await self._limit()) is not None:
+                span = download._span(cursor.position, limit)
+                if span is None:
+                    yield self._take(limit)
+                    continue
+                download._advance(cursor, span.count)
+                yield span
+        finally:
+            await self.aclose()
+
+    async def _limit(self) -> int | None:
+        """How far this follower may read, once there is something to read; None: done."""
         download, cursor = self._download, self._cursor
         while self._open:
             # Checked before every read: after a failure nothing more goes out.
@@ -332,13 +416,17 @@ class Follower:
                 raise UpstreamUnavailable(_FELL_BEHIND)
             limit = download._readable(self._end)
             if cursor.position < limit:
-                data = download._read(cursor.position, limit)
-                download._advance(cursor, len(data))
-                return data
+                return limit
             if download.verified:
                 break
             await download._changed.wait()
-        raise StopAsyncIteration
+        return None
+
+    def _take(self, limit: int) -> bytes:
+        """The next bytes before ``limit``, from memory or the spool."""
+        data = self._download._read(self._cursor.position, limit)
+        self._download._advance(self._cursor, len(data))
+        return data
 
     async def aclose(self) -> None:
         """Stop following: the download no longer keeps bytes for this follower."""

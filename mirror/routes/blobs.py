@@ -5,11 +5,18 @@ Every answer sets ``Content-Length``, ``Docker-Content-Digest``, ``ETag`` and
 (the upstream failed, the digest did not match) after the status line has
 gone out, the connection is aborted: the client sees a broken transfer,
 never a clean end of a wrong body.
+
+A download in progress goes to a plain-TCP client with ``sendfile`` from its
+spool wherever only the spool holds the bytes (:meth:`Follower.pieces`): a
+herd of clients following one download then costs the event loop a system
+call per span and client, not a copy of every byte.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import assert_never
 
@@ -19,6 +26,7 @@ from mirror.errors import MirrorError
 from mirror.metrics import Metrics
 from mirror.oci import DIGEST_HEADER, ByteRange, parse_range
 from mirror.proxy.blobs import BlobSource, CachedFile, Following, Redirect, StoredBlob
+from mirror.proxy.download import SpoolSpan
 from mirror.routes.keys import BODY_BYTES
 
 log = logging.getLogger(__name__)
@@ -129,9 +137,95 @@ async def _send_following(
     start = byte_range.start if byte_range else 0
     end = byte_range.end if byte_range else None
     count = byte_range.length if byte_range else source.size
+    if count is not None and not _encrypted(request):
+        return await _send_spooled(request, source, byte_range, start, count, metrics)
     # Cut at once when the download fails, even while a write to a slow client waits.
     chunks = source.follow(start, end, on_cut=lambda reason: _abort(request, reason))
     return await _send_stream(request, source, byte_range, chunks, count, "upstream", metrics)
+
+
+async def _send_spooled(
+    request: web.Request,
+    source: Following,
+    byte_range: ByteRange | None,
+    start: int,
+    count: int,
+    metrics: Metrics,
+) -> web.StreamResponse:
+    """Follow a download with sendfile from its spool, and bytes from memory where it holds them.
+
+    The length is known, so the body goes out as is (no chunked framing
+    around what sendfile sends).
+    """
+    sender = _SpanSender(request)
+    follower = source.follow(start, start + count - 1, on_cut=sender.cut)
+    response = _start(source.digest, source.size, byte_range)
+    pieces = follower.pieces()
+    sent = 0
+    try:
+        await response.prepare(request)
+        async for piece in pieces:
+            if isinstance(piece, SpoolSpan):
+                await sender.send(piece)
+                sent += piece.count
+            else:
+                await response.write(piece)
+                sent += len(piece)
+    except MirrorError as exc:
+        _abort(request, exc)  # the download failed: nothing more may go out
+        return response
+    except (ConnectionError, RuntimeError) as exc:
+        log.debug("client left mid-blob: %r", exc)
+        return response
+    finally:
+        metrics.served("upstream", sent)
+        request[BODY_BYTES] = sent
+        await pieces.aclose()  # releases the follower, whatever happened
+    if sent != count:
+        _abort(request, f"sent {sent} of {count} bytes")
+        return response
+    await response.write_eof()
+    return response
+
+
+class _SpanSender:
+    """Sends spool spans with sendfile; a cut ends the connection and the span in progress."""
+
+    def __init__(self, request: web.Request) -> None:
+        self._request = request
+        self._sending: asyncio.Future[int] | None = None
+        self._cut = False
+
+    def cut(self, reason: MirrorError) -> None:
+        """The download failed: cut the client now, even in the middle of a span."""
+        _abort(self._request, reason)
+        self._cut = True
+        if self._sending is not None:
+            # asyncio's sendfile waits for the socket to take more; once the
+            # transport is aborted it would wait for ever.
+            self._sending.cancel()
+
+    async def send(self, span: SpoolSpan) -> None:
+        """Send ``span``; raises ConnectionError when the client left or was cut."""
+        transport = self._request.transport
+        if self._cut or transport is None or transport.is_closing():
+            raise ConnectionResetError("client connection closed")
+        loop = asyncio.get_running_loop()
+        with os.fdopen(span.fd, "rb", closefd=False) as file:
+            self._sending = asyncio.ensure_future(
+                loop.sendfile(transport, file, span.offset, span.count, fallback=False)
+            )
+            try:
+                await self._sending
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if self._cut and (current is None or not current.cancelling()):
+                    raise ConnectionAbortedError("cut while sending") from None
+                raise  # the handler itself is being cancelled
+            finally:
+                if not self._sending.done():
+                    self._sending.cancel()  # the handler itself was cancelled
+                self._sending = None
 
 
 async def _send_stream(
