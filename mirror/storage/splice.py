@@ -148,15 +148,21 @@ class SplicePump:
         with contextlib.suppress(BlockingIOError):  # full: already woken
             os.write(self._wake_w, b"x")
         waiting = asyncio.ensure_future(self._ended())
-        try:
-            await asyncio.shield(waiting)
-        except asyncio.CancelledError:
-            await waiting  # the threads stop within one system call; then let the cancel through
-            raise
-        finally:
-            if not waiting.done():
-                waiting.cancel()
-            self._close_wake()
+        # The threads stop within one system call or hash window. Wait for them
+        # however often we are cancelled meanwhile: returning early would let
+        # the caller close (and the process reuse) descriptors they still use.
+        cancelled = False
+        while not waiting.done():
+            try:
+                await asyncio.shield(waiting)
+            except asyncio.CancelledError:
+                cancelled = True
+        for thread in self._threads:
+            if thread.ident is not None:  # started: its last act was telling us it ended
+                thread.join()
+        self._close_wake()
+        if cancelled:
+            raise asyncio.CancelledError  # now let the cancel through
 
     async def _ended(self) -> None:
         while self._running:
