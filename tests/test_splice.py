@@ -111,6 +111,23 @@ async def test_moves_every_byte_into_the_file_and_hashes_it(tmp_path: Path, pref
     check_landed(run, path, data, hasher, prefix)
 
 
+async def test_the_default_pipe_size_will_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a pipe keeps when F_SETPIPE_SZ is refused (an unprivileged user past
+    # fs.pipe-user-pages-soft): 64 KiB, less than the pump gathers before a flush.
+    monkeypatch.setattr(splice, "_PIPE_SIZE", 64 * 1024)
+    data = os.urandom(BLOB)
+    path = tmp_path / "spool"
+    fd, hasher = open_file(path), hasher_of(b"")
+    with Peer() as peer:
+        peer.send(data, then="hold")
+        run = await pump_all(SplicePump(peer.receiver.fileno(), fd, 0, len(data), hasher, 10))
+    os.close(fd)
+    assert run.error is None, run.error
+    check_landed(run, path, data, hasher)
+
+
 async def test_a_peer_that_closes_early_breaks_the_pump(tmp_path: Path) -> None:
     data = os.urandom(3 * 1024 * 1024 + 17)
     path = tmp_path / "spool"

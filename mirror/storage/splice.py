@@ -246,6 +246,10 @@ class _SpliceLoop:
         self.pump = pump
         self.pipe_r, self.pipe_w = pipe_r, pipe_w
         self.capacity = _pipe_capacity(pipe_w)
+        # A pipe left at its default size holds less than _FLUSH_AT: it must be
+        # flushed once full, or the next take would ask for no byte and read
+        # the 0 it gets back as the peer's close.
+        self.flush_at = min(_FLUSH_AT, self.capacity)
         self.left = pump._count  # still to take from the socket
         self.in_pipe = 0
         self.position = pump._offset  # where the next byte goes in the file
@@ -258,7 +262,7 @@ class _SpliceLoop:
         while self.left or self.in_pipe:
             if pump._stopping:
                 raise _Stopped
-            if self.left and self.in_pipe < _FLUSH_AT and self._take():
+            if self.left and self.in_pipe < self.flush_at and self._take():
                 continue
             if self.in_pipe:
                 self._flush()
