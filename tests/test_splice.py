@@ -275,6 +275,20 @@ async def gated_pump(peer: Peer, fd: int, run: Run) -> tuple[asyncio.Future[Run]
     return task, hasher
 
 
+async def test_close_stops_a_hashing_thread_that_fell_behind(tmp_path: Path) -> None:
+    fd, run = open_file(tmp_path / "spool"), Run()
+    with Peer() as peer:
+        task, hasher = await gated_pump(peer, fd, run)
+        peer.sender.sendall(b"b" * 100_000)  # lands while the hashing thread is stuck
+        await wait_for(lambda: run.landed == 200_000, "more bytes")
+        task.cancel()  # the pump is closed with 100,000 bytes landed but not hashed
+        await asyncio.sleep(0.1)
+        hasher.gate.set()
+        await ends_cancelled(task)
+        assert pump_threads() == []
+    os.close(fd)
+
+
 async def test_close_waits_for_the_threads_however_often_it_is_cancelled(tmp_path: Path) -> None:
     fd, run = open_file(tmp_path / "spool"), Run()
     with Peer() as peer:

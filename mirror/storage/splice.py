@@ -233,7 +233,9 @@ class SplicePump:
                 if over:
                     return
                 raise _Stopped
-            while hashed < landed and not self._stopping:
+            while hashed < landed:
+                if self._stopping:  # bytes landed but not hashed: nobody wants them now
+                    raise _Stopped
                 end = min(landed, hashed + _HASH_WINDOW)
                 _hash_range(self._hasher, self._file, hashed, end)
                 hashed = end
