@@ -27,6 +27,17 @@ def test_defaults_are_docker_hub_on_disk() -> None:
     assert (fill.max_resumes, fill.memory_limit) == (5, 4 * 1024**2)
 
 
+def test_splice_is_on_unless_turned_off(tmp_path: Path) -> None:
+    assert load_config(environ={}).fill.splice is True
+    toml = tmp_path / "mirror.toml"
+    for text, expected in (("false", False), ("true", True)):
+        toml.write_text(f"[fill]\nsplice = {text}\n")
+        assert load_config(toml, environ={}).fill.splice is expected
+    with pytest.raises(ConfigError) as refused:
+        build_config({"fill": {"splice": "maybe"}})
+    assert str(refused.value) == "fill.splice: expected true or false, got 'maybe'"
+
+
 def test_stall_timeout_defaults_to_twice_the_idle_timeout() -> None:
     assert build_config({"fill": {"idle_timeout": "10s"}}).fill.stall_timeout == 20
 
@@ -96,6 +107,8 @@ def test_cli_flags(tmp_path: Path) -> None:
         ({"fill": {"idle_timeout": "1m", "stall_timeout": "30s"}}, "fill.stall_timeout"),
         ({"fill": {"max_resumes": -1}}, "fill.max_resumes"),
         ({"fill": {"memory_limit": "1KiB"}}, "fill.memory_limit"),
+        ({"fill": {"splice": "sometimes"}}, "fill.splice"),
+        ({"fill": {"splice": 2}}, "fill.splice"),
     ],
 )
 def test_errors_name_the_field(raw: dict[str, object], field: str) -> None:

@@ -148,15 +148,21 @@ class SplicePump:
         with contextlib.suppress(BlockingIOError):  # full: already woken
             os.write(self._wake_w, b"x")
         waiting = asyncio.ensure_future(self._ended())
-        try:
-            await asyncio.shield(waiting)
-        except asyncio.CancelledError:
-            await waiting  # the threads stop within one system call; then let the cancel through
-            raise
-        finally:
-            if not waiting.done():
-                waiting.cancel()
-            self._close_wake()
+        # The threads stop within one system call or hash window. Wait for them
+        # however often we are cancelled meanwhile: returning early would let
+        # the caller close (and the process reuse) descriptors they still use.
+        cancelled = False
+        while not waiting.done():
+            try:
+                await asyncio.shield(waiting)
+            except asyncio.CancelledError:
+                cancelled = True
+        for thread in self._threads:
+            if thread.ident is not None:  # started: its last act was telling us it ended
+                thread.join()
+        self._close_wake()
+        if cancelled:
+            raise asyncio.CancelledError  # now let the cancel through
 
     async def _ended(self) -> None:
         while self._running:
@@ -227,7 +233,9 @@ class SplicePump:
                 if over:
                     return
                 raise _Stopped
-            while hashed < landed and not self._stopping:
+            while hashed < landed:
+                if self._stopping:  # bytes landed but not hashed: nobody wants them now
+                    raise _Stopped
                 end = min(landed, hashed + _HASH_WINDOW)
                 _hash_range(self._hasher, self._file, hashed, end)
                 hashed = end
@@ -240,6 +248,10 @@ class _SpliceLoop:
         self.pump = pump
         self.pipe_r, self.pipe_w = pipe_r, pipe_w
         self.capacity = _pipe_capacity(pipe_w)
+        # A pipe left at its default size holds less than _FLUSH_AT: it must be
+        # flushed once full, or the next take would ask for no byte and read
+        # the 0 it gets back as the peer's close.
+        self.flush_at = min(_FLUSH_AT, self.capacity)
         self.left = pump._count  # still to take from the socket
         self.in_pipe = 0
         self.position = pump._offset  # where the next byte goes in the file
@@ -252,7 +264,7 @@ class _SpliceLoop:
         while self.left or self.in_pipe:
             if pump._stopping:
                 raise _Stopped
-            if self.left and self.in_pipe < _FLUSH_AT and self._take():
+            if self.left and self.in_pipe < self.flush_at and self._take():
                 continue
             if self.in_pipe:
                 self._flush()
