@@ -26,7 +26,13 @@ from typing import cast
 import pytest
 
 from mirror.storage import splice
-from mirror.storage.splice import FileRefused, PeerBroke, SplicePump, SpliceUnsupported
+from mirror.storage.splice import (
+    FileRefused,
+    HashFailed,
+    PeerBroke,
+    SplicePump,
+    SpliceUnsupported,
+)
 from tests.support.pulls import wait_for
 from tests.support.splice_peer import GatedHasher, Peer
 from tests.support.tmpfs import small_disk
@@ -226,6 +232,47 @@ async def test_a_file_the_kernel_cannot_splice_into_stops_the_pump(tmp_path: Pat
         assert run.leftover  # the pump had taken bytes before the file refused them
         check_landed(run, path, data, hasher, b"kept")
         assert run.leftover + peer.rest() == data
+
+
+async def test_a_file_that_cannot_be_read_back_fails_the_hash(tmp_path: Path) -> None:
+    # Written but never readable (write-only): neither mapped nor read for hashing.
+    data = os.urandom(BLOB)
+    path = tmp_path / "spool"
+    path.write_bytes(b"")
+    fd = os.open(path, os.O_WRONLY)
+    with Peer() as peer:
+        peer.send(data, then="hold")
+        run = await pump_all(
+            SplicePump(peer.receiver.fileno(), fd, 0, len(data), hasher_of(b""), 10)
+        )
+    os.close(fd)
+    assert isinstance(run.error, HashFailed), run.error
+    assert pump_threads() == []
+
+
+@contextlib.contextmanager
+def descriptors_left(count: int) -> Iterator[None]:
+    """Let this process open only ``count`` more file descriptors (new ones fill gaps first)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    used = {int(name) for name in os.listdir("/proc/self/fd")}
+    free = [number for number in range(max(used) + count + 2) if number not in used]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (free[count], hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_a_pump_without_a_pipe_reports_splice_unsupported(tmp_path: Path) -> None:
+    fd = open_file(tmp_path / "spool")
+    with Peer() as peer:
+        peer.send(b"x" * 1000, then="close")
+        with descriptors_left(0), pytest.raises(SpliceUnsupported, match="no pipe"):
+            SplicePump(peer.receiver.fileno(), fd, 0, 1000, hasher_of(b""), 10)
+        # Nothing was taken from the socket: the caller reads it all another way.
+        assert peer.rest() == b"x" * 1000
+    os.close(fd)
+    assert pump_threads() == []
 
 
 async def test_close_stops_a_pump_waiting_for_a_silent_peer(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mirror.config import FillConfig
-from mirror.errors import DigestMismatch, UpstreamTimeout, UpstreamUnavailable
+from mirror.errors import CacheUnavailable, DigestMismatch, UpstreamTimeout, UpstreamUnavailable
 from mirror.metrics import Metrics
 from mirror.proxy.download import Download, FollowersGone
 from mirror.storage import splice
@@ -247,16 +247,19 @@ class Transfer:
         if not download.spooling or fd is None:
             return  # the spool failed meanwhile; the caller resumes without splicing
         log.debug("splicing %d bytes of %s into the spool", body.remaining, download.digest)
-        pump = splice.SplicePump(body.fd, fd, download.written, body.remaining,
-                                 self._hasher, self._config.idle_timeout)  # fmt: skip
         Transfer.splicing += 1
         try:
-            pump.start()
+            pump = splice.SplicePump(body.fd, fd, download.written, body.remaining,
+                                     self._hasher, self._config.idle_timeout)  # fmt: skip
             try:
+                pump.start()
                 async for count in pump.progress():
                     await self._spooled(count)
             finally:
                 await pump.close()
+        except splice.HashFailed as exc:
+            # The digest can no longer be known: this download cannot be verified.
+            raise CacheUnavailable(str(exc)) from exc
         except splice.PeerBroke as exc:
             await self._receive_leftover(exc.leftover)
             raise UpstreamUnavailable(f"upstream download broke off: {exc}") from exc

@@ -20,7 +20,10 @@ The pump ends in one of four ways, which :meth:`SplicePump.progress` raises:
 - the file refused a write (a full disk): :class:`FileRefused`, with the
   bytes taken from the socket that did not reach the file;
 - the kernel cannot splice these descriptors (``EINVAL``: some file
-  systems): :class:`SpliceUnsupported`, with the same.
+  systems), or the pump cannot get a pipe or a thread:
+  :class:`SpliceUnsupported`, with the same;
+- the file could not be read back for hashing: :class:`HashFailed` (the
+  digest is then unknown: the caller must give up the download).
 
 In every case each byte reported by :meth:`progress` is in the file and was
 hashed, in order, before the pump ends; no other byte was hashed.
@@ -71,7 +74,11 @@ class FileRefused(SpliceEnded):
 
 
 class SpliceUnsupported(SpliceEnded):
-    """The kernel cannot splice between these descriptors."""
+    """The kernel cannot splice between these descriptors, or the pump could not start."""
+
+
+class HashFailed(SpliceEnded):
+    """Bytes that landed in the file could not be read back for hashing."""
 
 
 class _Stopped(Exception):
@@ -110,22 +117,33 @@ class SplicePump:
         self._landed = offset  # end of the bytes in the file (guarded by _cond)
         self._splice_over = False  # the splicer is done (guarded by _cond)
         self._stopping = False
-        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:  # out of descriptors: the caller copies instead
+            raise SpliceUnsupported(f"no pipe: {exc.strerror or exc}") from exc
         self._reported = 0  # bytes landed, not yet taken by progress() (loop side)
         self._news = asyncio.Event()
-        self._running = 2
+        self._running = 0  # threads started and not yet ended (loop side)
         self._error: BaseException | None = None
+        # The hasher first: if the splicer then cannot start, no byte has moved.
         self._threads = [
-            threading.Thread(target=self._run_thread, args=(self._splice, True), name="splice"),
             threading.Thread(target=self._run_thread, args=(self._hash, False), name="splice-hash"),
+            threading.Thread(target=self._run_thread, args=(self._splice, True), name="splice"),
         ]
 
     # ------------------------------------------------------------ loop side
 
     def start(self) -> None:
-        """Start the two threads."""
+        """Start the two threads; :class:`SpliceUnsupported` (no byte moved) if one cannot start.
+
+        Call :meth:`close` afterwards in either case.
+        """
         for thread in self._threads:
-            thread.start()
+            try:
+                thread.start()
+            except RuntimeError as exc:  # "can't start new thread"
+                raise SpliceUnsupported(f"no thread for the splice: {exc}") from exc
+            self._running += 1
 
     async def progress(self) -> AsyncIterator[int]:
         """Byte counts as they land in the file, then the pump's end (see the module doc)."""
@@ -207,7 +225,10 @@ class SplicePump:
             self._tell(finished=True, error=error)
 
     def _splice(self) -> None:
-        pipe_r, pipe_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            pipe_r, pipe_w = os.pipe2(os.O_CLOEXEC)
+        except OSError as exc:  # nothing taken from the socket yet
+            raise SpliceUnsupported(f"no pipe: {exc.strerror or exc}") from exc
         try:
             with contextlib.suppress(OSError):  # the default size works too
                 fcntl.fcntl(pipe_w, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
@@ -237,7 +258,10 @@ class SplicePump:
                 if self._stopping:  # bytes landed but not hashed: nobody wants them now
                     raise _Stopped
                 end = min(landed, hashed + _HASH_WINDOW)
-                _hash_range(self._hasher, self._file, hashed, end)
+                try:
+                    _hash_range(self._hasher, self._file, hashed, end)
+                except OSError as exc:
+                    raise HashFailed(f"file unreadable for hashing: {exc.strerror or exc}") from exc
                 hashed = end
 
 
@@ -342,11 +366,25 @@ def _pipe_capacity(pipe_w: int) -> int:
 
 
 def _hash_range(hasher: hashlib._Hash, fd: int, start: int, end: int) -> None:
-    """Hash bytes ``start``..``end`` of the file, read through a mapping (no copy)."""
+    """Hash bytes ``start``..``end`` of the file, read through a mapping (no copy).
+
+    A file system that cannot map the file has it read instead.
+    """
     base = start - start % mmap.ALLOCATIONGRANULARITY
-    with (
-        mmap.mmap(fd, end - base, offset=base, access=mmap.ACCESS_READ) as mapping,
-        memoryview(mapping) as view,
-        view[start - base :] as part,
-    ):
+    try:
+        mapping = mmap.mmap(fd, end - base, offset=base, access=mmap.ACCESS_READ)
+    except OSError:
+        _hash_read(hasher, fd, start, end)
+        return
+    with mapping, memoryview(mapping) as view, view[start - base :] as part:
         hasher.update(part)
+
+
+def _hash_read(hasher: hashlib._Hash, fd: int, start: int, end: int) -> None:
+    """Hash bytes ``start``..``end`` of the file, read with ``pread``."""
+    while start < end:
+        data = os.pread(fd, min(end - start, 1024 * 1024), start)
+        if not data:
+            raise OSError(errno.EIO, f"file ends at {start}, before byte {end}")
+        hasher.update(data)
+        start += len(data)
