@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -54,7 +55,8 @@ STAGES: list[tuple[str, str]] = [
     (IDLE, r"^_worker \(.*concurrent/futures/thread\.py.*work_queue\.get"),  # an idle worker
     (IDLE, r"^\S*wait \(.*threading\.py"),
     ("S3: payload sha256 for SigV4 (botocore)", r"SigV4Auth\.payload"),
-    ("sha256", r"^_hash \(|hasher\.update|hashlib|_hashlib"),
+    ("sha256", r"^_hash \(|hasher\.update|hashlib|_hashlib|_hash_range|_hash_read"),
+    ("splice: socket to spool (kernel)", r"os\.splice\(|_SpliceLoop\._(take|flush)"),
     # By the function running in a worker thread, not the line handing the job to it.
     (
         "page-cache write (spool, partial)",
@@ -68,7 +70,7 @@ STAGES: list[tuple[str, str]] = [
     ),
     (
         "socket send (to client or S3)",
-        r"_sock\.send|sendmsg|loop\.sendfile|os\.sendfile|_write_ready",
+        r"_sock\.send|sendmsg|loop\.sendfile|os\.sendfile|_sock_sendfile|_write_ready",
     ),
     ("copies: join a batch or an S3 part", r"b\"\"\.join\("),
     ("S3 client (aiobotocore, botocore)", r"botocore"),
@@ -155,6 +157,33 @@ def sampled(pid: int, into: Path, enabled: bool) -> Iterator[None]:
         spy.wait(60)
 
 
+@contextlib.contextmanager
+def watched_threads(pid: int) -> Iterator[dict[int, ThreadTimes]]:
+    """Every thread's times as last seen, read every 20 ms until the block ends.
+
+    A download's splice threads end with it: read only at the end, their CPU
+    (less what they did in their last 20 ms) would be missing.
+    """
+    seen: dict[int, ThreadTimes] = {}
+    done = threading.Event()
+
+    def watch() -> None:
+        while True:
+            with contextlib.suppress(OSError):
+                seen.update(thread_times(pid))
+            if done.is_set():
+                return  # after one last reading
+            done.wait(0.02)
+
+    watcher = threading.Thread(target=watch, name="thread-watch")
+    watcher.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        watcher.join()
+
+
 def one_pull(workdir: Path, upstream_url: str, blob_path: str, size: int, s3: object) -> Pull:
     """A fresh mirror, one cold pull of ``blob_path``, until the blob is published."""
     if s3 is None:
@@ -168,11 +197,11 @@ def one_pull(workdir: Path, upstream_url: str, blob_path: str, size: int, s3: ob
             os.sync()
             time.sleep(1.0)
             before = thread_times(pid)
-            transfer = fetch_one(mirror.url + blob_path, size)
-            started = time.monotonic()
-            mirror.wait_cached([blob_path.rpartition(":")[2]], size)
-            published = time.monotonic() - started
-            after = thread_times(pid)
+            with watched_threads(pid) as after:
+                transfer = fetch_one(mirror.url + blob_path, size)
+                started = time.monotonic()
+                mirror.wait_cached([blob_path.rpartition(":")[2]], size)
+                published = time.monotonic() - started
     finally:
         mirror.stop()
     threads = {

@@ -194,21 +194,19 @@ class _SpanSender:
     def __init__(self, request: web.Request) -> None:
         self._request = request
         self._sending: asyncio.Future[int] | None = None
-        self._cut = False
+        self._cut: MirrorError | None = None
 
     def cut(self, reason: MirrorError) -> None:
         """The download failed: cut the client now, even in the middle of a span."""
+        self._cut = reason
+        if self._sending is not None and self._sending.cancel():
+            return  # send() aborts the connection once sendfile has let go of it
         _abort(self._request, reason)
-        self._cut = True
-        if self._sending is not None:
-            # asyncio's sendfile waits for the socket to take more; once the
-            # transport is aborted it would wait for ever.
-            self._sending.cancel()
 
     async def send(self, span: SpoolSpan) -> None:
         """Send ``span``; raises ConnectionError when the client left or was cut."""
         transport = self._request.transport
-        if self._cut or transport is None or transport.is_closing():
+        if self._cut is not None or transport is None or transport.is_closing():
             raise ConnectionResetError("client connection closed")
         loop = asyncio.get_running_loop()
         with os.fdopen(span.fd, "rb", closefd=False) as file:
@@ -219,7 +217,11 @@ class _SpanSender:
                 await self._sending
             except asyncio.CancelledError:
                 current = asyncio.current_task()
-                if self._cut and (current is None or not current.cancelling()):
+                if self._cut is not None and (current is None or not current.cancelling()):
+                    # Only now: aborting the transport while asyncio's sendfile
+                    # held it left the socket registered with the selector after
+                    # its close, and the next connection on that descriptor hung.
+                    _abort(self._request, self._cut)
                     raise ConnectionAbortedError("cut while sending") from None
                 raise  # the handler itself is being cancelled
             finally:

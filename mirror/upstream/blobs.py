@@ -60,6 +60,8 @@ class BlobResponse:
             return None
         if resp.headers.get("Content-Encoding", "identity").lower() != "identity":
             return None
+        if "Transfer-Encoding" in resp.headers:
+            return None  # framed by the encoding, not by Content-Length
         transport, protocol = connection.transport, connection.protocol
         if transport is None or protocol is None or transport.get_extra_info("sslcontext"):
             return None
