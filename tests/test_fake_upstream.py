@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import ssl
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tests.support.fake_upstream import SERVICE, FakeUpstream, Fault
+from tests.support.pki import PrivateCA
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -357,3 +360,19 @@ async def test_redirect_to_another_instance(http: aiohttp.ClientSession) -> None
             assert await resp.read() == BLOB
         assert len(cdn.cdn_requests) == 1
         assert cdn.cdn_requests[0].query["sig"]
+
+
+async def test_https_listeners(http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    ca = PrivateCA.create(tmp_path / "pki")
+    context = ca.issue_server("127.0.0.1").server_context(tmp_path / "up")
+    trusting = ssl.create_default_context(cafile=ca.root_path)
+    async with FakeUpstream(ssl_context=context) as up:
+        digest = up.add_blob(BLOB)
+        up.blob_redirect = up.cdn_url
+        assert up.url == f"https://{up.host}"
+        assert up.cdn_url.startswith("https://127.0.0.1:")
+        async with http.get(up.url + f"/v2/r/blobs/{digest}", ssl=trusting) as resp:
+            assert await resp.read() == BLOB
+        assert (up.connections, up.cdn_connections) == (1, 1)
+        with pytest.raises(aiohttp.ClientConnectorCertificateError):
+            await http.get(up.url + "/v2/")  # the system's CAs do not vouch for it

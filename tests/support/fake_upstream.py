@@ -18,6 +18,7 @@ import hashlib
 import json
 import re
 import secrets
+import ssl
 import time
 from types import TracebackType
 from typing import Literal
@@ -56,6 +57,9 @@ class FakeUpstream:
     ``host`` (default ``127.0.0.1``; any of 127.0.0.0/8 works on Linux, so a
     test can stand up an "internal" host the mirror must never reach).
     ``cdn_host`` is the host name put in :attr:`cdn_url` (default ``host``).
+    With ``ssl_context`` (a server context, such as
+    :meth:`tests.support.pki.Issued.server_context` makes) both listeners speak
+    HTTPS and their URLs say ``https``.
 
     Knobs that are plain attributes may be changed at any time: ``auth``,
     ``username``, ``password``, ``token_expires_in``, ``anonymous_tokens``,
@@ -77,6 +81,7 @@ class FakeUpstream:
         anonymous_tokens: bool = True,
         host: str = "127.0.0.1",
         cdn_host: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.auth = auth
         self.username = username
@@ -87,6 +92,7 @@ class FakeUpstream:
         self.anonymous_tokens = anonymous_tokens
         self.bind_host = host
         self.cdn_host = cdn_host or host
+        self._ssl_context = ssl_context
         self.strict_accept = False
         #: False: answer every blob GET with the whole blob, whatever its Range says
         self.honour_range = True
@@ -120,8 +126,8 @@ class FakeUpstream:
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         self._sites = (
-            CountingSite(self._runner, self.bind_host),
-            CountingSite(self._runner, self.bind_host),
+            CountingSite(self._runner, self.bind_host, self._ssl_context),
+            CountingSite(self._runner, self.bind_host, self._ssl_context),
         )
         for site in self._sites:
             await site.start()
@@ -144,8 +150,8 @@ class FakeUpstream:
 
     @property
     def url(self) -> str:
-        """Registry base URL, ``http://HOST:PORT`` (no trailing slash)."""
-        return f"http://{self.bind_host}:{self._site(0).port}"
+        """Registry base URL, ``http(s)://HOST:PORT`` (no trailing slash)."""
+        return self._site(0).name
 
     @property
     def port(self) -> int:
@@ -160,7 +166,8 @@ class FakeUpstream:
     @property
     def cdn_url(self) -> str:
         """Base URL of the CDN listener (a different origin than :attr:`url`)."""
-        return f"http://{self.cdn_host}:{self._site(1).port}"
+        site = self._site(1)
+        return f"{site.scheme}://{self.cdn_host}:{site.port}"
 
     @property
     def connections(self) -> int:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import re
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -156,17 +157,28 @@ class CountingSite(web.BaseSite):
 
     Counting in the protocol factory sees every TCP accept, even connections
     that never send a request, so "the mirror made no connection" is checkable.
+    With ``ssl_context`` it speaks HTTPS.
     """
 
-    def __init__(self, runner: web.BaseRunner, host: str = "127.0.0.1") -> None:
-        super().__init__(runner)
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str = "127.0.0.1",
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(runner, ssl_context=ssl_context)
         self.host = host
         self.accepted = 0
         self.port = 0
 
     @property
+    def scheme(self) -> str:
+        """``https`` when the site has an SSL context, else ``http``."""
+        return "http" if self._ssl_context is None else "https"
+
+    @property
     def name(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     async def start(self) -> None:
         await super().start()
@@ -178,7 +190,7 @@ class CountingSite(web.BaseSite):
             return server()
 
         loop = asyncio.get_running_loop()
-        listener = await loop.create_server(factory, self.host, 0)
+        listener = await loop.create_server(factory, self.host, 0, ssl=self._ssl_context)
         self._server = listener
         self.port = listener.sockets[0].getsockname()[1]
 

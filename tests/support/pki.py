@@ -7,6 +7,7 @@ way an operator's private CA (or cert-manager) would hand them to the mirror::
     server = ca.issue_server("127.0.0.1", "localhost")     # leaf + intermediate chain
     server.write(tmp_path / "tls.crt", tmp_path / "tls.key")
     client = ca.issue_client("alice")
+    context = ca.issue_server("127.0.0.1").server_context(tmp_path / "up")  # an in-process server
 
 Keys are EC P-256 (fast to make); :meth:`PrivateCA.issue_server` can make RSA too.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +79,18 @@ class Issued:
         cert_path.write_bytes(cert_pem(self.cert, *self.chain))
         key_path.write_bytes(key_pem(self.key))
         key_path.chmod(0o600)
+
+    def server_context(self, directory: Path) -> ssl.SSLContext:
+        """A TLS server context presenting this certificate and its chain.
+
+        ``ssl`` loads certificates only from files: they are written to
+        ``directory`` as ``tls.crt`` and ``tls.key``.
+        """
+        directory.mkdir(parents=True, exist_ok=True)
+        self.write(directory / "tls.crt", directory / "tls.key")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(directory / "tls.crt", directory / "tls.key")
+        return context
 
 
 @dataclass(frozen=True)
