@@ -11,6 +11,10 @@ shared machine on every tree alike; CPU is the figure it moves least.
 
     python bench/cold_ab.py --rounds 5 before=/tmp/before after=.
     python bench/cold_ab.py --rounds 3 --s3 --clients 50 before=/tmp/before after=.
+
+With ``--probe``, a thread asks each mirror's ``/healthz`` every 10 ms during
+the pull and reports the slowest answer: how long the event loop was held
+(a herd must not keep it from a liveness probe).
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,8 +56,32 @@ def moto_server(workdir: Path, enabled: bool) -> Iterator[object]:
         yield s3
 
 
+@contextlib.contextmanager
+def probed(url: str, enabled: bool) -> Iterator[list[float]]:
+    """Seconds each ``/healthz`` took, asked every 10 ms while the block runs (if ``enabled``)."""
+    answers: list[float] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        while not done.wait(0.01):
+            started = time.perf_counter()
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=30) as reply:
+                reply.read()
+            answers.append(time.perf_counter() - started)
+
+    prober = threading.Thread(target=probe, name="healthz-probe")
+    if enabled:
+        prober.start()
+    try:
+        yield answers
+    finally:
+        done.set()
+        if enabled:
+            prober.join()
+
+
 def pull(tree: Path, workdir: Path, upstream_url: str, blob_path: str, size: int,
-         clients: int, s3: object) -> dict[str, float]:  # fmt: skip
+         clients: int, s3: object, probe: bool = False) -> dict[str, float]:  # fmt: skip
     """One cold pull (or herd) through a fresh mirror run from ``tree``."""
     if s3 is None:
         mirror = servers.start_mirror(workdir, upstream_url, source=tree)
@@ -61,16 +91,20 @@ def pull(tree: Path, workdir: Path, upstream_url: str, blob_path: str, size: int
         os.sync()
         time.sleep(1.0)
         cpu = mirror.cpu_seconds()
-        batch = fetch_concurrently(mirror.url + blob_path, clients, size)
+        with probed(mirror.url + "/healthz", probe) as answers:
+            batch = fetch_concurrently(mirror.url + blob_path, clients, size)
         if batch.failures(size):
             raise LoadError(f"{batch.failures(size)} of {clients} clients failed")
         mirror.wait_cached([blob_path.rpartition(":")[2]], size)
-        return {
+        figures = {
             "total s": max(t.total for t in batch.transfers),
             "first byte ms": 1000 * max(t.first_byte for t in batch.transfers),
             "CPU s": mirror.cpu_seconds() - cpu,
             "peak RSS MiB": mirror.peak_rss_mib(),
         }
+        if answers:
+            figures["healthz max ms"] = 1000 * max(answers)
+        return figures
     finally:
         mirror.stop()
         # Its cache goes at once: kept, every round would leave a blob's worth
@@ -78,7 +112,8 @@ def pull(tree: Path, workdir: Path, upstream_url: str, blob_path: str, size: int
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def run(trees: dict[str, Path], rounds: int, size: int, clients: int, s3_on: bool) -> None:
+def run(trees: dict[str, Path], rounds: int, size: int, clients: int, s3_on: bool,
+        probe: bool = False) -> None:  # fmt: skip
     """Every round: a fresh blob, a direct pull, then each tree in a rotated order."""
     figures: dict[str, Figures] = defaultdict(lambda: defaultdict(list))
     names = list(trees)
@@ -95,7 +130,7 @@ def run(trees: dict[str, Path], rounds: int, size: int, clients: int, s3_on: boo
                     for name in order:
                         where = workdir / f"{name}-{number}"
                         got = pull(trees[name], where, upstream.url, blob.url_path(), size,
-                                   clients, s3)  # fmt: skip
+                                   clients, s3, probe)  # fmt: skip
                         for figure, value in got.items():
                             figures[name][figure].append(value)
                         print(
@@ -125,13 +160,14 @@ def main() -> None:
     parser.add_argument("--blob-mib", type=float, default=200)
     parser.add_argument("--clients", type=int, default=1)
     parser.add_argument("--s3", action="store_true", help="S3 storage on a moto server")
+    parser.add_argument("--probe", action="store_true", help="time /healthz during each pull")
     args = parser.parse_args()
     trees = {}
     for spec in args.trees:
         name, _, path = spec.partition("=")
         trees[name] = Path(path).resolve()
     print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
-    run(trees, args.rounds, int(args.blob_mib * MIB), args.clients, args.s3)
+    run(trees, args.rounds, int(args.blob_mib * MIB), args.clients, args.s3, args.probe)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -58,6 +58,8 @@ class Peer:
     extra_pids: list[int] = field(default_factory=list)
     # The blobs the cache holds ({hex digest: size}). None: not a caching peer we can see into.
     cached: Callable[[], dict[str, int]] | None = None
+    # Deletes a blob (hex digest) from the cache behind the server's back: see bench/cold.py.
+    forget: Callable[[str], None] | None = None
     _run_peak_kib: int = 0  # the highest VmHWM sum seen before the last reset
 
     def pids(self) -> list[int]:
@@ -179,7 +181,11 @@ def start_mirror(
     def cached() -> dict[str, int]:
         return _blob_files(root / "cache")
 
-    return Peer(name, url, process, root, cached=cached)
+    def forget(hex_digest: str) -> None:
+        for path in (root / "cache").glob(f"**/blobs/**/{hex_digest}"):
+            path.unlink(missing_ok=True)
+
+    return Peer(name, url, process, root, cached=cached, forget=forget)
 
 
 def _blob_files(cache: Path) -> dict[str, int]:
@@ -225,7 +231,12 @@ def start_mirror_s3(
             if "/blobs/sha256/" in key
         }
 
-    return Peer(name, f"http://127.0.0.1:{port}", process, root, cached=cached)
+    def forget(hex_digest: str) -> None:
+        for key in s3.keys(bucket, "bench/"):
+            if key.endswith(f"/{hex_digest}"):
+                s3.client.delete_object(Bucket=bucket, Key=key)
+
+    return Peer(name, f"http://127.0.0.1:{port}", process, root, cached=cached, forget=forget)
 
 
 def start_distribution_proxy(workdir: Path, upstream_url: str) -> Peer:
@@ -256,7 +267,12 @@ def start_distribution_proxy(workdir: Path, upstream_url: str) -> Peer:
                 found[data.parent.name] = data.stat().st_size
         return found
 
-    return Peer("distribution", f"http://127.0.0.1:{port}", process, root, cached=cached)
+    def forget(hex_digest: str) -> None:
+        for data in blobs.glob(f"*/{hex_digest}/data"):
+            data.unlink(missing_ok=True)
+
+    return Peer("distribution", f"http://127.0.0.1:{port}", process, root, cached=cached,
+                forget=forget)  # fmt: skip
 
 
 def start_nginx(workdir: Path, blob_file: Path, url_path: str) -> Peer:

@@ -61,12 +61,13 @@ def test_cold_profile_accounts_for_the_mirror_threads() -> None:
 def test_cold_ab_pulls_each_tree_in_turn() -> None:
     if shutil.which("/usr/bin/docker-registry") is None or shutil.which("curl") is None:
         pytest.skip("needs docker-registry and curl: run .ci/install-debian-packages")
-    out = _run("bench/cold_ab.py", "--rounds", "2", "--blob-mib", "4", "a=.", "b=.")
+    out = _run("bench/cold_ab.py", "--rounds", "2", "--blob-mib", "4", "--probe", "a=.", "b=.")
     rounds = [line.split()[2] for line in out.splitlines() if line.startswith("round ")]
     assert rounds == ["a", "b", "b", "a"]  # the order rotates
     assert "  direct     total s" in out
     assert "  b          total s" in out
     assert "peak RSS MiB" in out
+    assert "healthz max ms" in out
 
 
 @pytest.mark.slow
