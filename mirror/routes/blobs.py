@@ -210,8 +210,10 @@ class _SpanSender:
             raise ConnectionResetError("client connection closed")
         loop = asyncio.get_running_loop()
         with os.fdopen(span.fd, "rb", closefd=False) as file:
+            # With asyncio's fallback: a spool on a file system without
+            # sendfile(2) is read and written instead of failing the client.
             self._sending = asyncio.ensure_future(
-                loop.sendfile(transport, file, span.offset, span.count, fallback=False)
+                loop.sendfile(transport, file, span.offset, span.count)
             )
             try:
                 await self._sending

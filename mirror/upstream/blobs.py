@@ -75,10 +75,9 @@ class BlobResponse:
         # is read by nobody else in between.
         while data := content.read_nowait():
             self._prefix.append(data)
-        protocol.pause_reading()  # also stops aiohttp's read timeout
         if content.is_eof() or content.exception() is not None:
-            protocol.resume_reading()
             return None  # the body was all here already (or broke): chunks() has it
+        protocol.pause_reading()  # also stops aiohttp's read timeout
         buffered, self._prefix = self._prefix, []
         protocol.force_close()  # the connection's parser was bypassed: never reuse it
         return DetachedBody(sock.fileno(), buffered, length - content.total_bytes)
