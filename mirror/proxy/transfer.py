@@ -12,6 +12,16 @@ loop only receives and sends, and a cold pull takes about as long as its
 slowest stage rather than the sum of them. Batches are hashed one after the
 other, in order; the digest is compared once the last one is done.
 
+From a plain-HTTP upstream, once the headers are in, the rest of a body of
+at least :data:`_SPLICE_MIN` bytes skips Python: the transfer takes the
+connection's socket (:meth:`BlobBody.detach`) and moves the bytes into the
+spool with ``splice(2)`` in a thread, hashed from the spool in a second one
+(:mod:`mirror.storage.splice`); the loop only hears how far the spool has
+got, and the backend's partial object is told of the bytes put in its local
+copy (:meth:`BlobWriter.extend`). A splice that breaks is resumed like any
+stream; one whose spool refuses a write goes on from memory as below, the
+rest fetched through aiohttp.
+
 Time bounds: a read that waits ``fill.idle_timeout`` for a byte breaks the
 stream and the download is resumed with ``Range`` (the upstream side of that
 is :mod:`mirror.upstream.blobs`). The transfer fails when no byte has arrived
