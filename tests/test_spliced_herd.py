@@ -15,10 +15,11 @@ TLS clients need the mirror serving https: a mirror process (as in
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +29,22 @@ import pytest
 from mirror.oci import parse_digest
 from mirror.storage import layout
 from mirror.storage.disk import DiskStorage
+from tests.support import fault_clients
 from tests.support.fake_upstream import FakeUpstream, Fault
+from tests.support.fault_matrix import CLIENT_LIMIT
 from tests.support.mirror_app import mirror_config, run_mirror
 from tests.support.mirror_process import MirrorProcess, start_mirror_process
 from tests.support.pki import PrivateCA
+from tests.support.processes import free_port
 from tests.support.pulls import Pulled, blob_url, is_cached, pull, wait_for, wait_idle
+from tests.support.watchdog import HealthWatch
 from tests.test_splice_fill import splice_counts, splices
 
 REPO = "team/app"
 MIB = 1024 * 1024
 BLOB_SIZE = 6 * MIB + 321
 RANGE = (1000, 2_999_999)
+CUT = 12 * MIB  # where the upstream breaks off the 16 MiB blob, for good
 
 
 def slow(digest: str) -> Fault:
@@ -151,3 +157,62 @@ async def test_tls_clients_follow_a_spliced_download_in_shared_spool_blocks(
     lines = [line for line in mirror.log().splitlines() if " mirror.proxy.transfer: " in line]
     (count,) = splice_counts(lines, digest)
     assert len(data) - MIB < count <= len(data)
+
+
+async def stalled_tls(url: str, tls: ssl.SSLContext, cut: Callable[[], bool]) -> None:
+    """A client that reads 64 KiB of ``url``, then nothing until ``cut()``, then the rest.
+
+    The mirror's write to it waits meanwhile: only the mirror cutting it at
+    once, when the download fails, lets ``cut()`` become true. The rest must
+    then be a broken transfer (what the kernel buffers held, then the end).
+    """
+    async with fault_clients.session(small_buffer=True, tls=tls) as client:
+        async with client.get(url) as resp:
+            assert resp.status == 200
+            await resp.content.readexactly(64 * 1024)
+            await wait_for(cut, "the mirror to cut the client that reads nothing", CLIENT_LIMIT)
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await resp.read()
+
+
+async def test_slow_tls_clients_are_cut_when_the_spliced_download_fails_for_good(
+    up: FakeUpstream, tls_session: aiohttp.ClientSession, tmp_path: Path, private_ca: PrivateCA
+) -> None:
+    # As the fault matrix's "cut forever" row, whose clients are plain: one
+    # client reads slowly, one stops reading. Both are megabytes behind when
+    # the body breaks off, more than the kernel buffers hold, so the mirror's
+    # writes to them wait, and must not wait on.
+    data = os.urandom(16 * MIB)
+    digest = up.add_blob(data)
+    up.add_fault(Fault(digest, method="GET", cut_after=CUT, chunk_size=512 * 1024,
+                       chunk_delay=0.01, times=1))  # fmt: skip
+    up.add_fault(Fault(digest, method="GET", cut_after=0))
+    side = f"127.0.0.1:{free_port()}"  # /healthz in plain HTTP, for the watchdog
+    mirror = serve_https(tmp_path, up, private_ca, metrics={"listen": side},
+                         fill={"idle_timeout": 2, "max_resumes": 2})  # fmt: skip
+    try:
+        url, tls = blob_url(mirror.url, REPO, digest), mirror.tls_client
+        assert tls is not None
+        cut = f"aborting GET /v2/{REPO}/blobs/{digest}: "
+        both_cut = lambda: mirror.log().count(cut) == 2  # noqa: E731
+        async with HealthWatch(f"http://{side}") as watch:
+            reader, _ = await asyncio.wait_for(
+                asyncio.gather(fault_clients.slow_tls(url, tls), stalled_tls(url, tls, both_cut)),
+                CLIENT_LIMIT + 5,
+            )
+        watch.check()
+        assert reader.kind(hashlib.sha256(data).hexdigest()) == "cut", reader
+        assert reader.elapsed < CLIENT_LIMIT
+        # Cut at once, not once it had been sent all the mirror had (what its buffers held).
+        assert reader.size < CUT
+        assert up.count("GET", f"/blobs/{digest}") >= 2  # the download resumed before failing
+        up.faults.clear()
+        whole, ranged = await herd(tls_session, url)  # the fault gone: a new download
+        assert_herd_served(whole, ranged, data)
+        cached = cached_path(tmp_path, up, digest)
+        await wait_for(cached.exists, "the blob to be committed")
+        assert cached.read_bytes() == data
+    finally:
+        mirror.process.stop()
+    assert [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file() and
+            p.parent.name in (".partial", ".spool")] == []  # fmt: skip
