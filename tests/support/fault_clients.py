@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -55,19 +56,25 @@ def _small_socket(addr_info: tuple[object, ...]) -> socket.socket:
     return sock
 
 
-def session(small_buffer: bool = False) -> aiohttp.ClientSession:
-    """One connection per request, as separate pulling hosts would have."""
+def session(small_buffer: bool = False, tls: ssl.SSLContext | None = None) -> aiohttp.ClientSession:
+    """One connection per request, as separate pulling hosts would have.
+
+    ``tls``: how to trust an https server (default: the system's trust store).
+    """
     connector = aiohttp.TCPConnector(
-        limit=0, force_close=True, socket_factory=_small_socket if small_buffer else None
-    )
+        limit=0, force_close=True, socket_factory=_small_socket if small_buffer else None,
+        ssl=tls if tls is not None else True,
+    )  # fmt: skip
     return aiohttp.ClientSession(connector=connector)
 
 
-async def _pull(name: str, url: str, *, slow: Running | None, hang_up: bool) -> Outcome:
+async def _pull(
+    name: str, url: str, *, slow: Running | None, hang_up: bool, tls: ssl.SSLContext | None = None
+) -> Outcome:
     """One client: read ``url`` to the end, slowly while ``slow()`` holds, or hang up early."""
     started = time.monotonic()
     hasher, size, broken, hung_up = hashlib.sha256(), 0, False, False
-    async with session(small_buffer=slow is not None) as client:
+    async with session(small_buffer=slow is not None, tls=tls) as client:
         async with client.get(url) as resp:
             try:
                 while chunk := await resp.content.read(_READ):
@@ -110,6 +117,11 @@ async def followers(url: str, running: Running) -> list[Outcome]:
         _pull("fast-2", url, slow=None, hang_up=False),
     ]
     return list(await asyncio.gather(*pulls))
+
+
+async def slow_tls(url: str, tls: ssl.SSLContext) -> Outcome:
+    """One client reading an https ``url`` at about 1 MB/s to its end, trusting ``tls``."""
+    return await _pull("slow-tls", url, slow=lambda: True, hang_up=False, tls=tls)
 
 
 Behaviour = Callable[[str, Running], Awaitable[list[Outcome]]]
