@@ -12,7 +12,7 @@ exactly the bytes that are kept and served. (Both threads spend their time in
 system calls and ``hashlib``, which release the GIL.) TLS connections cannot
 be spliced: their bytes must be decrypted by Python's ``ssl``.
 
-The pump ends in one of four ways, which :meth:`SplicePump.progress` raises:
+The pump ends in one of five ways, as :meth:`SplicePump.progress` reports:
 
 - every byte moved and hashed: it returns;
 - the peer closed, failed or stayed silent for ``idle_timeout``:
