@@ -77,7 +77,8 @@ async def _send_read(
     byte_range = parse_range(request.headers.get("Range"), source.size)
     offset, count = _span(byte_range, source.size)
     chunks = source.chunks(offset, count)
-    return await _send_stream(request, source, byte_range, chunks, count, "cache", metrics)
+    return await _send_stream(request, source, byte_range, chunks, count, "cache", metrics,
+                              _SpanSender(request))  # fmt: skip
 
 
 def _span(byte_range: ByteRange | None, size: int) -> tuple[int, int]:
@@ -137,55 +138,16 @@ async def _send_following(
     start = byte_range.start if byte_range else 0
     end = byte_range.end if byte_range else None
     count = byte_range.length if byte_range else source.size
-    if count is not None and not _encrypted(request):
-        return await _send_spooled(request, source, byte_range, start, count, metrics)
-    # Cut at once when the download fails, even while a write to a slow client waits.
-    chunks = source.follow(start, end, on_cut=lambda reason: _abort(request, reason))
-    return await _send_stream(request, source, byte_range, chunks, count, "upstream", metrics)
-
-
-async def _send_spooled(
-    request: web.Request,
-    source: Following,
-    byte_range: ByteRange | None,
-    start: int,
-    count: int,
-    metrics: Metrics,
-) -> web.StreamResponse:
-    """Follow a download with sendfile from its spool, and bytes from memory where it holds them.
-
-    The length is known, so the body goes out as is (no chunked framing
-    around what sendfile sends).
-    """
     sender = _SpanSender(request)
-    follower = source.follow(start, start + count - 1, on_cut=sender.cut)
-    response = _start(source.digest, source.size, byte_range)
-    pieces = follower.pieces()
-    sent = 0
-    try:
-        await response.prepare(request)
-        async for piece in pieces:
-            if isinstance(piece, SpoolSpan):
-                await sender.send(piece)
-                sent += piece.count
-            else:
-                await response.write(piece)
-                sent += len(piece)
-    except MirrorError as exc:
-        _abort(request, exc)  # the download failed: nothing more may go out
-        return response
-    except (ConnectionError, RuntimeError) as exc:
-        log.debug("client left mid-blob: %r", exc)
-        return response
-    finally:
-        metrics.served("upstream", sent)
-        request[BODY_BYTES] = sent
-        await pieces.aclose()  # releases the follower, whatever happened
-    if sent != count:
-        _abort(request, f"sent {sent} of {count} bytes")
-        return response
-    await response.write_eof()
-    return response
+    # Cut at once when the download fails, even while a write to a slow client waits.
+    follower = source.follow(start, end, on_cut=sender.cut)
+    pieces: AsyncIterator[bytes | SpoolSpan] = follower
+    if count is not None and not _encrypted(request):
+        # Spool spans go out with sendfile: the length is known, so the body
+        # needs no chunked framing around them.
+        pieces = follower.pieces()
+    return await _send_stream(request, source, byte_range, pieces, count, "upstream", metrics,
+                              sender)  # fmt: skip
 
 
 class _SpanSender:
@@ -236,18 +198,24 @@ async def _send_stream(
     request: web.Request,
     source: CachedFile | StoredBlob | Following,
     byte_range: ByteRange | None,
-    chunks: AsyncIterator[bytes],
+    chunks: AsyncIterator[bytes | SpoolSpan],
     count: int | None,
     where: str,
     metrics: Metrics,
+    sender: _SpanSender,
 ) -> web.StreamResponse:
+    """Send ``chunks``: bytes, and spans of a download's spool through ``sender``."""
     response = _start(source.digest, source.size, byte_range)
     sent = 0
     try:
         await response.prepare(request)
-        async for chunk in chunks:
-            await response.write(chunk)
-            sent += len(chunk)
+        async for piece in chunks:
+            if isinstance(piece, SpoolSpan):
+                await sender.send(piece)
+                sent += piece.count
+            else:
+                await response.write(piece)
+                sent += len(piece)
     except MirrorError as exc:
         # At once: the download has failed (or bytes went missing), nothing more may go out.
         _abort(request, exc)
