@@ -274,8 +274,6 @@ class Transfer:
             await self._receive_leftover(exc.leftover)
             raise UpstreamUnavailable(f"upstream download broke off: {exc}") from exc
         except splice.FileRefused as exc:
-            # The local disk refused: our spool, or the disk backend's partial file.
-            self._metrics.storage_error("disk", "spool" if self._own_spool else "write")
             await self._spool_refused(exc.cause)
             await self._receive_leftover(exc.leftover)
         except splice.SpliceUnsupported as exc:
@@ -296,13 +294,12 @@ class Transfer:
             await self.writer.extend(count)
         except StorageError as exc:
             # The spool itself still takes the bytes: the download goes on uncached.
-            log.warning("cache write of %s failed (%s); serving it through",
-                        self.download.key, exc)  # fmt: skip
-            await abort_quietly(self.writer)
-            self.writer = None
+            await self._drop_writer(self.writer, exc)
 
     async def _spool_refused(self, exc: OSError) -> None:
-        """The spliced spool refused a write: go on from memory, without caching on disk."""
+        """The spool refused a write: go on from memory, without caching on local disk."""
+        # The local disk refused: our spool, or the disk backend's partial file.
+        self._metrics.storage_error("disk", "spool" if self._own_spool else "write")
         if self.writer is not None:
             if self._own_spool:
                 self.writer.share_spool(None)  # parts so far are read from the spool
@@ -383,10 +380,7 @@ class Transfer:
         try:
             await asyncio.to_thread(write_all, fd, batch, offset)
         except OSError as exc:
-            self._metrics.storage_error("disk", "spool")  # the local disk, whatever the backend
-            if self.writer is not None:
-                self.writer.share_spool(None)  # this batch is not (all) in the spool
-            self._spool_failed(exc)
+            await self._spool_refused(exc)  # this batch is not (all) in the spool
         await self._store(batch)
 
     async def _store(self, batch: list[bytes]) -> None:
@@ -395,12 +389,15 @@ class Transfer:
         try:
             await self.writer.write(*batch)
         except StorageError as exc:
-            log.warning("cache write of %s failed (%s); serving it through",
-                        self.download.key, exc)  # fmt: skip
-            await abort_quietly(self.writer)
-            self.writer = None
+            await self._drop_writer(self.writer, exc)
             if not self._own_spool:
                 self._spool_failed(exc)  # the partial object was the spool
+
+    async def _drop_writer(self, writer: BlobWriter, exc: StorageError) -> None:
+        """The backend refused a write: the blob is served through, uncached."""
+        log.warning("cache write of %s failed (%s); serving it through", self.download.key, exc)
+        self.writer = None
+        await abort_quietly(writer)
 
 
 async def abort_quietly(writer: BlobWriter) -> None:

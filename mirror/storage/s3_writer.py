@@ -120,6 +120,9 @@ class S3Writer:
         """Add ``chunks`` to the part being collected; full parts upload in the background."""
         if self._state != "open":
             raise StorageError(f"write to closed writer for {self._key!r}")
+        if self._shared:
+            await self.extend(sum(map(len, chunks)))  # the caller put them in the spool
+            return
         pieces: list[memoryview] = []  # of the part being collected, not yet in the ring
         room = self._part_size - self._buffered
         for chunk in chunks:
@@ -154,9 +157,6 @@ class S3Writer:
     async def _collect(self, pieces: list[memoryview]) -> None:
         """Add ``pieces`` to the part being collected: in the ring while the disk takes it."""
         size = sum(map(len, pieces))
-        if self._shared:
-            self._buffered += size  # the caller put them in the spool
-            return
         if self._ring is None and self._ring_dir is not None:
             await self._open_ring(self._ring_dir)
         if self._ring is not None:
