@@ -26,7 +26,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections import defaultdict
@@ -37,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import peers as servers
-from bench.load import LoadError, fetch_concurrently, fetch_one
+from bench.load import LoadError, fetch_concurrently, fetch_one, repeated
 from bench.seed import push_blob
 
 MIB = 1024 * 1024
@@ -60,24 +59,18 @@ def moto_server(workdir: Path, enabled: bool) -> Iterator[object]:
 def probed(url: str, enabled: bool) -> Iterator[list[float]]:
     """Seconds each ``/healthz`` took, asked every 10 ms while the block runs (if ``enabled``)."""
     answers: list[float] = []
-    done = threading.Event()
 
     def probe() -> None:
-        while not done.wait(0.01):
-            started = time.perf_counter()
-            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=30) as reply:
-                reply.read()
-            answers.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=30) as reply:
+            reply.read()
+        answers.append(time.perf_counter() - started)
 
-    prober = threading.Thread(target=probe, name="healthz-probe")
-    if enabled:
-        prober.start()
-    try:
+    if not enabled:
         yield answers
-    finally:
-        done.set()
-        if enabled:
-            prober.join()
+        return
+    with repeated(probe, 0.01, "healthz-probe"):
+        yield answers
 
 
 def pull(tree: Path, workdir: Path, upstream_url: str, blob_path: str, size: int,

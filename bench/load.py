@@ -8,10 +8,12 @@ and ``Accept`` header, ``-t2`` threads, 64 connections.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 CURL_FORMAT = "%{http_code} %{size_download} %{time_starttransfer} %{time_total}\\n"
@@ -158,3 +160,24 @@ def run_wrk(
     if socket_errors:
         failed += sum(int(g) for g in socket_errors.groups())
     return WrkResult(float(rps.group(1)), float(p99.group(1)) * _UNITS_MS[p99.group(2)], failed)
+
+
+@contextlib.contextmanager
+def repeated(action: Callable[[], None], every: float, name: str) -> Iterator[None]:
+    """Call ``action`` in a thread every ``every`` seconds while the block runs, and once after."""
+    done = threading.Event()
+
+    def loop() -> None:
+        while True:
+            action()
+            if done.is_set():
+                return
+            done.wait(every)
+
+    worker = threading.Thread(target=loop, name=name)
+    worker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        worker.join()

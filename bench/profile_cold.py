@@ -30,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -41,7 +40,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import peers as servers
-from bench.load import fetch_one
+from bench.load import fetch_one, repeated
 from bench.seed import push_blob
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -165,23 +164,13 @@ def watched_threads(pid: int) -> Iterator[dict[int, ThreadTimes]]:
     (less what they did in their last 20 ms) would be missing.
     """
     seen: dict[int, ThreadTimes] = {}
-    done = threading.Event()
 
-    def watch() -> None:
-        while True:
-            with contextlib.suppress(OSError):
-                seen.update(thread_times(pid))
-            if done.is_set():
-                return  # after one last reading
-            done.wait(0.02)
+    def read() -> None:
+        with contextlib.suppress(OSError):  # the process is gone
+            seen.update(thread_times(pid))
 
-    watcher = threading.Thread(target=watch, name="thread-watch")
-    watcher.start()
-    try:
+    with repeated(read, 0.02, "thread-watch"):
         yield seen
-    finally:
-        done.set()
-        watcher.join()
 
 
 def one_pull(workdir: Path, upstream_url: str, blob_path: str, size: int, s3: object) -> Pull:
