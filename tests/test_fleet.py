@@ -81,6 +81,15 @@ async def pull(base: str, repository: str, digest: str) -> str:
     return received
 
 
+async def logged(fleet: Fleet, texts: list[str], total: int) -> None:
+    """Wait until the replicas' logs hold ``total`` lines with one of ``texts`` (at most 10 s)."""
+
+    def count() -> int:
+        return sum(sum(fleet.replica_log_count(text)) for text in texts)
+
+    await wait_for(lambda: count() >= total, f"{total} access-log lines", 10)
+
+
 @pytest.mark.parametrize("route", ["hashed", "round-robin", "one replica"])
 async def test_thirty_cold_pulls(fleet: Fleet, route: str) -> None:
     repositories = [f"team{i}/{route.replace(' ', '-')}" for i in range(5)]
@@ -96,6 +105,9 @@ async def test_thirty_cold_pulls(fleet: Fleet, route: str) -> None:
     wall = time.monotonic() - started
     assert received == [digest] * CLIENTS
     upstream_gets = fleet.upstream.count("GET", "/blobs/" + digest)
+    # A replica logs a request only after its last byte went out: a client may be first.
+    await logged(fleet, [f"/blobs/{digest}"] + [f"/v2/{r}/manifests/latest" for r in repositories],
+                 2 * CLIENTS)  # fmt: skip
     blob_requests = fleet.replica_log_count(f"/blobs/{digest}")
     manifest_requests = [sum(fleet.replica_log_count(f"/v2/{r}/manifests/latest"))
                          for r in repositories]  # fmt: skip
@@ -157,7 +169,7 @@ async def test_new_replica_serves_hits_at_once(fleet: Fleet) -> None:
         status, received = await curl_digest(extra.url + path)
         assert (status, received) == (0, digest)
         assert fleet.upstream.count("GET", "/blobs/" + digest) == 1  # a hit from the bucket
-        assert " blob hit" in extra.log()
+        await wait_for(lambda: " blob hit" in extra.log(), "the hit's access-log line", 10)
     finally:
         extra.process.stop()
 
