@@ -15,7 +15,15 @@ the source line the thread was executing (a C call such as
 
 A stage's CPU is estimated as its share of the thread's busy samples times
 the thread's CPU time. py-spy reads the mirror without stopping it
-(``--nonblocking``), so the pull is barely slowed down.
+(``--nonblocking``), but takes a core's share of its own on a small machine.
+
+For each pull it also adds up the CPU every process spent until the
+client's last byte (mirror, upstream, moto, curl): spread over every core,
+that is the shortest the pull could have been on this machine. With
+``--distribution`` the same account is made for distribution's proxy:
+
+    python bench/profile_cold.py --blob-mib 200 --pulls 5 --no-py-spy
+    python bench/profile_cold.py --blob-mib 200 --pulls 5 --distribution
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import contextlib
 import linecache
 import os
 import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -35,6 +44,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -42,6 +52,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from bench import peers as servers
 from bench.load import fetch_one, repeated
 from bench.seed import push_blob
+from tests.support.registry import UpstreamRegistry
+
+if TYPE_CHECKING:  # boto3, which the module needs, is only there with the s3 extra
+    from tests.support.s3 import MotoS3
 
 TICKS = os.sysconf("SC_CLK_TCK")
 MIB = 1024 * 1024
@@ -97,6 +111,9 @@ class Pull:
     published_after: float
     threads: dict[int, ThreadTimes]  # by thread id
     samples: dict[int, Counter[str]] = field(default_factory=dict)  # thread id -> stage -> count
+    others: dict[str, float] = field(default_factory=dict)  # process -> CPU s until the last byte
+    mirror_cpu: float = 0.0  # the peer's CPU until the client's last byte
+    peer: str = "mirror"
 
 
 def thread_times(pid: int) -> dict[int, ThreadTimes]:
@@ -173,33 +190,62 @@ def watched_threads(pid: int) -> Iterator[dict[int, ThreadTimes]]:
         yield seen
 
 
-def one_pull(workdir: Path, upstream_url: str, blob_path: str, size: int, s3: object) -> Pull:
-    """A fresh mirror, one cold pull of ``blob_path``, until the blob is published."""
-    if s3 is None:
-        mirror = servers.start_mirror(workdir, upstream_url)
+def process_cpu(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each named process, and of this one's reaped children."""
+    times = {name: sum(servers.cpu_times(pid)[:2]) for name, pid in pids.items()}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    times["curl"] = children.ru_utime + children.ru_stime
+    return times
+
+
+def one_pull(
+    workdir: Path, upstream: UpstreamRegistry, blob_path: str, size: int, s3: MotoS3 | None,
+    spy: bool, peer: str = "mirror",
+) -> Pull:  # fmt: skip
+    """A fresh ``peer`` (our mirror, or distribution's proxy), one cold pull, until it is stored.
+
+    Besides the peer's threads, the pull's cost to the upstream, to moto
+    and to curl is read: on one machine they all share its cores.
+    """
+    others = {"upstream": upstream.process.pid}
+    if peer == "distribution":
+        mirror = servers.start_distribution_proxy(workdir, upstream.url)
+    elif s3 is None:
+        mirror = servers.start_mirror(workdir, upstream.url)
     else:
-        mirror = servers.start_mirror_s3(workdir, upstream_url, s3)  # type: ignore[arg-type]
+        mirror = servers.start_mirror_s3(workdir, upstream.url, s3)
+        others["moto"] = s3.process.pid
     spied = workdir / "py-spy.txt"
     try:
         pid = mirror.process.pid
-        with sampled(pid, spied, _has_py_spy()):
+        with sampled(pid, spied, spy):
             os.sync()
             time.sleep(1.0)
             before = thread_times(pid)
+            cpu_before = process_cpu(others)
             with watched_threads(pid) as after:
                 transfer = fetch_one(mirror.url + blob_path, size)
+                cpu_after = process_cpu(others)
+                # Threads that ended with the download are only in `after`.
+                after.update(thread_times(pid))
+                mirror_cpu = sum(t.cpu for t in after.values())
+                mirror_cpu -= sum(t.cpu for t in before.values())
                 started = time.monotonic()
                 mirror.wait_cached([blob_path.rpartition(":")[2]], size)
                 published = time.monotonic() - started
     finally:
         mirror.stop()
+        if mirror.forget is not None:  # as bench/cold.py does: see there why
+            mirror.forget(blob_path.rpartition(":")[2])
     threads = {
         tid: ThreadTimes(t.name, t.cpu - before.get(tid, ThreadTimes()).cpu,
                          t.waiting - before.get(tid, ThreadTimes()).waiting)
         for tid, t in after.items()
     }  # fmt: skip
     samples = read_samples(spied) if spied.exists() else {}
-    return Pull(transfer.total, transfer.first_byte, published, threads, samples)
+    spent = {name: cpu_after[name] - cpu_before[name] for name in cpu_after}
+    return Pull(transfer.total, transfer.first_byte, published, threads, samples, spent, mirror_cpu,
+                mirror.name)  # fmt: skip
 
 
 def _has_py_spy() -> bool:
@@ -222,6 +268,22 @@ def print_pull(number: int, pull: Pull) -> None:
                 share = count / busy
                 print(f"      {stage:<42} {share:6.1%} of busy samples "
                       f"~ {share * times.cpu:5.2f} s CPU")  # fmt: skip
+    print_machine(pull)
+
+
+def print_machine(pull: Pull) -> None:
+    """Every process's CPU until the client's last byte, and the wall time that needs at least.
+
+    On one machine the upstream, moto and curl share the mirror's cores: the
+    pull cannot be shorter than all their CPU spread evenly over every core.
+    (The threads above are counted until the blob is published.)
+    """
+    spent = {pull.peer: pull.mirror_cpu, **pull.others}
+    total = sum(spent.values())
+    cores = os.cpu_count() or 1
+    shares = ", ".join(f"{name} {cpu:.2f} s" for name, cpu in spent.items())
+    print(f"  until the last byte: {shares}; {total:.2f} s of CPU, so at least "
+          f"{total / cores:.3f} s of wall time on {cores} cores")  # fmt: skip
 
 
 def main() -> None:
@@ -229,9 +291,15 @@ def main() -> None:
     parser.add_argument("--pulls", type=int, default=3)
     parser.add_argument("--blob-mib", type=float, default=200)
     parser.add_argument("--s3", action="store_true", help="S3 storage on a moto server")
+    parser.add_argument("--distribution", action="store_true",
+                        help="distribution's proxy instead of the mirror")  # fmt: skip
+    parser.add_argument("--no-py-spy", action="store_true",
+                        help="no sampling (py-spy takes CPU from the pull)")  # fmt: skip
     args = parser.parse_args()
+    spy = _has_py_spy() and not args.no_py_spy and not args.distribution
+    peer = "distribution" if args.distribution else "mirror"
     size = int(args.blob_mib * MIB)
-    print(f"load average {os.getloadavg()[0]:.2f}; py-spy {'on' if _has_py_spy() else 'off'}")
+    print(f"load average {os.getloadavg()[0]:.2f}; py-spy {'on' if spy else 'off'}")
     with (
         tempfile.TemporaryDirectory(prefix="profile-cold-") as tmp,
         contextlib.ExitStack() as stack,
@@ -247,7 +315,8 @@ def main() -> None:
         totals = []
         for number in range(1, args.pulls + 1):
             blob = push_blob(upstream, workdir / "blobs", size, keep=False)
-            pull = one_pull(workdir / f"pull-{number}", upstream.url, blob.url_path(), size, s3)
+            pull = one_pull(workdir / f"pull-{number}", upstream, blob.url_path(), size, s3, spy,
+                            peer)  # fmt: skip
             print_pull(number, pull)
             totals.append(pull.total)
     print(f"median total {statistics.median(totals):.3f} s over {args.pulls} cold "

@@ -57,6 +57,20 @@ def test_cold_profile_accounts_for_the_mirror_threads() -> None:
     assert "  thread " in out  # at least the hashing thread spent CPU on the pull
     if shutil.which("py-spy") is not None:
         assert "of busy samples" in out
+    (account,) = [line for line in out.splitlines() if "until the last byte:" in line]
+    for process in ("mirror", "upstream", "curl"):
+        assert f" {process} " in account
+    assert "s of wall time on" in account
+
+
+@pytest.mark.slow
+def test_cold_profile_accounts_for_distribution_too() -> None:
+    if shutil.which("/usr/bin/docker-registry") is None or shutil.which("curl") is None:
+        pytest.skip("needs docker-registry and curl: run .ci/install-debian-packages")
+    out = _run("bench/profile_cold.py", "--pulls", "1", "--blob-mib", "16", "--distribution")
+    assert "py-spy off" in out  # it samples only the mirror
+    (account,) = [line for line in out.splitlines() if "until the last byte:" in line]
+    assert account.startswith("  until the last byte: distribution ")
 
 
 @pytest.mark.slow
