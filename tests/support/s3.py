@@ -7,7 +7,11 @@ to simulate an outage. Tests inspect the bucket with a plain boto3 client.
 
 from __future__ import annotations
 
+import json
+import os
+import ssl
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +25,8 @@ if TYPE_CHECKING:
     # boto3-stubs[s3] (the dev extra): types only, so the tests run without them.
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import MultipartUploadTypeDef
+
+    from tests.support.pki import Issued
 
 from mirror.config import S3Config
 from tests.support.processes import ManagedProcess, free_port, start_process, wait_for_http
@@ -37,6 +43,8 @@ class MotoS3:
 
     endpoint_url: str
     process: ManagedProcess
+    ca_file: Path | None = None  # the CA its certificate chains to, when it serves https
+    recording: Path | None = None  # where moto's recorder writes the requests it saw
     _client: S3Client | None = field(default=None, repr=False)
 
     @property
@@ -46,8 +54,28 @@ class MotoS3:
             self._client = boto3.client(
                 "s3", region_name=REGION, endpoint_url=self.endpoint_url,
                 aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+                verify=str(self.ca_file) if self.ca_file else None,
             )  # fmt: skip
         return self._client
+
+    def record(self) -> None:
+        """Have moto record every request from now on (headers and bodies: keep them small)."""
+        assert self.recording is not None
+        self.recording.unlink(missing_ok=True)
+        self._moto_api("recorder/start-recording")
+
+    def recorded(self) -> list[dict[str, Any]]:
+        """The requests recorded since :meth:`record`: ``method``, ``url``, ``headers``."""
+        assert self.recording is not None
+        if not self.recording.exists():
+            return []
+        return [json.loads(line) for line in self.recording.read_text().splitlines()]
+
+    def _moto_api(self, path: str) -> None:
+        context = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else None
+        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/{path}", method="POST")
+        with urllib.request.urlopen(request, timeout=10, context=context) as answer:
+            answer.read()
 
     def create_bucket(self) -> str:
         """A fresh, empty bucket with a unique name."""
@@ -93,18 +121,26 @@ class MotoS3:
 
 
 @contextmanager
-def running_moto(workdir: Path) -> Iterator[MotoS3]:
-    """Start a moto S3 server on a free loopback port; stop it (by PID) on exit."""
+def running_moto(workdir: Path, tls: Issued | None = None, ca_file: Path | None = None,
+                 ) -> Iterator[MotoS3]:  # fmt: skip
+    """Start a moto S3 server on a free loopback port; stop it (by PID) on exit.
+
+    ``tls``: serve https with this certificate, which chains to ``ca_file``.
+    """
     port = free_port()
-    process = start_process(
-        "moto",
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        log_path=workdir / "moto.log",
-    )
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    context = None
+    if tls is not None:
+        tls.write(workdir / "moto.crt", workdir / "moto.key")
+        argv += ["--ssl-cert", str(workdir / "moto.crt"), "--ssl-key", str(workdir / "moto.key")]
+        context = ssl.create_default_context(cafile=ca_file)
+    recording = workdir / "moto-recording.jsonl"
+    env = {**os.environ, "MOTO_RECORDER_FILEPATH": str(recording)}
+    process = start_process("moto", argv, log_path=workdir / "moto.log", env=env)
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_for_http(url + "/moto-api/", process, timeout=30)
-        yield MotoS3(url, process)
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+        wait_for_http(url + "/moto-api/", process, timeout=30, context=context)
+        yield MotoS3(url, process, ca_file, recording)
     finally:
         process.stop()
 
