@@ -46,7 +46,7 @@ def cold_pull(setup: Setup, order: list[str], size: int, scenario: str) -> None:
     blob = push_blob(setup.upstream, setup.workdir / "blobs", size, keep=False)
     for name in order:
         peer = setup.peers[name]
-        setup.settle()
+        setup.settle(writes=size)
         peer.reset_peak()
         cpu = peer.cpu_seconds()
         transfer = fetch_one(setup.url(name, blob.url_path()), size)

@@ -37,6 +37,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from bench import peers as servers
 from bench.load import LoadError, fetch_concurrently, fetch_one, repeated
+from bench.memory import warm_free_memory
 from bench.seed import push_blob
 
 MIB = 1024 * 1024
@@ -83,6 +84,7 @@ def pull(tree: Path, workdir: Path, upstream_url: str, blob_path: str, size: int
     try:
         os.sync()
         time.sleep(1.0)
+        warm_free_memory(size + size // 4)  # bench/memory.py says why
         cpu = mirror.cpu_seconds()
         with probed(mirror.url + "/healthz", probe) as answers:
             batch = fetch_concurrently(mirror.url + blob_path, clients, size)

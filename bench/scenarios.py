@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.load import ACCEPT_MANIFEST, fetch_concurrently, fetch_one, run_wrk
+from bench.memory import warm_free_memory
 from bench.peers import Peer
 from bench.seed import BlobFile, SmallImage, push_blob
 from tests.support.registry import UpstreamRegistry
@@ -59,14 +60,17 @@ class Setup:
         """Keep one value of one repetition."""
         self.results[metric][peer].append(value)
 
-    def settle(self) -> None:
+    def settle(self, writes: int = 0) -> None:
         """Write back every dirty page, then pause: the next peer starts on a quiet machine.
 
         Without it, the page-cache writeback of the previous peer's download
-        (200 MiB or more) runs into the next peer's measurement.
+        (200 MiB or more) runs into the next peer's measurement. ``writes``:
+        how much the next pull will store; that much free memory is warmed
+        (:mod:`bench.memory` says why).
         """
         os.sync()
         time.sleep(self.knobs.settle_seconds)
+        warm_free_memory(writes + writes // 4)
 
     @property
     def size(self) -> int:

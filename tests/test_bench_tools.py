@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.memory import warm_free_memory
 from bench.profile_cold import IDLE, OTHER, classify
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -93,3 +94,22 @@ def test_floor_tools_time_every_stage(tool: str, tmp_path: Path) -> None:
     lines = [line for line in out.splitlines() if "MiB/s" in line]
     assert len(lines) >= 6, out
     assert not list(tmp_path.iterdir())  # every file written was removed
+
+
+def test_page_cost_tool_writes_with_and_without_warming() -> None:
+    out = _run("bench/memory.py", "--mib", "8", "--rounds", "1", "--pause", "0")
+    lines = [line for line in out.splitlines() if "s of CPU to write 8 MiB" in line]
+    assert [line.split(" round ")[0].strip() for line in lines] == ["as it comes", "after warming"]
+
+
+def test_warming_leaves_no_memory_held() -> None:
+    before = _vm_rss_kib()
+    warm_free_memory(64 * 1024 * 1024)
+    assert _vm_rss_kib() - before < 16 * 1024  # touched, then given back
+
+
+def _vm_rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS in /proc/self/status")
