@@ -33,7 +33,7 @@ import os
 
 from bench.load import ACCEPT_MANIFEST, fetch_many, fetch_one
 from bench.scenarios import MIB, Setup
-from bench.seed import push_blob, push_blobs, push_tagged_manifests
+from bench.seed import drop_blob, push_blob, push_blobs, push_tagged_manifests
 
 log = logging.getLogger("bench")
 
@@ -61,6 +61,7 @@ def cold_pull(setup: Setup, order: list[str], size: int, scenario: str) -> None:
         log.info("(%s) %-12s first byte %6.1f ms, total %6.2f s, CPU %5.2f s, peak RSS %5.0f MiB",
                  scenario, name, transfer.first_byte * 1000, transfer.total, cpu,
                  peer.scenario_peak_rss_mib())  # fmt: skip
+    drop_blob(setup.upstream, blob.digest)
 
 
 def small_blobs(setup: Setup, order: list[str]) -> None:

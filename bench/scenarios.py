@@ -18,7 +18,7 @@ from pathlib import Path
 from bench.load import ACCEPT_MANIFEST, fetch_concurrently, fetch_one, run_wrk
 from bench.memory import warm_free_memory
 from bench.peers import Peer
-from bench.seed import BlobFile, SmallImage, push_blob
+from bench.seed import BlobFile, SmallImage, drop_blob, push_blob
 from tests.support.registry import UpstreamRegistry
 
 log = logging.getLogger("bench")
@@ -100,7 +100,7 @@ def thundering_herd(setup: Setup) -> None:
     """(c) ``herd`` clients ask each proxy for one fresh blob at the same moment."""
     blob = push_blob(setup.upstream, setup.workdir / "blobs", setup.size, keep=False)
     for name in setup.proxies:
-        setup.settle()
+        setup.settle(writes=setup.size)
         setup.peers[name].reset_peak()
         mark = setup.upstream.log_mark()
         batch = fetch_concurrently(setup.url(name, blob.url_path()), setup.knobs.herd, setup.size)
@@ -120,6 +120,10 @@ def thundering_herd(setup: Setup) -> None:
                  "%d failed, peak RSS %.0f MiB", name, setup.knobs.herd, batch.wall, len(gets),
                  sum(e.size for e in gets) / MIB, batch.failures(setup.size),
                  setup.peers[name].scenario_peak_rss_mib())  # fmt: skip
+        forget = setup.peers[name].forget
+        if forget is not None:  # as in (b) and (f)
+            forget(blob.digest[7:])
+    drop_blob(setup.upstream, blob.digest)
 
 
 def manifests(setup: Setup, order: list[str]) -> None:

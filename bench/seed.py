@@ -73,6 +73,18 @@ def push_blob(
     return blob
 
 
+def drop_blob(registry: UpstreamRegistry, digest: str) -> None:
+    """Delete the upstream's stored copy of a blob every peer has pulled.
+
+    Its page cache goes with it, so a run of many repetitions does not
+    fill the memory with blobs nobody asks for again (bench/memory.py says
+    why memory matters on this VM).
+    """
+    hex_digest = digest.removeprefix("sha256:")
+    blobs = registry.workdir / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256"
+    (blobs / hex_digest[:2] / hex_digest / "data").unlink(missing_ok=True)
+
+
 def push_blobs(
     registry: UpstreamRegistry, directory: Path, count: int, size: int
 ) -> list[BlobFile]:
