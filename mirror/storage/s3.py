@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
@@ -47,12 +48,12 @@ def _client_config(config: S3Config) -> AioConfig:
     if config.endpoint_url:
         # Path-style URLs work with every S3-compatible server behind a custom endpoint.
         s3["addressing_style"] = "path"
-    if config.endpoint_url is None or config.endpoint_url.startswith("https://"):
+    if config.endpoint_url is None or urlsplit(config.endpoint_url).scheme == "https":
         # Without a checksum header botocore hashes every payload for its
         # signature, on the event loop: 5 ms per 8 MiB part, 0.6 s per GiB.
-        # Over TLS S3 takes UNSIGNED-PAYLOAD, as botocore itself sends streamed
-        # bodies, and TLS protects the bytes in transit. Over plain HTTP the
-        # signature is all that would catch a changed body: there it stays.
+        # Over TLS, S3 accepts UNSIGNED-PAYLOAD and TLS protects the bytes in
+        # transit. Over plain HTTP the signature is all that would catch a
+        # changed body: there it stays.
         s3["payload_signing_enabled"] = False
     return AioConfig(
         connect_timeout=5,
