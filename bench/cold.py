@@ -15,15 +15,16 @@
 
 Every peer of a repetition pulls the same content: each proxy has a cache of
 its own, so the content is cold for each of them. Before each peer's turn
-:meth:`Setup.settle` flushes dirty pages (``sync``) and pauses, so the page-cache
+:meth:`Setup.settle` flushes dirty pages (``sync``), pauses, so the page-cache
 writeback of the previous peer's download does not run into the next
-measurement. After its turn in (b) and (f) the peer's stored copy of the blob
-is deleted (:attr:`Peer.forget`; no later scenario asks for it): kept, a run
-leaves 4-5 GiB of new page cache behind, and on this VM writing into memory
-the kernel had not used for a while cost up to ten times as much CPU as into
-pages just freed (1 GiB written three times in a row: 0.22, 0.44 and 2.55 s of
-CPU; after deleting a 1 GiB file each time: 0.24-0.30 s), a cost that falls
-on whichever server writes its cache on the client's path.
+measurement, and warms as much free memory as the pull will store: on this
+VM writing into memory the kernel had not used for a while cost ten times as
+much CPU as into pages just freed (``bench/memory.py``), a cost that falls
+on whichever server writes its cache on the client's path. After its turn in
+(b) and (f) the peer's stored copy of the blob is deleted (:attr:`Peer.forget`;
+no later scenario asks for it), and after every peer's turn the upstream's
+(:func:`bench.seed.drop_blob`): kept, five repetitions leave 7 GiB of page
+cache behind.
 """
 
 from __future__ import annotations

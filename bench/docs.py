@@ -123,10 +123,12 @@ def write_markdown(
         "Manifest load (d): plain `wrk -t2 -c64 --latency` with an `Accept` header, no Lua "
         "script.",
         f"- Before each cold measurement: `sync`, then a pause of {knobs.settle_seconds:g} s, "
-        "so the writeback of the previous download does not run into it; after it, in (b) and "
-        "(f), the server's stored copy of the blob is deleted, so the run does not grow the "
-        "page cache by gigabytes (on this VM, writing into memory not used for a while cost "
-        "up to ten times the CPU: see `bench/cold.py`).",
+        "so the writeback of the previous download does not run into it, then as much free "
+        "memory as the pull will store (and a quarter more) is touched and freed: on this VM, "
+        "writing into memory not used for a while cost ten times the CPU, 2.5 s per GiB "
+        "(`bench/memory.py`). After it, in (b), (c) and (f), the server's stored copy of the "
+        "blob is deleted, and after all servers the upstream's, so the repetitions do not "
+        "fill the memory.",
         "- Peak RSS is `VmHWM` from `/proc/PID/status`, summed over a server's processes "
         "(reset through `/proc/PID/clear_refs` before (c) and (f)); server CPU is "
         "utime + stime from `/proc/PID/stat`, from the request until the blob is published.",
