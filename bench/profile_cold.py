@@ -112,9 +112,8 @@ class Pull:
     published_after: float
     threads: dict[int, ThreadTimes]  # by thread id
     samples: dict[int, Counter[str]] = field(default_factory=dict)  # thread id -> stage -> count
-    others: dict[str, float] = field(default_factory=dict)  # process -> CPU s until the last byte
-    mirror_cpu: float = 0.0  # the peer's CPU until the client's last byte
-    peer: str = "mirror"
+    # process (the server first) -> CPU seconds until the client's last byte
+    spent: dict[str, float] = field(default_factory=dict)
 
 
 def thread_times(pid: int) -> dict[int, ThreadTimes]:
@@ -192,7 +191,11 @@ def watched_threads(pid: int) -> Iterator[dict[int, ThreadTimes]]:
 
 
 def process_cpu(pids: dict[str, int]) -> dict[str, float]:
-    """CPU seconds so far of each named process, and of this one's reaped children."""
+    """CPU seconds so far of each named process, and of this one's reaped children.
+
+    A process's figure includes its threads that have ended (a download's
+    splice threads end with it).
+    """
     times = {name: sum(servers.cpu_times(pid)[:2]) for name, pid in pids.items()}
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     times["curl"] = children.ru_utime + children.ru_stime
@@ -208,30 +211,27 @@ def one_pull(
     Besides the peer's threads, the pull's cost to the upstream, to moto
     and to curl is read: on one machine they all share its cores.
     """
-    others = {"upstream": upstream.process.pid}
     if peer == "distribution":
         mirror = servers.start_distribution_proxy(workdir, upstream.url)
     elif s3 is None:
         mirror = servers.start_mirror(workdir, upstream.url)
     else:
         mirror = servers.start_mirror_s3(workdir, upstream.url, s3)
-        others["moto"] = s3.process.pid
+    pid = mirror.process.pid
+    processes = {mirror.name: pid, "upstream": upstream.process.pid}
+    if s3 is not None:
+        processes["moto"] = s3.process.pid
     spied = workdir / "py-spy.txt"
     try:
-        pid = mirror.process.pid
         with sampled(pid, spied, spy):
             os.sync()
             time.sleep(1.0)
             warm_free_memory(size + size // 4)  # bench/memory.py says why
             before = thread_times(pid)
-            cpu_before = process_cpu(others)
+            cpu_before = process_cpu(processes)
             with watched_threads(pid) as after:
                 transfer = fetch_one(mirror.url + blob_path, size)
-                cpu_after = process_cpu(others)
-                # Threads that ended with the download are only in `after`.
-                after.update(thread_times(pid))
-                mirror_cpu = sum(t.cpu for t in after.values())
-                mirror_cpu -= sum(t.cpu for t in before.values())
+                cpu_after = process_cpu(processes)
                 started = time.monotonic()
                 mirror.wait_cached([blob_path.rpartition(":")[2]], size)
                 published = time.monotonic() - started
@@ -246,8 +246,7 @@ def one_pull(
     }  # fmt: skip
     samples = read_samples(spied) if spied.exists() else {}
     spent = {name: cpu_after[name] - cpu_before[name] for name in cpu_after}
-    return Pull(transfer.total, transfer.first_byte, published, threads, samples, spent, mirror_cpu,
-                mirror.name)  # fmt: skip
+    return Pull(transfer.total, transfer.first_byte, published, threads, samples, spent)
 
 
 def _has_py_spy() -> bool:
@@ -280,10 +279,9 @@ def print_machine(pull: Pull) -> None:
     pull cannot be shorter than all their CPU spread evenly over every core.
     (The threads above are counted until the blob is published.)
     """
-    spent = {pull.peer: pull.mirror_cpu, **pull.others}
-    total = sum(spent.values())
+    total = sum(pull.spent.values())
     cores = os.cpu_count() or 1
-    shares = ", ".join(f"{name} {cpu:.2f} s" for name, cpu in spent.items())
+    shares = ", ".join(f"{name} {cpu:.2f} s" for name, cpu in pull.spent.items())
     print(f"  until the last byte: {shares}; {total:.2f} s of CPU, so at least "
           f"{total / cores:.3f} s of wall time on {cores} cores")  # fmt: skip
 
