@@ -37,7 +37,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from bench import peers as servers
 from bench.load import LoadError, fetch_concurrently, fetch_one, repeated
-from bench.memory import warm_free_memory
+from bench.memory import settle
 from bench.seed import push_blob
 
 MIB = 1024 * 1024
@@ -82,9 +82,7 @@ def pull(tree: Path, workdir: Path, upstream_url: str, blob_path: str, size: int
     else:
         mirror = servers.start_mirror_s3(workdir, upstream_url, s3, source=tree)  # type: ignore[arg-type]
     try:
-        os.sync()
-        time.sleep(1.0)
-        warm_free_memory(size + size // 4)  # bench/memory.py says why
+        settle(1.0, size)
         cpu = mirror.cpu_seconds()
         with probed(mirror.url + "/healthz", probe) as answers:
             batch = fetch_concurrently(mirror.url + blob_path, clients, size)

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import hashlib
 import os
-import resource
 import socket
 import statistics
 import sys
@@ -36,6 +35,11 @@ from functools import partial
 from multiprocessing import Event, Process
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import memory
 
 MIB = 1024 * 1024
 SOURCE_BUFFER = 64 * MIB  # larger than the L3 cache: every pass reads from memory
@@ -52,16 +56,11 @@ class Timing:
     cpu: float
 
 
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 @contextmanager
 def timed(into: list[Timing]) -> Iterator[None]:
-    wall, cpu = time.perf_counter(), _cpu()
+    wall, cpu = time.perf_counter(), memory.cpu_seconds()
     yield
-    into.append(Timing(time.perf_counter() - wall, _cpu() - cpu))
+    into.append(Timing(time.perf_counter() - wall, memory.cpu_seconds() - cpu))
 
 
 def _pieces(data: memoryview, size: int, piece: int) -> Iterator[memoryview]:
@@ -238,12 +237,6 @@ def asyncio_receive(timings: list[Timing], size: int, piece: int, buffered: bool
 # ------------------------------------------------------------------ runner
 
 
-def quiet(settle: float) -> None:
-    """Write back every dirty page, then pause: no earlier write runs into a measurement."""
-    os.sync()
-    time.sleep(settle)
-
-
 def report(label: str, size: int, timings: list[Timing], extra: str = "") -> None:
     """One line: medians of wall and CPU seconds, and the rate over ``size`` bytes."""
     wall = statistics.median(t.wall for t in timings)
@@ -288,7 +281,7 @@ def _disk_floors(size: int, reps: int, directory: Path, settle: float, data: mem
         timings: list[Timing] = []
         syncs = []
         for _ in range(reps):
-            quiet(settle)
+            memory.settle(settle)
             with timed(timings):
                 syncs.append(page_cache_write(directory, data, size, piece))
         report(f"page-cache write (pwrite, fresh file), {piece // 1024} KiB", size, timings,

@@ -33,6 +33,19 @@ MIB = 1024 * 1024
 PAGE = mmap.PAGESIZE
 
 
+def settle(pause: float, writes: int = 0) -> None:
+    """Before a measurement: write back every dirty page, pause, and warm free memory.
+
+    Without the write-back and the pause, the page-cache writeback of an
+    earlier download runs into the measurement. ``writes``: how much the
+    pull measured next will store; that much free memory, and a quarter
+    more, is warmed.
+    """
+    os.sync()
+    time.sleep(pause)
+    warm_free_memory(writes + writes // 4)
+
+
 def warm_free_memory(size: int) -> None:
     """Touch ``size`` bytes of fresh memory and give it back: free pages the kernel reuses next."""
     if size <= 0:
@@ -45,7 +58,8 @@ def warm_free_memory(size: int) -> None:
         area.close()
 
 
-def _cpu() -> float:
+def cpu_seconds() -> float:
+    """CPU seconds this process has spent so far, user and system."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
@@ -53,14 +67,14 @@ def _cpu() -> float:
 def write_new_file(path: Path, size: int) -> float:
     """CPU seconds to write ``size`` bytes into a new file (the page cache only: no sync)."""
     piece = os.urandom(8 * MIB)
-    started = _cpu()
+    started = cpu_seconds()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         for _ in range(size // len(piece)):
             os.write(fd, piece)
     finally:
         os.close(fd)
-    return _cpu() - started
+    return cpu_seconds() - started
 
 
 def main() -> None:

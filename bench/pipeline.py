@@ -31,12 +31,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import memory
 from bench.floors import (
     MIB,
     Timing,
     cli,
     connected,
-    quiet,
     report,
     sink_process,
     source_process,
@@ -190,7 +190,7 @@ def measure(size: int, reps: int, directory: Path, settle: float) -> None:
     for label, middle in middles:
         timings: list[Timing] = []
         for _ in range(reps):
-            quiet(settle)
+            memory.settle(settle)
             proxy_path(timings, directory, size, middle)
         report(label, size, timings)
 

@@ -51,7 +51,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from bench import peers as servers
 from bench.load import fetch_one, repeated
-from bench.memory import warm_free_memory
+from bench.memory import settle
 from bench.seed import push_blob
 from tests.support.registry import UpstreamRegistry
 
@@ -224,9 +224,7 @@ def one_pull(
     spied = workdir / "py-spy.txt"
     try:
         with sampled(pid, spied, spy):
-            os.sync()
-            time.sleep(1.0)
-            warm_free_memory(size + size // 4)  # bench/memory.py says why
+            settle(1.0, size)
             before = thread_times(pid)
             cpu_before = process_cpu(processes)
             with watched_threads(pid) as after:

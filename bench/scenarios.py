@@ -9,14 +9,12 @@ are listed in :data:`bench.report.METRICS`.
 from __future__ import annotations
 
 import logging
-import os
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.load import ACCEPT_MANIFEST, fetch_concurrently, fetch_one, run_wrk
-from bench.memory import warm_free_memory
+from bench.memory import settle
 from bench.peers import Peer
 from bench.seed import BlobFile, SmallImage, drop_blob, push_blob
 from tests.support.registry import UpstreamRegistry
@@ -68,9 +66,7 @@ class Setup:
         how much the next pull will store; that much free memory is warmed
         (:mod:`bench.memory` says why).
         """
-        os.sync()
-        time.sleep(self.knobs.settle_seconds)
-        warm_free_memory(writes + writes // 4)
+        settle(self.knobs.settle_seconds, writes)
 
     @property
     def size(self) -> int:
