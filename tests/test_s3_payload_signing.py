@@ -4,7 +4,8 @@ Without a checksum header botocore hashes every payload for its SigV4
 signature, on the event loop. Over TLS the mirror sends ``UNSIGNED-PAYLOAD``
 instead; over plain HTTP the signature is all that protects the body, so it
 keeps it. moto (over real TLS with a certificate from a private CA, and over
-plain HTTP) records every request's headers as it received them.
+plain HTTP) records every request's headers as it received them. A
+certificate the mirror does not trust fails like an S3 that is down.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Any
 
 import pytest
 
+from mirror.storage.base import StorageError
 from mirror.storage.s3 import S3Storage
+from mirror.storage.s3_errors import S3Unreachable
 from tests.support.pki import PrivateCA
 from tests.support.s3 import MIN_PART, MotoS3, running_moto
 
@@ -84,3 +87,18 @@ async def test_payloads_are_hashed_for_the_signature_only_without_tls(
             assert sent == "UNSIGNED-PAYLOAD"
         else:
             assert sent == hashlib.sha256(body(put)).hexdigest()
+
+
+async def test_an_s3_certificate_nobody_vouches_for_is_a_storage_failure(
+    tls_moto: MotoS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without the CA: every call fails as S3 down does, so pulls are served through.
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+    storage = await S3Storage.open(tls_moto.s3_config(tls_moto.create_bucket(), "untrusted"))
+    try:
+        with pytest.raises(S3Unreachable, match="CERTIFICATE_VERIFY_FAILED"):
+            await storage.put("blobs/one", b"bytes")
+        with pytest.raises(StorageError):
+            await storage.stat("blobs/one")
+    finally:
+        await storage.close()
